@@ -1,0 +1,7 @@
+"""Allow `python -m genesis_jax.cli`."""
+
+import sys
+
+from genesis_jax.cli import main
+
+sys.exit(main())
