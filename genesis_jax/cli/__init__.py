@@ -1,6 +1,7 @@
 """The ``genesis-jax`` command line: one sub-command per module of this package.
 
-Each sub-command module defines ``register(subparsers)``; ``main`` parses the command, loads the config
+Each module of this package (not starting with ``_``) is one sub-command and defines ``register(subparsers)``;
+they are discovered, so adding a command is adding a module. ``main`` parses the command, loads the config
 (``--config=path.py[:arg]`` plus ``--config.x=y`` overrides) and calls one library entry function. No logic of
 its own lives here.
 """
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from typing import Sequence
 
-# Sub-command modules, in the order `genesis-jax --help` lists them.
-COMMANDS = ("summary", "configs")
+
+def command_modules() -> list[str]:
+    """The sub-command modules of this package, alphabetically."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Models Genesis, UNet++ and active fine-tuning on JAX/Flax.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"genesis_jax.cli.{name.replace('-', '_')}").register(subparsers)
+    for name in command_modules():
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
