@@ -5,8 +5,8 @@
     genesis-jax convert --from=weights/my_pretrained --to=my_pretrained.pt           # back to PyTorch UNet3D
 
 The direction follows from the paths: a .pt/.pth/.h5 source is imported into a weights directory (usable as
-``--init``); a weights directory is exported to a .pt state_dict. The work is done by genesis_jax.interop
-(formats) and genesis_jax.train.checkpointing (the directory).
+``--init``); a weights directory (or a training workdir, whichever ``--init`` accepts) is exported to a .pt
+state_dict. The work is done by genesis_jax.interop (formats) and genesis_jax.train.checkpointing (the directory).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--from", dest="source", required=True, help="a .pt/.pth/.h5 file, or a weights directory")
+    p.add_argument(
+        "--from", dest="source", required=True, help="a .pt/.pth/.h5 file, or a weights directory (or training workdir)"
+    )
     p.add_argument("--to", dest="destination", required=True, help="a weights directory, or a .pt/.pth file")
     p.add_argument(
         "--num-classes", type=int, default=None, help="refuse weights whose head has another number of outputs"
@@ -68,7 +70,10 @@ def _import(args: argparse.Namespace, source: Path, destination: Path) -> str:
 
 def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
     from genesis_jax.interop import InteropError, write_pytorch
-    from genesis_jax.train.checkpointing import load_weights
+    from genesis_jax.train import checkpointing
+
+    # Whatever --init accepts: a weights directory, and a training workdir where checkpointing can read one.
+    load = getattr(checkpointing, "load_init_weights", checkpointing.load_weights)
 
     if destination.suffix.lower() not in (".pt", ".pth"):
         raise InteropError(
@@ -76,7 +81,7 @@ def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
             "supported)"
         )
     _check_destination(destination, args.overwrite)
-    variables, model_config, metadata = load_weights(source)
+    variables, model_config, metadata = load(source)
     if args.num_classes is not None and model_config.get("num_classes") != args.num_classes:
         raise InteropError(
             f"{source}: the model has {model_config.get('num_classes')} class(es), but {args.num_classes} were expected"

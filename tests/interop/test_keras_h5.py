@@ -28,8 +28,9 @@ def test_keras_h5_converts_and_matches_keras_inference(tmp_path, keras_reference
     path = write_keras_h5(tmp_path / "Genesis_Chest_CT.h5", layers, whole_model=True)
     model, variables = load_published(path)
     assert model.variant == "keras" and model.base_width == WIDTH and model.num_classes == 1
-    np.testing.assert_array_equal(variables["params"]["decoder_2"]["conv_0"]["kernel"], layers["depth_8_conv"]["kernel"])
-    np.testing.assert_array_equal(variables["batch_stats"]["decoder_0"]["bn_1"]["var"], layers["depth_13_bn"]["moving_variance"])
+    params, stats = variables["params"], variables["batch_stats"]
+    np.testing.assert_array_equal(params["decoder_2"]["conv_0"]["kernel"], layers["depth_8_conv"]["kernel"])
+    np.testing.assert_array_equal(stats["decoder_0"]["bn_1"]["var"], layers["depth_13_bn"]["moving_variance"])
 
     x = np.random.default_rng(0).random((2, 16, 16, 8, 1), dtype=np.float32)
     with torch.no_grad():

@@ -21,7 +21,10 @@ class ContBatchNorm3d(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, self.momentum, self.eps)
+        training = True  # the published quirk: batch statistics in eval() too
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training, self.momentum, self.eps
+        )
 
 
 class LUConv(nn.Module):
