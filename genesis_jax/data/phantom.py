@@ -67,7 +67,7 @@ def synthetic_ct(shape: Sequence[int] = (128, 128, 128), seed: int = 0) -> dict:
     paint(np.broadcast_to(body_r <= 0.82, shape), HU["soft"], SOFT_TISSUE)
 
     lung_w = 0.38 + jitter(0.05)
-    lungs = [_ellipsoid(u, v, w, (side * (0.36 + jitter(0.03)), 0.02, lung_w), (0.27, 0.40, 0.58))
+    lungs = [_ellipsoid(u, v, w, (side * (0.37 + jitter(0.02)), 0.04, lung_w), (0.31, 0.46, 0.60))
              for side in (1.0, -1.0)]
     lungs = np.logical_or(*lungs)
     paint(lungs, HU["lung"], LUNG)
