@@ -3,7 +3,7 @@
 ``synthetic_ct(shape, seed)`` draws, in canonical RAS voxel order (x towards the patient's right, y anterior,
 z superior), an elliptic body (fat rim around soft tissue), two lungs (-850 HU) in the upper part, a heart, a
 contrast-filled aorta and branching lung vessels, the spine and ribs (bone), a liver (60 HU) under the right lung,
-and a few solid nodules (30 HU) in the lungs, plus Gaussian noise. Geometry is defined in normalised coordinates
+and a few solid nodules (30 HU) in the lungs, plus Gaussian noise, rounded to integer HU as a scanner stores them. Geometry is defined in normalised coordinates
 ([-1, 1] per axis), so any shape works; the random parts (jitter, vessels, nodules, noise) come from ``seed``.
 Everything is array arithmetic on open grids: 128^3 takes well under a second.
 """
@@ -111,7 +111,7 @@ def synthetic_ct(shape: Sequence[int] = (128, 128, 128), seed: int = 0) -> dict:
             paint(nodule, HU["nodule"], NODULE)
 
     image += rng.normal(0.0, 15.0, size=shape).astype(np.float32)
-    np.clip(image, -1024.0, 3071.0, out=image)
+    np.clip(np.rint(image, out=image), -1024.0, 3071.0, out=image)  # integer HU, like a scanner's (int16-exact)
     spacing = tuple(fov / n for fov, n in zip(FIELD_OF_VIEW_MM, shape))
     return dict(image=image, label=label, spacing=spacing)
 

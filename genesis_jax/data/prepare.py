@@ -38,7 +38,7 @@ class PrepareSummary:
 
     def lines(self) -> list[str]:
         out = [f"dataset: {self.dataset_dir}" + (" (already prepared: reused)" if self.reused else ""),
-               f"scans read: {self.scans_read}",
+               f"scans read: {self.scans_read} (opened successfully)",
                f"skipped: {len(self.skipped)}"]
         out += [f"  - {reason}" for _, reason in self.skipped]
         out += [f"examples written: {sum(self.examples.values())} "
