@@ -9,7 +9,9 @@ The published rule (models_genesis.md section 2), on a volume already normalised
   accept otherwise, until ``cubes_per_scan`` cubes are accepted.
 As published, "tissue only at d + L - 1" and "no tissue" both score 0: reproduced as is.
 
-``extract_cubes`` evaluates candidates in chunks with array operations; the per-voxel score is rewritten as
+``extract_cubes`` thresholds the candidates' region once, then scores candidates in chunks of gathered boolean
+windows (candidates are drawn up front, so chunking does not change which cubes are accepted); the per-voxel score
+is rewritten as
   score = (1 / (L - 1)) * sum_{m=1}^{L-1} any(tissue at d .. d + m - 1),
 which equals 1 - k*/(L - 1) exactly. ``extract_cubes_published_loop`` is the per-voxel Python loop the published
 script runs, used by the tests (equality) and by experiments/bench_data.py (speed). Both draw the same candidate
@@ -73,13 +75,17 @@ def _check_volume(volume01: np.ndarray) -> np.ndarray:
 
 
 def tissue_scores(windows: np.ndarray, cube_depth: int, tissue_threshold: float, depth_lookahead: int) -> np.ndarray:
-    """Published tissue score of each window; windows: (n, cx, cy, cube_depth + depth_lookahead - 1)."""
-    tissue = windows >= tissue_threshold
-    found = tissue[..., :cube_depth].copy()  # any tissue at depths d .. d + m - 1, for m = 1
-    count = np.count_nonzero(found, axis=(1, 2, 3)).astype(np.int64)
+    """Published tissue score of each window; windows: (n, cx, cy, cube_depth + depth_lookahead - 1), float or
+    already thresholded (bool)."""
+    tissue = windows if windows.dtype == bool else windows >= tissue_threshold
+    # m = 1: tissue at depth d itself; counted on the whole (contiguous) window minus its look-ahead tail, which
+    # np.count_nonzero does much faster than a strided slice.
+    count = np.array([np.count_nonzero(t) - np.count_nonzero(t[..., cube_depth:]) for t in tissue], dtype=np.int64)
+    found = None
     for m in range(2, depth_lookahead):
-        found |= tissue[..., m - 1: m - 1 + cube_depth]
-        count += np.count_nonzero(found, axis=(1, 2, 3))
+        step = tissue[..., m - 1: m - 1 + cube_depth]
+        found = np.bitwise_or(tissue[..., :cube_depth], step) if found is None else np.bitwise_or(found, step, out=found)
+        count += np.array([np.count_nonzero(f) for f in found], dtype=np.int64)
     return count / (depth_lookahead - 1)
 
 
@@ -112,20 +118,26 @@ def extract_cubes(
     corners = candidate_corners(volume01.shape, cube_shape=cube, margins=margins, lookahead=lookahead,
                                 max_attempts=max_attempts, seed=seed)
     window_shape = (cube[0], cube[1], cube[2] + max(lookahead - 1, 0))
-    views = np.lib.stride_tricks.sliding_window_view(volume01, window_shape)
+    # Threshold once, only where candidate windows can reach; windows are then gathered as bytes, not floats.
+    low = corners.min(axis=0)
+    high = corners.max(axis=0) + window_shape
+    region = volume01[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+    mask = region >= tissue_threshold if criterion == "tissue" else region > foreground_threshold
+    views = np.lib.stride_tricks.sliding_window_view(mask, window_shape)
+    local = corners - low
     limit = max_tissue_fraction * float(np.prod(cube))
     accepted: list[np.ndarray] = []
-    for start in range(0, max_attempts, chunk_size):
-        if len(accepted) >= cubes_per_scan:
-            break
-        chunk = corners[start:start + chunk_size]
-        windows = views[chunk[:, 0], chunk[:, 1], chunk[:, 2]]  # one gather: (n, wx, wy, wz)
+    start = 0
+    while start < max_attempts and len(accepted) < cubes_per_scan:
+        chunk = slice(start, start + chunk_size)
+        start += chunk_size
+        windows = views[local[chunk, 0], local[chunk, 1], local[chunk, 2]]  # one gather: (n, wx, wy, wz) bool
         if criterion == "tissue":
             ok = tissue_scores(windows, cube[2], tissue_threshold, lookahead) <= limit
         else:
-            fraction = np.count_nonzero(windows > foreground_threshold, axis=(1, 2, 3)) / float(np.prod(cube))
+            fraction = np.array([np.count_nonzero(w) for w in windows]) / float(np.prod(cube))
             ok = fraction >= min_foreground_fraction
-        accepted.extend(chunk[ok][: cubes_per_scan - len(accepted)])
+        accepted.extend(corners[chunk][ok][: cubes_per_scan - len(accepted)])
     accepted_corners = np.asarray(accepted, dtype=np.int64).reshape(-1, 3)
     cubes = np.empty((len(accepted_corners), *cube), dtype=volume01.dtype)
     for i, (x, y, z) in enumerate(accepted_corners):

@@ -72,6 +72,29 @@ def _sharded_batches(ordered: grain.MapDataset, *, batch_size: int, shard_index:
     return ds
 
 
+class _EpochOrder:
+    """Global position -> source index: epoch e is np.random.default_rng([seed, e]).permutation(n).
+
+    (A cached permutation per epoch: O(1) per lookup; grain's index_shuffle cost ~2 ms per element here.)
+    ``repeats`` consecutive positions map to the same index (several patches per volume).
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool, repeats: int = 1):
+        self.n, self.seed, self.shuffle, self.repeats = n, seed, shuffle, repeats
+        self.per_epoch = n * repeats
+        self.permutation = functools.lru_cache(maxsize=4)(self._permutation)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+
+    def total(self, epochs: int | None) -> int:
+        return self.per_epoch * epochs if epochs is not None else sys.maxsize
+
+    def __call__(self, position: int) -> int:
+        epoch, offset = divmod(position, self.per_epoch)
+        return int(self.permutation(epoch)[offset // self.repeats])
+
+
 def pretrain_dataset(source, *, batch_size: int, seed: int, shard_index: int | None = None,
                      shard_count: int | None = None, shuffle: bool = True, repeat: bool = True,
                      num_epochs: int | None = None, num_threads: int = 2, prefetch: int = 8,
@@ -84,18 +107,17 @@ def pretrain_dataset(source, *, batch_size: int, seed: int, shard_index: int | N
     if len(source) == 0:
         raise ValueError("pretrain_dataset: the source is empty")
     epochs = _epochs(repeat, num_epochs)
-    ds = grain.MapDataset.source(source)
-    if shuffle:
-        ds = ds.shuffle(seed=seed)
-    ds = ds.repeat(epochs)
+    order = _EpochOrder(len(source), seed, shuffle)
 
-    def decode(element: Any) -> dict[str, np.ndarray]:
+    def example(position: int) -> dict[str, np.ndarray]:
+        element = source[order(position)]
         cube = element["cube"] if isinstance(element, dict) else element
         return {"cube": _to_float(cube)[..., None]}
 
-    return _sharded_batches(ds.map(decode), batch_size=batch_size, shard_index=shard_index,
-                            shard_count=shard_count, finite=epochs is not None, num_threads=num_threads,
-                            prefetch=prefetch, worker_count=worker_count)
+    ordered = grain.MapDataset.range(order.total(epochs)).map(example)
+    return _sharded_batches(ordered, batch_size=batch_size, shard_index=shard_index, shard_count=shard_count,
+                            finite=epochs is not None, num_threads=num_threads, prefetch=prefetch,
+                            worker_count=worker_count)
 
 
 class _VolumeCache:
@@ -131,18 +153,11 @@ def finetune_dataset(source, *, batch_size: int, seed: int, patch_shape: Sequenc
     if n == 0:
         raise ValueError("finetune_dataset: the source is empty")
     epochs = _epochs(repeat, num_epochs)
-    per_volume = int(patches_per_volume) if patch_shape is not None else 1
-    per_epoch = n * per_volume
-    total = per_epoch * epochs if epochs is not None else sys.maxsize
+    order = _EpochOrder(n, seed, shuffle, repeats=int(patches_per_volume) if patch_shape is not None else 1)
     cache = _VolumeCache(source, cache_volumes)
 
-    @functools.lru_cache(maxsize=4)
-    def permutation(epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-
     def example(position: int) -> dict[str, np.ndarray]:
-        epoch, offset = divmod(position, per_epoch)
-        volume = int(permutation(epoch)[offset // per_volume])
+        volume = order(position)
         rng = np.random.default_rng([seed, 1, position])
         if patch_shape is not None:
             image, label, foreground = cache.get(volume)
@@ -155,7 +170,7 @@ def finetune_dataset(source, *, batch_size: int, seed: int, patch_shape: Sequenc
                np.int32(label)}
         return transform(out, rng) if transform is not None else out
 
-    ordered = grain.MapDataset.range(total).map(example)
+    ordered = grain.MapDataset.range(order.total(epochs)).map(example)
     return _sharded_batches(ordered, batch_size=batch_size, shard_index=shard_index, shard_count=shard_count,
                             finite=epochs is not None, num_threads=num_threads, prefetch=prefetch, worker_count=0)
 
