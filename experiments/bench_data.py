@@ -83,7 +83,8 @@ def bench_prepare_rss(num_scans: int, buffer_mb: int, workdir: Path) -> dict:
     overrides = [f"--config.data.data_dir={workdir}/n{num_scans}_b{buffer_mb}", f"--config.data.name=rss{num_scans}",
                  f"--config.data.synthetic.num_scans={num_scans}", "--config.data.synthetic.shape=(160,160,128)",
                  "--config.data.cubes.cube_shape=(64,64,32)", "--config.data.cubes.margins=(8,8,4)",
-                 "--config.data.cubes.cubes_per_scan=32", f"--config.data.memory_buffer_mb={buffer_mb}"]
+                 "--config.data.cubes.cubes_per_scan=32", "--config.data.cubes.criterion=foreground",
+                 "--config.data.cubes.foreground_threshold=0.3", f"--config.data.memory_buffer_mb={buffer_mb}"]
     code = _RSS_CHILD.format(repo=str(REPO), overrides=overrides)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=900)
     if proc.returncode != 0:

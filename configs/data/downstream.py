@@ -13,7 +13,11 @@ Run (each needs its dataset in a directory, in the layout it is distributed as):
   genesis-jax data prepare --config=configs/data/downstream.py:luna16_candidates --config.data.manual_dir=/data/luna16
       candidates.csv + subset*/ -> one 64x64x32 crop per candidate (label = class); subsets 0-4 / 5-6 / 7-9.
       --config.data.max_negatives_per_scan=50 subsamples the ~550k negatives (seeded).
-Each prints scans read, skipped (with reasons), examples per split and bytes. Read with storage='tfds' and
+Each prints scans read, skipped (with reasons), examples per split and bytes.
+In memory, no download by hand (fine-tuning demos; ``volume_source(config.data, split)`` -> image/label volumes):
+  `:liver_samples`   the TotalSegmentator sample CTs resampled to 1.5 mm, label = liver (a model's output, not a
+                     manual annotation): train on ct_abdomen, validate on ct_dicom (another patient).
+  `:liver_synthetic` phantoms, label = the phantom's liver; 6 scans, 2 held out. Read with storage='tfds' and
 ``genesis_jax.data.pipeline.volume_source`` (whole volumes) or ``open_split`` (crops), then ``finetune_dataset``.
 """
 
@@ -32,6 +36,11 @@ VARIANTS = {
     "luna16_candidates": dict(builder="luna16_candidates", modality="ct", crop_shape=(64, 64, 32),
                               max_negatives_per_scan=0,  # 0 = keep every candidate
                               subsets=dict(train=(0, 1, 2, 3, 4), validation=(5, 6), test=(7, 8, 9))),
+    "liver_samples": dict(builder="genesis_cubes", storage="memory", source="samples", organ="liver",
+                          target_spacing=(1.5, 1.5, 1.5),
+                          samples=dict(train=("ct_abdomen",), validation=("ct_dicom",), test=())),
+    "liver_synthetic": dict(builder="genesis_cubes", storage="memory", source="synthetic", organ="liver",
+                            validation_fraction=0.34, synthetic=dict(num_scans=6, shape=(96, 96, 96))),
 }
 
 
@@ -39,5 +48,5 @@ def get_config(variant: str = "lits"):
     if variant not in VARIANTS:
         raise ValueError(f"downstream.py: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
     config = _base.get_config("directory")
-    config.data.update(dict(name="default", storage="tfds", **VARIANTS[variant]))
+    config.data.update(dict(dict(name=variant, storage="tfds"), **VARIANTS[variant]))
     return config

@@ -39,8 +39,19 @@ def test_data_samples_lists_the_real_volumes(capsys):
 @pytest.mark.parametrize("spec", ["configs/data/genesis_cubes.py:tiny", "configs/data/genesis_cubes.py:samples",
                                   "configs/data/genesis_cubes.py:directory", "configs/data/luna16.py",
                                   "configs/data/downstream.py:lits", "configs/data/downstream.py:brats",
-                                  "configs/data/downstream.py:lidc", "configs/data/downstream.py:luna16_candidates"])
+                                  "configs/data/downstream.py:lidc", "configs/data/downstream.py:luna16_candidates",
+                                  "configs/data/downstream.py:liver_samples",
+                                  "configs/data/downstream.py:liver_synthetic"])
 def test_data_configs_load_and_document_their_command(spec):
     config = load_config(spec)
     assert config.data.builder and config.data.name
     assert "genesis-jax data prepare --config=configs/data/" in config_docstring(resolve_config_path(spec)[0])
+
+
+def test_liver_synthetic_volumes_for_finetuning():
+    from genesis_jax.data.sources import volume_source
+
+    config = load_config("configs/data/downstream.py:liver_synthetic",
+                         ["--config.data.synthetic.shape=(48,48,40)"]).data
+    train, val = volume_source(config, "train"), volume_source(config, "validation")
+    assert (len(train), len(val)) == (4, 2) and all(v["label"].any() for v in train)
