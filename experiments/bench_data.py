@@ -29,14 +29,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from genesis_jax.data.cubes import extract_cubes, extract_cubes_published_loop  # noqa: E402
+from genesis_jax.data.cubes import PUBLISHED_RULE, extract_cubes, extract_cubes_published_loop  # noqa: E402
 from genesis_jax.data.normalize import normalize_ct, quantize_unit  # noqa: E402
 from genesis_jax.data.phantom import synthetic_ct  # noqa: E402
 from genesis_jax.data.pipeline import pretrain_dataset  # noqa: E402
 from genesis_jax.data.sources import ArraySource  # noqa: E402
 
-PUBLISHED = dict(cube_shape=(64, 64, 32), margins=(100, 100, 30), tissue_threshold=0.425, max_tissue_fraction=0.15,
-                 depth_lookahead=3, max_attempts=1600)
+PUBLISHED = {k: v for k, v in PUBLISHED_RULE.items() if k != "cubes_per_scan"}
 
 _RSS_CHILD = """
 import json, resource, sys

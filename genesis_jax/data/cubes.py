@@ -145,24 +145,25 @@ def extract_cubes(
     return (cubes, accepted_corners) if return_corners else cubes
 
 
-def extract_cubes_published_loop(
-    volume01: np.ndarray,
-    *,
-    cube_shape: Sequence[int] = (64, 64, 32),
-    margins: Sequence[int] = (100, 100, 30),
-    tissue_threshold: float = 0.425,
-    max_tissue_fraction: float = 0.15,
-    depth_lookahead: int = 3,
-    cubes_per_scan: int = 32,
-    max_attempts: int = 1600,
-    seed: int = 0,
-    return_corners: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+PUBLISHED_RULE = dict(cube_shape=(64, 64, 32), margins=(100, 100, 30), tissue_threshold=0.425,
+                      max_tissue_fraction=0.15, depth_lookahead=3, cubes_per_scan=32, max_attempts=1600)
+
+
+def extract_cubes_published_loop(volume01: np.ndarray, *, seed: int = 0, return_corners: bool = False,
+                                 **rule) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Reference: the published per-voxel Python loop (tissue criterion), written from its description.
 
-    Slow on purpose (it is the baseline of experiments/bench_data.py); shares ``candidate_corners`` with
-    ``extract_cubes`` so both accept the same cubes for a seed.
+    ``rule`` overrides entries of ``PUBLISHED_RULE`` (the same names as ``extract_cubes``' arguments). Slow on
+    purpose (it is the baseline of experiments/bench_data.py); shares ``candidate_corners`` with ``extract_cubes``
+    so both accept the same cubes for a seed.
     """
+    unknown = set(rule) - set(PUBLISHED_RULE)
+    if unknown:
+        raise TypeError(f"extract_cubes_published_loop: unknown argument(s) {sorted(unknown)}")
+    rule = {**PUBLISHED_RULE, **rule}
+    cube_shape, margins, max_attempts = rule["cube_shape"], rule["margins"], rule["max_attempts"]
+    tissue_threshold, depth_lookahead = rule["tissue_threshold"], rule["depth_lookahead"]
+    max_tissue_fraction, cubes_per_scan = rule["max_tissue_fraction"], rule["cubes_per_scan"]
     volume01 = _check_volume(volume01)
     cx, cy, cz = (int(c) for c in cube_shape)
     corners = candidate_corners(volume01.shape, cube_shape=(cx, cy, cz), margins=margins, lookahead=depth_lookahead,

@@ -5,15 +5,17 @@ dir, the TotalSegmentator samples, or ``manual_dir``), runs the builder named by
 a summary: scans read, skipped (with the reason), examples written per split, bytes on disk, where it is.
 
 Memory stays bounded whatever the number of scans: builders stream one scan at a time, and TFDS' write buffer
-(1 GiB by default, after which it spills to temporary bucket files) is capped at ``data_config.memory_buffer_mb``
-while preparing. A failed build leaves only TFDS' ``incomplete.*`` directory, removed on the way out.
+(1 GiB by default, after which it spills to 1,000 temporary bucket files, read back one at a time) is capped at
+``data_config.memory_buffer_mb`` while preparing; without TensorFlow the spill goes through ``_LocalFiles``. A failed build leaves only TFDS' ``incomplete.*`` directory, removed on the way out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,17 +50,40 @@ class PrepareSummary:
         return out
 
 
+class _LocalFiles:
+    """The few ``tf.io.gfile`` calls TFDS' example shuffler makes when it spills to disk, on local files.
+
+    Without TensorFlow installed, TFDS' writer keeps every example in memory until the end of a split (up to
+    1 GiB, then it needs TensorFlow to spill). With this stand-in it can spill without TensorFlow.
+    """
+
+    class io:  # noqa: N801 (mirrors tf.io.gfile)
+        class gfile:  # noqa: N801
+            GFile = staticmethod(lambda path, mode="r": open(path, mode))
+            exists = staticmethod(os.path.exists)
+            remove = staticmethod(os.remove)
+
+    class errors:  # noqa: N801
+        class ResourceExhaustedError(OSError):
+            """Never raised by local files; TFDS only names it in an except clause."""
+
+
 @contextlib.contextmanager
 def bounded_write_buffer(megabytes: int) -> Iterator[None]:
-    """Cap TFDS' in-memory example buffer (a module constant read at run time) while a dataset is written."""
+    """Cap TFDS' in-memory example buffer while a dataset is written; spill files work without TensorFlow.
+
+    Both are module attributes of tensorflow_datasets.core.shuffle read at run time; they are restored on exit.
+    """
     from tensorflow_datasets.core import shuffle
 
-    previous = shuffle.MAX_MEM_BUFFER_SIZE
+    previous = shuffle.MAX_MEM_BUFFER_SIZE, shuffle.tf
     shuffle.MAX_MEM_BUFFER_SIZE = int(megabytes) << 20
+    if importlib.util.find_spec("tensorflow") is None:
+        shuffle.tf = _LocalFiles
     try:
         yield
     finally:
-        shuffle.MAX_MEM_BUFFER_SIZE = previous
+        shuffle.MAX_MEM_BUFFER_SIZE, shuffle.tf = previous
 
 
 def _write_phantoms(data_config, directory: Path) -> dict[str, list[tuple[str, str]]]:

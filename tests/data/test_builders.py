@@ -225,3 +225,16 @@ def test_lidc_crops_from_published_npy_files(tmp_path):
     bad = _downstream(tmp_path, "lidc_nodule_crops", root, crop_shape=(16, 16, 8), name="bad")
     with pytest.raises(DatasetError, match="no x_<train|valid|test>_16x16x8.npy"):
         prepare(bad)
+
+
+def test_a_small_write_buffer_spills_to_disk_without_tensorflow(tmp_path):
+    """More data than the buffer: TFDS spills examples to bucket files (TensorFlow is not installed here)."""
+    config = tiny_data_config(tmp_path, memory_buffer_mb=0, name="spill")
+    summary = prepare(config)
+    assert summary.examples == {"train": 18, "validation": 6}
+    assert "tensorflow" not in sys.modules
+    from tensorflow_datasets.core import shuffle
+
+    assert shuffle.MAX_MEM_BUFFER_SIZE == 1000 << 20  # restored
+    config.storage = "tfds"
+    assert len(open_split(config, "train")) == 18

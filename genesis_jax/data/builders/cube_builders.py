@@ -26,6 +26,13 @@ from genesis_jax.data.normalize import quantize_unit
 LUNA16_SUBSETS = {"train": (0, 1, 2, 3, 4), "validation": (5, 6), "test": (7, 8, 9)}
 
 
+def luna16_scans(root: Path, subsets: dict | None) -> dict[str, list[tuple[int, Path]]]:
+    """{split: [(subset number, .mhd path), ...]} of LUNA16's subset<k>/ folders (published split by default)."""
+    subsets = {k: tuple(v) for k, v in (subsets or LUNA16_SUBSETS).items()}
+    return {split: [(k, p) for k in numbers for p in sorted((root / f"subset{k}").rglob("*.mhd"))]
+            for split, numbers in subsets.items()}
+
+
 def cube_kwargs(cube_params: dict) -> dict:
     """extract_cubes keyword arguments from a config's ``cubes`` block."""
     kw = dict(cube_params)
@@ -99,15 +106,8 @@ class Luna16Cubes(_CubeBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
-        subsets = {k: tuple(v) for k, v in (self.params.get("subsets") or LUNA16_SUBSETS).items()}
-        splits = {}
-        for split, numbers in subsets.items():
-            scans = []
-            for k in numbers:
-                for path in sorted((root / f"subset{k}").rglob("*.mhd")):
-                    scans.append((f"subset{k}/{path.stem}", path))
-            if scans:
-                splits[split] = self._generate_examples(split, scans)
+        splits = {split: self._generate_examples(split, [(f"subset{k}/{p.stem}", p) for k, p in scans])
+                  for split, scans in luna16_scans(root, self.params.get("subsets")).items() if scans}
         if not splits:
             raise DatasetError(f"{root}: no subset*/ folders with .mhd files (expected LUNA16's subset0 ... subset9)")
         return splits

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from genesis_jax.data.builders.base import DatasetError, GenesisBuilder, progress, scan_seed
-from genesis_jax.data.builders.cube_builders import LUNA16_SUBSETS
+from genesis_jax.data.builders.cube_builders import luna16_scans
 from genesis_jax.data.normalize import quantize_unit
 from genesis_jax.data.patches import crop_centered
 from genesis_jax.data.readers import VolumeError, check_same_grid, read_volume, resample
@@ -284,16 +284,11 @@ class Luna16Candidates(GenesisBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
         by_scan = self._read_candidates(root)
-        subsets = {k: tuple(v) for k, v in (self.params.get("subsets") or LUNA16_SUBSETS).items()}
         splits = {}
-        for split, numbers in subsets.items():
-            scans = []
-            for k in numbers:
-                for path in sorted((root / f"subset{k}").rglob("*.mhd")):
-                    if path.stem in by_scan:
-                        scans.append((path.stem, path, by_scan[path.stem]))
-            if scans:
-                splits[split] = self._generate_examples(split, scans)
+        for split, scans in luna16_scans(root, self.params.get("subsets")).items():
+            with_candidates = [(p.stem, p, by_scan[p.stem]) for _, p in scans if p.stem in by_scan]
+            if with_candidates:
+                splits[split] = self._generate_examples(split, with_candidates)
         if not splits:
             raise DatasetError(f"{root}: no subset*/ .mhd scan has candidates in the csv")
         return splits
