@@ -192,7 +192,7 @@ def pretrain(
 
     ``transform(key, cubes) -> (inputs, targets)`` replaces the published deformations (default:
     genesis_jax.transforms.restoration_batch with ``config.transforms``); ``train_source``/``val_source``
-    (random-access sequences of (X, Y, Z, 1) cubes) replace ``config.data``. Returns a summary dict.
+    (random-access sequences of (X, Y, Z) cubes or {"cube": ...} dicts) replace ``config.data``. Returns a summary dict.
     """
     workdir = Path(workdir).expanduser().resolve()
     primary = jax.process_index() == 0
@@ -221,7 +221,7 @@ def pretrain(
     ckpt_cfg = config.checkpoint
     ckpts = checkpointing.TrainCheckpoints(workdir, keep=ckpt_cfg.keep, async_save=ckpt_cfg.async_save)
     input_shape = tuple(config.input_shape)
-    key = jax.random.key(config.seed)
+    key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
     resumed_from = ckpts.latest_step()
     if resumed_from is not None:
         abstract = abstract_train_state(model, tx, key, input_shape, mesh)
@@ -240,7 +240,7 @@ def pretrain(
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs)
     predict = make_predict_step(prepare)
-    val_key = jax.random.fold_in(jax.random.key(config.seed), 0x5EED)
+    val_key = jax.random.fold_in(key, 0x5EED)
     val_device = [host_to_global(b, mesh) for b in val_batches]
 
     log = MetricsLog(workdir, enabled=primary, resume_step=step if resumed_from is not None else None,

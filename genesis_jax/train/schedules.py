@@ -30,14 +30,14 @@ def build_optimizer(
 ) -> optax.GradientTransformation:
     """'sgd' (published pre-training: lr 1.0, momentum 0.9, no weight decay) or 'adam' (published fine-tuning:
     1e-3). ``weight_decay`` is added to the gradient as PyTorch's SGD/Adam do (coupled L2)."""
+    if name not in ("sgd", "adam"):
+        raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {name!r}")
 
     def make(learning_rate: float) -> optax.GradientTransformation:
         if name == "sgd":
             opt = optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov)
-        elif name == "adam":
-            opt = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
         else:
-            raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {name!r}")
+            opt = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
         if weight_decay:
             opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
         return opt

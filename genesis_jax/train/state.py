@@ -31,9 +31,10 @@ class TrainState:
     rng: jax.Array
     apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
+    key_impl: str | None = struct.field(pytree_node=False, default=None)
 
     def key(self) -> jax.Array:
-        return jax.random.wrap_key_data(self.rng)
+        return jax.random.wrap_key_data(self.rng, impl=self.key_impl)
 
     @property
     def variables(self) -> dict[str, Any]:
@@ -108,6 +109,7 @@ def create_train_state(
             rng=jax.random.key_data(state_key),
             apply_fn=model.apply,
             tx=tx,
+            key_impl=str(jax.random.key_impl(state_key)),
         )
 
     sharding = replicated(mesh)
