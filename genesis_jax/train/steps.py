@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import chex
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -51,6 +52,29 @@ def _learning_rate(opt_state: Any) -> jax.Array:
     return jnp.asarray(jnp.nan, jnp.float32)
 
 
+class RetraceError(RuntimeError):
+    """A jitted step was traced again: some input changed shape, dtype, sharding or a static value."""
+
+
+def _limit_traces(fn: Callable, max_traces: int) -> Callable:
+    # chex.assert_max_traces counts per definition site across every step built there; this counts per step object.
+    traces = 0
+
+    @functools.wraps(fn)
+    def counted(*args: Any) -> Any:
+        nonlocal traces
+        traces += 1
+        if traces > max_traces:
+            shapes = jax.tree.map(lambda x: (getattr(x, "shape", None), getattr(x, "dtype", None)), args[1])
+            raise RetraceError(
+                f"the train step was traced {traces} times (limit {max_traces}): an input changed shape, dtype or "
+                f"sharding, which recompiles every time; batch now {shapes}"
+            )
+        return fn(*args)
+
+    return counted
+
+
 def make_train_step(
     loss_fn: LossFn = mse_loss,
     prepare: PrepareFn = inputs_targets,
@@ -62,7 +86,7 @@ def make_train_step(
     """Build ``train_step(state, batch) -> (state, metrics)``, jitted with the state donated.
 
     metrics: loss, grad_norm, param_norm, learning_rate, finite (False when the update was skipped).
-    ``max_traces`` makes a retrace (a silent recompile) raise, via chex.assert_max_traces.
+    ``max_traces`` makes a retrace (a silent recompile) of THIS step function raise.
     """
     apply_kwargs = dict(apply_kwargs or {})
 
@@ -105,7 +129,7 @@ def make_train_step(
         return new_state, metrics
 
     if max_traces is not None:
-        step = chex.assert_max_traces(step, n=max_traces)
+        step = _limit_traces(step, max_traces)
     out_shardings = None if mesh is None else (replicated(mesh), replicated(mesh))
     return jax.jit(step, donate_argnums=(0,), out_shardings=out_shardings)
 

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("driver.py")
 COMPILE_CACHE = Path(os.environ.get("GENESIS_TEST_COMPILE_CACHE", "/tmp/genesis_jax_test_compile_cache"))
 
+REFERENCE_STEPS = 12
+
 TINY_OVERRIDES = [
     "--config.model.base_width=2",
     "--config.model.depth=2",
@@ -28,7 +30,7 @@ TINY_OVERRIDES = [
     "--config.logging.progress=False",
     "--config.logging.tensorboard=False",
     "--config.logging.preview_every_steps=0",
-    "--config.checkpoint.async_save=False",
+    "--config.max_step_traces=1",
 ]
 
 

@@ -12,7 +12,7 @@ from genesis_jax.train.checkpointing import TrainCheckpoints
 from genesis_jax.train.mesh import host_to_global, make_mesh
 from genesis_jax.train.schedules import build_optimizer, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
-from genesis_jax.train.steps import make_train_step, mse_loss
+from genesis_jax.train.steps import RetraceError, make_train_step, mse_loss
 from tests.train.helpers import noise_transform
 
 MODEL = {"name": "genesis_unet", "variant": "pytorch", "base_width": 2, "depth": 2}
@@ -59,7 +59,8 @@ def test_no_retrace_across_lr_changes_and_restores(setup, tmp_path):
     mesh = make_mesh()
     key = jax.random.key(1)
     state = create_train_state(model, tx, key, SHAPE, mesh)
-    step = make_train_step(mse_loss, prepare, mesh=mesh, max_traces=1)
+    # chex counts traces of the loss (traced once per trace of the step); max_traces guards the step itself.
+    step = make_train_step(chex.assert_max_traces(mse_loss, n=1), prepare, mesh=mesh, max_traces=1)
     state, _ = step(state, host_to_global(cubes(1), mesh))
     state = state.replace(opt_state=set_learning_rate(state.opt_state, 0.05))
     state, m = step(state, host_to_global(cubes(2), mesh))
@@ -73,6 +74,8 @@ def test_no_retrace_across_lr_changes_and_restores(setup, tmp_path):
     restored, m = step(restored, host_to_global(cubes(3), mesh))  # a retrace would raise here
     assert int(restored.step) == 3 and bool(m["finite"])
     assert restored.params["head"]["kernel"].sharding.is_fully_replicated
+    with pytest.raises(RetraceError, match="traced 2 times"):  # a changed batch shape would recompile
+        step(restored, host_to_global(cubes(5, n=16), mesh))
 
 
 def test_nan_guard_skips_the_update(setup):
