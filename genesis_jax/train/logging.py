@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -137,9 +138,12 @@ def _plain(value: Any) -> Any:
 
 
 class Progress:
-    """A tqdm bar over training steps (rate = steps/s, ETA) showing the latest loss; silent when disabled."""
+    """A tqdm bar over training steps (rate = steps/s, ETA) showing the latest loss, and one-line messages (to
+    stderr, also without the bar, unless ``messages`` is False: the non-primary processes)."""
 
-    def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, desc: str = "pretrain"):
+    def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, messages: bool = True,
+                 desc: str = "pretrain"):
+        self.messages = messages
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
                         smoothing=0.1)
 
@@ -150,7 +154,8 @@ class Progress:
                                  refresh=False)
 
     def write(self, message: str) -> None:
-        self.bar.write(message)
+        if self.messages:
+            self.bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()

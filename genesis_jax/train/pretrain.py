@@ -245,10 +245,10 @@ def pretrain(
 
     log = MetricsLog(workdir, enabled=primary, resume_step=step if resumed_from is not None else None,
                      tensorboard=config.logging.tensorboard)
-    progress = Progress(max_steps, step, enabled=primary and config.logging.progress)
+    progress = Progress(max_steps, step, enabled=primary and config.logging.progress, messages=primary)
     if resumed_from is not None:
         progress.write(f"resumed from step {step} ({workdir / checkpointing.CHECKPOINTS_DIR / str(step)})")
-    elif primary and config.logging.progress:
+    else:
         progress.write(f"pretrain: {jax.device_count()} device(s), {jax.process_count()} process(es), global batch "
                        f"{global_bs}, {steps_per_epoch} steps/epoch, workdir {workdir}")
 
