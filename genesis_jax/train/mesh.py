@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -29,7 +29,9 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
         if not 1 <= num_devices <= len(devices):
             raise ValueError(f"num_devices={num_devices}: this host has {len(devices)} device(s)")
         devices = devices[:num_devices]
-    return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
+    # Auto axes: XLA propagates the batch sharding through the step (vmaps over per-sample keys and indices inside
+    # the transforms mix sharded and replicated operands, which explicit-sharding mode rejects).
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -210,8 +210,9 @@ def pretrain(
     train_src, val_src = _data_sources(config, train_source, val_source)
     steps_per_epoch = int(config.get("steps_per_epoch") or max(1, len(train_src) // global_bs))
     num_val_batches = int(config.get("validation_batches") or len(val_src) // global_bs)
-    if num_val_batches < 1:
-        raise ValueError(f"the validation set ({len(val_src)} cubes) is smaller than one global batch ({global_bs})")
+    if num_val_batches < 1 or num_val_batches * global_bs > len(val_src):
+        raise ValueError(f"the validation set ({len(val_src)} cubes) does not fill config.validation_batches="
+                         f"{num_val_batches or 1} global batch(es) of {global_bs}")
     max_steps = config.get("max_steps") or config.max_epochs * steps_per_epoch
     train_iter = iter(_dataset(train_src, batch_size=local_bs, seed=config.seed, shuffle=True, repeat=True))
     val_iter = iter(_dataset(val_src, batch_size=local_bs, seed=config.seed, shuffle=False, repeat=False))
