@@ -158,6 +158,7 @@ class _Run:
         self.best_step: int | None = None
         self.last_loss = math.nan
         self.last_good_step = 0
+        self.finished: str | None = None  # 'early_stopping' once the run has ended that way
 
     def meta(self, step: int) -> dict[str, Any]:
         return {
@@ -171,6 +172,7 @@ class _Run:
             "best_step": self.best_step,
             "processes": jax.process_count(),
             "devices": jax.device_count(),
+            "finished": self.finished,
         }
 
     def load_meta(self, meta: Mapping[str, Any]) -> None:
@@ -178,6 +180,7 @@ class _Run:
         self.early_stopping.load_state_dict(meta["early_stopping"])
         self.best_val = float(meta["best_val_loss"])
         self.best_step = meta.get("best_step")
+        self.finished = meta.get("finished")
 
 
 def pretrain(
@@ -236,6 +239,9 @@ def pretrain(
         state = create_train_state(model, tx, key, input_shape, mesh, variables=init_vars)
     step = int(state.step)
     run.last_good_step = step
+    stopped = "completed"
+    if run.finished == "early_stopping":
+        max_steps, stopped = step, "early_stopping"  # rerunning a finished run only re-exports its results
 
     train_step = make_train_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs,
                                  max_traces=config.get("max_step_traces"))
@@ -268,7 +274,7 @@ def pretrain(
         return path
 
     pending: tuple[int, dict[str, jax.Array]] | None = None
-    window_start, window_steps = time.time(), 0
+    last_handled = time.time()
     last_save_time = time.time()
     last_saved_step = resumed_from
 
@@ -280,17 +286,15 @@ def pretrain(
         last_save_time = time.time()
 
     preview_path: Path | None = None
-    stopped = "completed"
 
     def handle(item: tuple[int, dict[str, jax.Array]]) -> None:
         """Fetch one step's metrics (one step behind the dispatch, so the device stays busy), log, NaN-check."""
-        nonlocal window_start, window_steps
+        nonlocal last_handled
         at, metrics = item
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        window_steps += 1
         now = time.time()
-        rate = window_steps / max(now - window_start, 1e-9)
-        window_start, window_steps = now, 0
+        rate = 1.0 / max(now - last_handled, 1e-9)  # steps are handled one by one, one behind the device
+        last_handled = now
         if not values["finite"]:
             ckpts.wait()
             kept = ckpts.latest_step()
@@ -352,7 +356,7 @@ def pretrain(
                     if early_stop:
                         progress.write(f"early stopping after epoch {epoch}: no improvement for "
                                        f"{run.early_stopping.patience} epochs (best {run.best_val:.5g})")
-                        stopped = "early_stopping"
+                        stopped = run.finished = "early_stopping"
                 if preview_due:
                     preview_path = write_preview(step) or preview_path
                 if save_due or early_stop:

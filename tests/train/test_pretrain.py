@@ -76,3 +76,15 @@ def test_init_from_a_training_workdir(reference_run, tmp_path):
     first_epoch = [loss for step, loss in losses(reference).items() if step <= 4]
     assert losses(tmp_path)[1] < min(first_epoch)
     assert out["resumed_from"] is None
+
+
+def test_plateau_halving_and_early_stopping_end_the_run_for_good(tmp_path):
+    # A learning rate of 1e-12 leaves the network unchanged, so the validation loss plateaus from epoch 1 on.
+    config = tiny_config("--config.steps_per_epoch=1", "--config.max_steps=10", "--config.optimizer.learning_rate=1e-12",
+                         "--config.schedule.patience=1", "--config.early_stopping.patience=2")
+    summary = pretrain(config, tmp_path, transform=noise_transform)
+    assert summary["stopped"] == "early_stopping" and summary["step"] == 3 and summary["best_step"] == 1
+    validation = read_metrics(tmp_path, "validation.csv")
+    assert [r["learning_rate"] for r in validation] == pytest.approx([1e-12, 5e-13, 2.5e-13])
+    again = pretrain(config, tmp_path, transform=noise_transform)
+    assert again["stopped"] == "early_stopping" and again["step"] == 3 and again["resumed_from"] == 3
