@@ -1,7 +1,7 @@
 """Simulated active learning: AIFT scores + ACFT(HQ) against random selection (RFT), with an oracle.
 
-For each pool (a synthetic 3D pool with known difficulty, and liver vs non-liver cubes of the sample CT when that
-data is available), each seed and each arm, the loop starts from a fresh M_0 with no labels and, every round,
+For each pool (a synthetic 3D pool with known difficulty, and liver vs non-liver cubes of the sample CT, 3 mm
+TotalSegmentator example, whose liver labels are that model's output, when the sample data is available), each seed and each arm, the loop starts from a fresh M_0 with no labels and, every round,
 queries ``budget`` labels from the oracle, fine-tunes, and measures the candidate-level ROC AUC on a held-out test
 set. The active arm scores the unlabelled pool (entropy + diversity, majority selection) and draws among the top
 omega*b (randomised selection), fine-tuning continually on H u Q; the random arm draws uniformly and fine-tunes
@@ -29,12 +29,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from genesis_jax.active.patches import PoolPredictor, make_patch_set  # noqa: E402
-from genesis_jax.active.pool import CandidatePool, synthetic_pool  # noqa: E402
-from genesis_jax.active.scores import aift_scores  # noqa: E402
-from genesis_jax.active.selection import select_candidates  # noqa: E402
-from genesis_jax.active.session import build_learner, calibration_sample, make_key  # noqa: E402
-from genesis_jax.config_loader import load_config  # noqa: E402
+from genesis_jax.active.patches import PoolPredictor, make_patch_set
+from genesis_jax.active.pool import CandidatePool, organ_cube_pools, synthetic_pool
+from genesis_jax.active.scores import aift_scores
+from genesis_jax.active.selection import select_candidates
+from genesis_jax.active.session import build_learner, calibration_sample, make_key
+from genesis_jax.config_loader import load_config
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -49,16 +49,23 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def ct_pools(config, rng_seed: int) -> tuple[CandidatePool, CandidatePool] | str:
-    """Liver vs non-liver cubes of the sample CT (train pool, test set), or the reason they are unavailable."""
+def ct_pools(config) -> tuple[CandidatePool, CandidatePool] | str:
+    """Liver vs non-liver cubes of the sample CT (pool and test set from disjoint halves of the scan), or the
+    reason they are unavailable."""
+    sim = config.sim
     try:
-        from genesis_jax.data.ct_pool import liver_cube_pool  # provided once the data package lands
-    except ImportError as err:
-        return f"sample CT pool unavailable ({err})"
-    try:
-        return liver_cube_pool(config, rng_seed)
-    except (FileNotFoundError, OSError, RuntimeError, ValueError) as err:
-        return f"sample CT pool unavailable ({err})"
+        from genesis_jax.data import samples
+        from genesis_jax.data.normalize import normalize_ct
+
+        volume = samples.load_sample(sim.ct_sample)
+        liver = samples.liver_mask(sim.ct_sample)
+    except (ImportError, OSError, RuntimeError, ValueError, KeyError) as err:
+        return f"sample CT unavailable ({type(err).__name__}: {err})"
+    image01 = normalize_ct(volume.array, sim.ct_hu_min, sim.ct_hu_max)
+    return organ_cube_pools(
+        image01, liver, volume.array > -500.0, sim.pool_n, sim.test_n, config.pool.context_size,
+        config.patches.box_shape[0], sim.ct_positive_fraction, seed=100,
+    )
 
 
 def run_arm(learner, evaluator, config, pool, test, seed, selection, strategy, v0, auc0) -> list[tuple[int, float]]:
@@ -189,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             test = synthetic_pool(sim.test_n, pc.context_size, pc.positive_fraction, pc.hard_fraction, seed=200,
                                   prefix="test")
         elif name == "ct":
-            made = ct_pools(config, 100)
+            made = ct_pools(config)
             if isinstance(made, str):
                 print(f"[ct] skipped: {made}")
                 continue

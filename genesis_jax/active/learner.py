@@ -183,11 +183,15 @@ class ContinualLearner:
         a, b = update(0.0), update(1.0)
         return jax.tree.map(lambda a_, b_: a_ / (1.0 - (b_ - a_)), a, b)
 
-    def _calibrate_impl(self, variables, calibration, key):
+    def _random_patches(self, key: jax.Array, contexts: jax.Array) -> jax.Array:
+        """One patch per context, each with a transform drawn at random from the patch set."""
         matrices = jnp.asarray(self.patch_set.matrices)
         offsets = jnp.asarray(self.patch_set.offsets)
-        which = jax.random.randint(key, (calibration.shape[0],), 0, matrices.shape[0])
-        patches = jax.vmap(lambda c, t: extract_patch(c, matrices[t], offsets[t], self.patch_set))(calibration, which)
+        which = jax.random.randint(key, (contexts.shape[0],), 0, matrices.shape[0])
+        return jax.vmap(lambda c, t: extract_patch(c, matrices[t], offsets[t], self.patch_set))(contexts, which)
+
+    def _calibrate_impl(self, variables, calibration, key):
+        patches = self._random_patches(key, calibration)
         batches = patches.reshape(-1, self.batch_size, *patches.shape[1:])
         stats = jax.lax.map(lambda x: self._precise_batch_stats(variables["params"], variables["batch_stats"], x),
                             batches)
@@ -197,9 +201,6 @@ class ContinualLearner:
         params = variables["params"]
         tx = optax.adam(learning_rate)
         opt_state = tx.init(params)
-        matrices = jnp.asarray(self.patch_set.matrices)
-        offsets = jnp.asarray(self.patch_set.offsets)
-        patch_of = jax.vmap(lambda c, t: extract_patch(c, matrices[t], offsets[t], self.patch_set))
 
         def loss_fn(p, x, y):
             # inference-mode normalisation: the calibrated statistics stay fixed (see the module docstring)
@@ -218,8 +219,8 @@ class ContinualLearner:
             p, state, k, total = carry
             k, k_cand, k_patch = jax.random.split(k, 3)
             idx = jax.random.choice(k_cand, labels.shape[0], (self.batch_size,), p=weights)
-            which = jax.random.randint(k_patch, (self.batch_size,), 0, matrices.shape[0])
-            loss, grads = jax.value_and_grad(loss_fn)(p, patch_of(contexts[idx], which), labels[idx])
+            x = self._random_patches(k_patch, contexts[idx])
+            loss, grads = jax.value_and_grad(loss_fn)(p, x, labels[idx])
             updates, state = tx.update(grads, state, p)
             return optax.apply_updates(p, updates), state, k, total + loss
 

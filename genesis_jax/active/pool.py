@@ -129,3 +129,58 @@ def synthetic_pool(
         contexts[i, ..., 0] = image
     ids = np.array([f"{prefix}{seed}-{i:06d}" for i in range(n)])
     return CandidatePool(ids, contexts, (kind == 1).astype(np.int64))
+
+
+def organ_cube_pools(
+    image01: np.ndarray,
+    organ: np.ndarray,
+    body: np.ndarray,
+    n_pool: int,
+    n_test: int,
+    context_size: int = 12,
+    box_size: int = 8,
+    positive_fraction: float = 0.2,
+    seed: int = 0,
+    prefix: str = "ct",
+) -> tuple[CandidatePool, CandidatePool]:
+    """Organ vs non-organ candidate cubes of one volume: a pool and a test set from disjoint halves.
+
+    image01: (X, Y, Z) intensities in [0, 1]; organ, body: boolean masks on the same grid. A candidate is a
+    context_size^3 cube; it is positive when the organ fills at least half of its central box_size^3 (the
+    detection box), negative when it lies in the body with less (so cubes across the organ's border are the hard
+    ones). The volume is cut across the organ's longest extent at its median, and the two sides, kept one context
+    apart so no voxel is shared, give the pool and the test set.
+    """
+    from scipy import ndimage
+
+    from genesis_jax.data.patches import crop_centered
+
+    if image01.shape != organ.shape or organ.shape != body.shape:
+        raise ValueError(f"image {image01.shape}, organ {organ.shape} and body {body.shape} masks differ in shape")
+    coords = np.argwhere(organ)
+    if len(coords) == 0:
+        raise ValueError("the organ mask is empty")
+    axis = int(np.argmax(coords.max(0) - coords.min(0)))
+    split = int(np.median(coords[:, axis]))
+    fraction = ndimage.uniform_filter(organ.astype(np.float32), box_size, mode="constant")
+    positive, negative = fraction >= 0.5, body & (fraction < 0.5)
+    index = np.indices(organ.shape)[axis]
+    half = context_size // 2 + 1
+    rng = np.random.default_rng(seed)
+
+    def make(side: np.ndarray, n: int, name: str) -> CandidatePool:
+        n_pos = round(n * positive_fraction)
+        chosen = []
+        for mask, count in ((positive & side, n_pos), (negative & side, n - n_pos)):
+            centres = np.argwhere(mask)
+            if len(centres) < count:
+                raise ValueError(f"only {len(centres)} candidate centres for {count} {name} cubes")
+            chosen.append(centres[rng.choice(len(centres), count, replace=False)])
+        centres = np.concatenate(chosen)
+        labels = np.repeat([1, 0], [n_pos, n - n_pos])
+        order = rng.permutation(n)
+        contexts = np.stack([crop_centered(image01, c, (context_size,) * 3) for c in centres[order]])[..., None]
+        ids = np.array([f"{prefix}-{name}-{'_'.join(map(str, c))}" for c in centres[order]])
+        return CandidatePool(ids, contexts.astype(np.float32), labels[order])
+
+    return make(index <= split - half, n_pool, "pool"), make(index >= split + half, n_test, "test")

@@ -117,12 +117,13 @@ def _load_init(config: Any, fresh: dict) -> dict:
     loaded, model_cfg, _ = load_weights(config.init)
     if model_cfg.get("name") == "genesis_classifier":
         target, source = fresh, loaded
-    elif model_cfg.get("name") == "genesis_unet":
+    elif model_cfg.get("name") == "genesis_unet":  # its encoder levels into the backbone; the head stays fresh
         target = fresh
-        source = {col: {"backbone": {k: v for k, v in loaded.get(col, {}).items() if k.startswith("encoder_")}}
-                  for col in fresh}
-        for col in fresh:  # keep the freshly initialised head
-            source[col] = {**fresh[col], "backbone": {**fresh[col]["backbone"], **source[col]["backbone"]}}
+        source = {
+            col: {**fresh[col], "backbone": {**fresh[col]["backbone"],
+                                             **{k: v for k, v in loaded.get(col, {}).items() if k.startswith("encoder_")}}}
+            for col in fresh
+        }
     else:
         raise ValueError(f"config.init={config.init}: a {model_cfg.get('name')!r} cannot initialise a classifier")
     src_shapes = jax.tree.map(np.shape, source)
@@ -332,7 +333,7 @@ def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int
             "strategy": session.learner.strategy,
             "n_new": plan.n_new,
             "n_misclassified": plan.n_misclassified,
-            "n_trained": int(len(plan.train_indices)),
+            "n_trained": len(plan.train_indices),
             "loss": loss,
             "model": rel,
         }
@@ -342,7 +343,7 @@ def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int
     scores, mean_probs = session.score_pool(new_vars)
     session.save_scores(next_round, scores, mean_probs)
     return StepSummary(
-        state.round, plan.n_new, plan.n_misclassified, int(len(plan.train_indices)), loss, rel,
+        state.round, plan.n_new, plan.n_misclassified, len(plan.train_indices), loss, rel,
         int(session.available().sum()),
     )
 

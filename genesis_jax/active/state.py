@@ -23,8 +23,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 STATE_FILE = "state.json"
 POOL_IDS_FILE = "pool_ids.json"

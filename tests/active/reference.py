@@ -35,7 +35,7 @@ TABLE_COLUMNS = [(1, 0, 1.0), (1, 0, 0.25), (0, 1, 1.0), (0, 1, 0.25), (1, 1, 1.
 
 
 def matlab_round(x: float) -> int:
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 def binary_demo_score(p: list[float], lambda1: float, lambda2: float, alpha: float) -> float:

@@ -56,7 +56,7 @@ def test_draws_follow_the_sampling_probabilities():
 
 
 def test_equal_scores_fall_back_to_uniform_and_small_pools_work():
-    pool, probs = pool_probabilities(jnp.ones(8), b=2, omega=5)
+    _, probs = pool_probabilities(jnp.ones(8), b=2, omega=5)
     np.testing.assert_allclose(np.asarray(probs), np.full(8, 1 / 8))
     picks = select_candidates(jax.random.key(0), np.ones(8), 2, omega=5)
     assert len(set(picks.tolist())) == 2

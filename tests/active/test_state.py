@@ -98,7 +98,7 @@ def test_select_label_step_loop_survives_a_crash_in_step(tmp_path, monkeypatch):
     config = load_config("configs/active/acft.py:tiny", TINY)
     wd = tmp_path / "loop"
     paths = session.select(config, wd, budget=6)
-    rows = list(csv.DictReader(open(paths["csv"])))
+    rows = list(csv.DictReader(paths["csv"].open()))
     assert len(rows) == 6 and paths["png"].stat().st_size > 0
     assert json.loads(paths["json"].read_text())["candidates"][0]["id"] == rows[0]["id"]
     assert session.select(config, wd, budget=6)["csv"].read_text() == paths["csv"].read_text()  # same round, same
@@ -129,7 +129,34 @@ def test_select_label_step_loop_survives_a_crash_in_step(tmp_path, monkeypatch):
     assert (wd / "scores/round_0001.npz").is_file() and summary.n_unlabelled == 34
     with pytest.raises(st.StateError, match="no annotations imported at round 1"):
         session.step(config, wd)
-    picked = [r["id"] for r in csv.DictReader(open(session.select(config, wd, budget=5)["csv"]))]
+    picked = [r["id"] for r in csv.DictReader(session.select(config, wd, budget=5)["csv"].open())]
     assert not set(picked) & set(state.labels)  # labelled candidates are never proposed again
     status = session.status(wd)
     assert status["round"] == 1 and status["labelled"] == 6
+
+
+def test_m0_from_a_genesis_encoder_keeps_its_weights(tmp_path):
+    import jax
+
+    from genesis_jax.models import build_model
+    from genesis_jax.train.checkpointing import save_weights
+
+    config = load_config("configs/active/acft.py:tiny", TINY)
+    unet_cfg = {"name": "genesis_unet", "variant": "keras", "ndim": 3, "base_width": 2, "depth": 1}
+    unet = build_model(unet_cfg)
+    weights = jax.jit(unet.init)(jax.random.key(5), np.zeros((1, 4, 4, 4, 1), np.float32))
+    save_weights(tmp_path / "genesis", weights, unet_cfg)
+    learner = session.cached_learner(config)
+    contexts = session.build_pool(config.pool).contexts
+    with config.unlocked():
+        config.init = str(tmp_path / "genesis")
+    m0 = session.initial_variables(learner, config, contexts)
+    np.testing.assert_array_equal(m0["params"]["backbone"]["encoder_0"]["conv_0"]["kernel"],
+                                  np.asarray(weights["params"]["encoder_0"]["conv_0"]["kernel"]))
+    wide_cfg = {**unet_cfg, "base_width": 4}
+    wide = jax.jit(build_model(wide_cfg).init)(jax.random.key(5), np.zeros((1, 4, 4, 4, 1), np.float32))
+    save_weights(tmp_path / "wide", wide, wide_cfg)
+    with config.unlocked():
+        config.init = str(tmp_path / "wide")
+    with pytest.raises(ValueError, match="do not fit config.model"):
+        session.initial_variables(learner, config, contexts)
