@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import grain
 import jax
