@@ -25,7 +25,7 @@ def test_full_size_step_shapes(spec):
     tx = build_optimizer(**config.optimizer.to_dict())
     state = abstract_train_state(model, tx, jax.random.key(0), tuple(config.input_shape), mesh)
     batch = resolve_batch_size(mesh, config.per_device_batch_size, config.global_batch_size)
-    cubes = {"cube": jax.ShapeDtypeStruct((batch, *config.cube_shape), np.float32)}
+    cubes = {"cube": jax.ShapeDtypeStruct((batch, *config.data.cubes.cube_shape, 1), np.float32)}
     step = make_train_step(mse_loss, make_restoration_prepare(noise_transform, slice_2d=config.slice_2d),
                            mesh=mesh, apply_kwargs=dict(config.apply_kwargs))
     new_state, metrics = jax.eval_shape(step, state, cubes)
@@ -40,8 +40,7 @@ def test_bad_option_is_named():
 
 def test_genesis_2d_tiny_trains(tmp_path):
     config = load_config("configs/pretrain/genesis_2d.py:tiny", [*TINY_OVERRIDES[1:], "--config.max_steps=4",
-                                                                  "--config.global_batch_size=16",
-                                                                  "--config.data.num_val=16"])
+                                                                  "--config.global_batch_size=16"])
     summary = pretrain(config, tmp_path, transform=noise_transform)
     assert summary["step"] == 4 and np.isfinite(summary["final_loss"])
     assert config.input_shape == (16, 16, 1)
