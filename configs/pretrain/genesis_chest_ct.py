@@ -25,6 +25,8 @@ import pathlib
 
 import ml_collections
 
+from genesis_jax.transforms import default_config
+
 
 def _data_configs(name: str):
     spec = importlib.util.spec_from_file_location(f"_data_{name}", pathlib.Path(__file__).parents[1] / "data" / name)
@@ -51,7 +53,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     # genesis_jax.data's block: the prepared LUNA16 cubes (configs/data/luna16.py), read from their ArrayRecords
     c.data = _data_configs("luna16.py").get_config().data
     c.data.storage = "tfds"
-    c.transforms = ml_collections.ConfigDict()  # empty: the published defaults of genesis_jax.transforms
+    # The deformations' rates (published) and the two documented choices (flip_mode 'all'|'published', windows)
+    c.transforms = default_config()
 
     c.per_device_batch_size = 6
     c.global_batch_size = ml_collections.FieldReference(None, field_type=int)  # set to fix it whatever the devices

@@ -37,7 +37,7 @@ from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, 
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_optimizer, get_learning_rate, \
     set_learning_rate
 from genesis_jax.train.state import TrainState, abstract_train_state, create_train_state
-from genesis_jax.train.steps import make_eval_step, make_predict_step, make_train_step, mse_loss
+from genesis_jax.train.steps import make_eval_step, make_train_step, mse_loss
 
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -246,7 +246,6 @@ def pretrain(
     train_step = make_train_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs)
-    predict = make_predict_step(prepare)
     val_key = jax.random.fold_in(key, 0x5EED)
     val_device = [global_batch(b, sharding) for b in val_batches]
 
@@ -264,8 +263,8 @@ def pretrain(
         return float(np.mean([float(m["loss"]) for m in losses]))
 
     def write_preview(at_step: int) -> Path | None:
-        inputs, preds, targets = predict(state, val_device[0], jax.random.fold_in(val_key, 0))
-        arrays = [_to_host(a)[: config.logging.preview_samples] for a in (inputs, preds, targets)]
+        out = eval_step(state, val_device[0], jax.random.fold_in(val_key, 0))
+        arrays = [_to_host(out[k])[: config.logging.preview_samples] for k in ("inputs", "predictions", "targets")]
         if not primary:
             return None
         path = workdir / "previews" / f"step_{at_step:07d}.png"
