@@ -6,9 +6,6 @@ import json
 import jax
 import numpy as np
 import pytest
-
-import json
-
 from PIL import Image
 
 from genesis_jax.cli import main
