@@ -17,6 +17,7 @@ from genesis_jax.evaluation.sliding_window import (
     SlidingWindow,
     gaussian_importance,
     save_nifti,
+    slicewise,
     sliding_window_inference,
     window_starts,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "mean_iou_from_counts",
     "roc_auc",
     "save_nifti",
+    "slicewise",
     "sliding_window_inference",
     "soft_dice",
     "window_starts",

@@ -173,6 +173,17 @@ class SlidingWindow:
         return np.asarray(probs[crop])
 
 
+def slicewise(predict_fn: PredictFn) -> PredictFn:
+    """Run a 2D network over a 3D volume: ``SlidingWindow(slicewise(model.apply), (wx, wy, 1))`` feeds it windows of
+    one axial slice, (B, wx, wy, 1, C) -> (B, wx, wy, C), and puts the slice axis back on its output, so all slices
+    of a volume go through one compiled function in batches."""
+
+    def predict(variables: Any, windows: jax.Array) -> jax.Array:
+        return predict_fn(variables, windows[..., 0, :])[..., None, :]
+
+    return predict
+
+
 def sliding_window_inference(
     predict_fn: PredictFn,
     variables: Any,

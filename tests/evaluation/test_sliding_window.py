@@ -7,7 +7,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from genesis_jax.evaluation import SlidingWindow, gaussian_importance, save_nifti, sliding_window_inference, window_starts
+from genesis_jax.evaluation import (
+    SlidingWindow,
+    gaussian_importance,
+    save_nifti,
+    slicewise,
+    sliding_window_inference,
+    window_starts,
+)
 from genesis_jax.models import GenesisUNet
 
 
@@ -99,3 +106,17 @@ def test_save_nifti_keeps_the_affine(tmp_path):
     img = nib.load(str(path))
     np.testing.assert_allclose(img.affine, affine)
     np.testing.assert_allclose(np.asarray(img.dataobj), prob[..., 0])
+
+
+def test_slicewise_runs_a_2d_network_over_every_slice():
+    calls = []
+
+    def predict_2d(variables, x):
+        calls.append(x.shape)
+        assert x.ndim == 4  # (B, X, Y, C): a 2D network sees 2D images
+        return x * 3.0
+
+    vol = np.random.default_rng(3).random((9, 7, 5)).astype(np.float32)
+    out = sliding_window_inference(slicewise(predict_2d), {}, vol, (4, 4, 1), overlap=0.5, batch_size=8)
+    np.testing.assert_allclose(out[..., 0], 3 * vol, rtol=1e-5)
+    assert len(calls) == 1  # one trace for all slices
