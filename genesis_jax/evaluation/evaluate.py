@@ -8,6 +8,7 @@ Classification reports ROC AUC and accuracy at 0.5.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import jax
@@ -15,7 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, binary_dice, foreground_iou, hd95, roc_auc
-from genesis_jax.evaluation.sliding_window import SlidingWindow
+from genesis_jax.evaluation.overlays import save_overlay
+from genesis_jax.evaluation.sliding_window import SlidingWindow, save_nifti
 
 PredictFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -69,6 +71,28 @@ def evaluate_volumes(
     if keep_probabilities:
         out["probabilities"] = probabilities
     return out
+
+
+def export_predictions(
+    probabilities: dict[str, np.ndarray],
+    volumes: Sequence[Any],
+    out_dir: str | Path,
+    nifti: bool = True,
+    overlays: bool = True,
+    threshold: float = 0.5,
+) -> list[Path]:
+    """For each volume (``name``, ``image``, ``label``, ``affine``): the probability map as NIfTI on the input's grid
+    (``<name>_prob.nii.gz``, the input's affine) and an overlay PNG (``<name>_overlay.png``). Returns the paths."""
+    out_dir = Path(out_dir)
+    written = []
+    for vol in volumes:
+        prob = probabilities[vol.name]
+        if nifti:
+            written.append(save_nifti(prob, vol.affine, out_dir / f"{vol.name}_prob.nii.gz"))
+        if overlays:
+            written.append(save_overlay(vol.image, vol.label, prob, out_dir / f"{vol.name}_overlay.png",
+                                        threshold=threshold, title=vol.name))
+    return written
 
 
 def predict_arrays(predict_fn: PredictFn, variables: Any, x: np.ndarray, batch_size: int) -> np.ndarray:

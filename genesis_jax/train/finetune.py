@@ -36,7 +36,12 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from genesis_jax.evaluation.evaluate import evaluate_classification, evaluate_segmentation_arrays, evaluate_volumes
+from genesis_jax.evaluation.evaluate import (
+    evaluate_classification,
+    evaluate_segmentation_arrays,
+    evaluate_volumes,
+    export_predictions,
+)
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model
@@ -162,33 +167,29 @@ def _validate(eval_step, variables, x: np.ndarray, y: np.ndarray, batch_size: in
 
 
 def evaluate_test_set(
-    config: ml_collections.ConfigDict, model_config: dict[str, Any], variables: Any, data: TaskData, workdir: Path | None
+    config: ml_collections.ConfigDict,
+    model_config: dict[str, Any],
+    variables: Any,
+    data: TaskData,
+    keep_probabilities: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``variables`` on the test set of ``data`` with the evaluation network of ``config.eval``."""
+    """Evaluate ``variables`` on the test set of ``data`` with the evaluation network of ``config.eval`` (for UNet++
+    its pruning level and mode). With ``keep_probabilities`` segmentation results carry 'probabilities' per volume."""
     model = build_model(eval_model_config(model_config, config.eval))
     predict = model.apply
     batch = int(config.eval.batch_size)
-    results: dict[str, Any] = {}
     if config.task == "classification":
-        if data.test_arrays is not None:
-            results = evaluate_classification(predict, variables, *data.test_arrays, batch)
-        return results
+        return evaluate_classification(predict, variables, *data.test_arrays, batch) if data.test_arrays else {}
     if data.test_volumes:
         window = tuple(config.eval.window) if config.eval.get("window") else tuple(config.input_shape[:-1])
         if len(window) == 2:  # a 2D network over 3D volumes: axial slices
             predict, window = slicewise(predict), (*window, 1)
         sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend)
-        results = evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold,
-                                   keep_probabilities=workdir is not None and config.eval.get("save_predictions", False))
-        if workdir is not None and "probabilities" in results:
-            from genesis_jax.evaluation.sliding_window import save_nifti
-
-            for vol in data.test_volumes:
-                save_nifti(results["probabilities"][vol.name], vol.affine, workdir / "predictions" / f"{vol.name}.nii.gz")
-            results.pop("probabilities")
-    elif data.test_arrays is not None:
-        results = evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
-    return results
+        return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
+                                progress=config.get("progress", True))
+    if data.test_arrays is not None:
+        return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
+    return {}
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskData | None = None) -> dict[str, Any]:
@@ -333,7 +334,12 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     }
     if not preempted and (workdir / "weights" / "best").exists():
         best, _, _ = load_weights(workdir / "weights" / "best")
-        summary["test"] = evaluate_test_set(config, model_config, best, data, workdir)
+        export = config.task == "segmentation" and (config.eval.save_predictions or config.eval.overlays)
+        summary["test"] = evaluate_test_set(config, model_config, best, data, keep_probabilities=export)
+        if export and "probabilities" in summary["test"]:
+            export_predictions(summary["test"].pop("probabilities"), data.test_volumes, workdir / "predictions",
+                               nifti=config.eval.save_predictions, overlays=config.eval.overlays,
+                               threshold=config.eval.threshold)
         log.info("test: %s", json.dumps({k: v for k, v in summary["test"].items() if k != "per_volume"}))
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary

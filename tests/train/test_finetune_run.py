@@ -13,7 +13,7 @@ import pytest
 
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import load_weights
-from genesis_jax.train.finetune import finetune, evaluate_test_set
+from genesis_jax.train.finetune import evaluate_test_set, finetune
 from genesis_jax.train.finetune_config import finetune_config, tiny
 from genesis_jax.train.finetune_data import ArrayPool, LabelledVolume, TaskData, VolumePatchSampler
 from genesis_jax.train.finetune_steps import FinetuneState, build_optimizer, make_train_step
@@ -75,6 +75,7 @@ def test_genesis_unet_3d_scratch_run_writes_everything(scratch_run):
         assert (workdir / name).is_file(), name
     assert (workdir / "weights" / "best" / "model_config.json").is_file()
     assert any((workdir / "tb").iterdir())
+    assert (workdir / "predictions" / "blob2_overlay.png").is_file()
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2, 3, 4]
     assert {"val_loss", "val_mean_iou", "val_dice", "learning_rate"} <= set(rows[-1])
@@ -152,7 +153,7 @@ def test_unetpp_finetunes_and_evaluates_at_every_pruning_level(tmp_path, ndim, p
     dice = {}
     for level in range(1, depth + 1):
         config.eval.prune_level = level
-        dice[level] = evaluate_test_set(config, model_config, best, data, None)["mean"]["dice"]
+        dice[level] = evaluate_test_set(config, model_config, best, data)["mean"]["dice"]
     assert set(dice) == set(range(1, depth + 1)) and all(0.0 <= d <= 1.0 for d in dice.values())
 
 
