@@ -1,0 +1,91 @@
+"""Models Genesis Chest CT pre-training: the published recipe (restore 64x64x32 CT cubes deformed on the device).
+
+Run (GPU/TPU; LUNA16 cubes as the published `bat_32_s_64x64x32_{fold}.npy` files, folds 0-4 train, 5-6 validation):
+  genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py --workdir=runs/genesis_chest_ct \
+      --config.data.train_files='cubes/bat_32_s_64x64x32_[0-4].npy' --config.data.val_files='cubes/bat_32_s_64x64x32_[56].npy'
+  ... :keras     the paper's network (nearest up-sampling, 16,320,257 parameters) instead of the PyTorch one
+  ... :step      LR halved every 40 epochs (the PyTorch script) instead of on a 10-epoch validation plateau
+Expected: the validation MSE falls over the first tens of epochs; the run ends by early stopping (patience 50) and
+writes runs/.../weights (best validation loss; usable as --init for fine-tuning). Rerunning the same command
+resumes from the latest checkpoint.
+
+CPU smoke run:
+  genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py:tiny --workdir=/tmp/genesis_tiny
+Expected: about a minute on a 2-core CPU (synthetic smooth cubes 16x16x8, a base-width-4 U-Net, 40 steps, 4
+epochs), the loss falling from about 0.1, a preview PNG in /tmp/genesis_tiny/previews.
+
+Recipe (models_genesis.md section 4): PyTorch UNet3D, MSE on the sigmoid output, SGD lr 1.0 momentum 0.9 no weight
+decay, batch 6 per device (the global batch scales with the devices), N_train // batch steps per epoch, validation
+on randomly deformed validation cubes (here with a fixed key, so epochs are comparable), ReduceLROnPlateau(0.5,
+patience 10, min_delta 1e-4, min_lr 1e-6), early stopping patience 50, up to 10,000 epochs.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    options = set(filter(None, arg.split(",")))
+    unknown = options - {"tiny", "keras", "pytorch", "step", "plateau", "bf16"}
+    if unknown:
+        raise ValueError(f"genesis_chest_ct.py: unknown option(s) {sorted(unknown)}; "
+                         "use tiny, keras, pytorch, step, plateau, bf16 (comma-separated)")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.prng_impl = "threefry2x32"  # "rbg" compiles much faster on CPU; the checkpoint's key follows this choice
+    c.model = ml_collections.ConfigDict(dict(
+        name="genesis_unet", variant="keras" if "keras" in options else "pytorch", ndim=3, base_width=32, depth=4,
+        in_channels=1, num_classes=1, head_activation="sigmoid", dtype="bfloat16" if "bf16" in options else "float32",
+    ))
+    c.cube_shape = (64, 64, 32, 1)  # (x, y, z, channel) of the data cubes
+    c.input_shape = (64, 64, 32, 1)  # the network's input (a slice for 2D configs)
+    c.slice_2d = False
+    c.data = ml_collections.ConfigDict(dict(
+        source="npy",
+        train_files=["cubes/bat_32_s_64x64x32_[0-4].npy"],
+        val_files=["cubes/bat_32_s_64x64x32_[56].npy"],
+        num_train=0, num_val=0, seed=0,
+    ))
+    c.transforms = ml_collections.ConfigDict()  # empty: the published defaults of genesis_jax.transforms
+
+    c.per_device_batch_size = 6
+    c.global_batch_size = ml_collections.FieldReference(None, field_type=int)  # set to fix it whatever the devices
+    c.num_devices = ml_collections.FieldReference(None, field_type=int)
+    c.optimizer = ml_collections.ConfigDict(dict(
+        name="sgd", learning_rate=1.0, momentum=0.9, nesterov=False, weight_decay=0.0
+    ))
+    c.schedule = ml_collections.ConfigDict(dict(
+        kind="step" if "step" in options else "plateau", factor=0.5, patience=10, min_delta=1e-4, min_lr=1e-6,
+        every_epochs=40,
+    ))
+    c.early_stopping = ml_collections.ConfigDict(dict(patience=50, min_delta=0.0))
+    c.steps_per_epoch = ml_collections.FieldReference(None, field_type=int)  # None: N_train // global batch
+    c.validation_batches = ml_collections.FieldReference(None, field_type=int)  # None: N_val // global batch
+    c.max_epochs = 10000
+    c.max_steps = ml_collections.FieldReference(None, field_type=int)
+    c.init = ""  # a weights directory or a training workdir to start from (when the workdir has no checkpoint)
+    c.apply_kwargs = ml_collections.ConfigDict()
+    c.max_step_traces = ml_collections.FieldReference(None, field_type=int)  # e.g. 1: a recompile raises
+
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        keep=3, async_save=True, every_steps=2000, every_seconds=1800.0, sync_every_steps=10
+    ))
+    c.logging = ml_collections.ConfigDict(dict(
+        progress=True, tensorboard=True, every_steps=1, preview_every_steps=2000, preview_samples=4
+    ))
+
+    if "tiny" in options:
+        c.prng_impl = "rbg"
+        c.model.base_width = 4
+        c.model.depth = 3
+        c.cube_shape = (16, 16, 8, 1)
+        c.input_shape = (16, 16, 8, 1)
+        c.data.source = "synthetic"
+        c.data.num_train = 160
+        c.data.num_val = 16
+        c.global_batch_size = 8
+        c.steps_per_epoch = 10
+        c.max_epochs = 4
+        c.optimizer.learning_rate = 0.1
+        c.checkpoint.every_steps = 20
+        c.logging.preview_every_steps = 20
+    return c

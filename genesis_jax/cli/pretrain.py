@@ -1,0 +1,56 @@
+"""`genesis-jax pretrain`: restoration pre-training (Models Genesis) from a config into a workdir; resumes there."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-host (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID)")
+    g.add_argument("--coordinator_address", default=None, help="host:port of process 0, e.g. 10.0.0.1:1234")
+    g.add_argument("--num_processes", type=int, default=None)
+    g.add_argument("--process_id", type=int, default=None)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="self-supervised restoration pre-training; rerun with the same --workdir to resume",
+        description="Example: genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py:tiny "
+        "--workdir=/tmp/genesis_tiny [--config.optimizer.learning_rate=0.5 ...]",
+    )
+    p.add_argument("--config", required=True, help="pre-training config, path.py[:arg]; --config.x=y overrides follow")
+    p.add_argument("--workdir", required=True, help="checkpoints, logs, previews and the exported weights go here")
+    add_distributed_flags(p)
+    p.set_defaults(func=run, accepts_config_overrides=True)
+
+
+def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    from genesis_jax.train.distributed import DistributedError, initialize
+
+    try:  # before anything touches a JAX backend
+        initialize(args.coordinator_address, args.num_processes, args.process_id)
+    except DistributedError as err:
+        print(f"genesis-jax pretrain: {err}", file=sys.stderr)
+        return 2
+
+    import jax
+
+    from genesis_jax.config_loader import load_config
+    from genesis_jax.train.checkpointing import CheckpointError
+    from genesis_jax.train.pretrain import TrainingDiverged, pretrain
+
+    config = load_config(args.config, overrides)
+    try:
+        summary = pretrain(config, args.workdir)
+    except TrainingDiverged as err:
+        print(f"genesis-jax pretrain: stopped: {err}", file=sys.stderr)
+        return 1
+    except CheckpointError as err:
+        print(f"genesis-jax pretrain: {err}", file=sys.stderr)
+        return 2
+    if jax.process_index() == 0:
+        print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,16 @@
+"""Data: the only sub-package that touches image files.
+
+Modules, one concern each:
+  ``readers``    NIfTI / MetaImage (.mhd) / DICOM series to one canonical (RAS) orientation, spacing, resampling.
+  ``metaimage``  a small MetaImage (.mhd/.raw, .mha) reader and writer (LUNA16's format; no SimpleITK needed).
+  ``dicom``      DICOM series to a volume (pydicom; JPEG 2000 via pillow or pylibjpeg).
+  ``normalize``  HU windowing for CT, min-max / percentile for MR, compact uint16 storage of [0, 1] intensities.
+  ``cubes``      the published Models Genesis sub-volume ("cube") extraction, vectorised, plus its per-voxel port.
+  ``phantom``    a deterministic synthetic CT (body, lungs, vessels, bones, nodules, liver) with labels.
+  ``samples``    real CT/MR volumes from the TotalSegmentator 2.18.0 sdist on PyPI, cached and sha256-pinned.
+  ``builders``   TFDS builders writing ArrayRecord (no TensorFlow needed): Genesis cubes, LUNA16, LiTS, BraTS,
+                 LIDC crops, LUNA16 candidates.
+  ``pipeline``   grain pipelines: sharded pre-training cubes, fine-tuning patches, global device batches.
+  ``prepare``    the entry function behind ``genesis-jax data prepare``.
+Submodules are imported on use (``from genesis_jax.data import cubes``) so that importing the package is cheap.
+"""

@@ -1,0 +1,179 @@
+"""What every genesis_jax TFDS builder shares: its config, scan discovery, splitting by scan, skip policy, report.
+
+Builders here are ``tfds.core.GeneratorBasedBuilder`` subclasses writing ArrayRecord; TensorFlow is not needed to
+write or read them (tensorflow-datasets' no-TF path). They are not registered in TFDS' global registry
+(``skip_registration``): ``genesis_jax.data.builders.make_builder`` builds them from a data config and opens the
+prepared data with ``as_data_source``.
+
+All settings of a build travel in ``GenesisDataConfig.params`` (a JSON-able dict made from ``config.data``), are
+recorded in the dataset's metadata, and are compared with the config when the dataset is opened, so a prepared
+dataset is never silently read under other settings.
+
+Bad scans: with ``on_error='skip'`` a scan that cannot be used (unreadable, 2D/4D, NaN/Inf, too small, label grid
+mismatch, no cube found) is logged and listed in the report with its reason; with ``on_error='raise'`` the build
+stops with the error naming the file. TFDS writes into an ``incomplete.*`` directory and renames it only at the
+end, so a failed build never leaves a finished-looking dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from genesis_jax.data.cubes import CubeExtractionError
+from genesis_jax.data.dicom import is_dicom_file
+from genesis_jax.data.normalize import normalize_volume
+from genesis_jax.data.readers import Volume, VolumeError, is_volume_file, read_volume, resample
+
+log = logging.getLogger(__name__)
+
+# Errors that make one scan unusable (skipped or raised per on_error); anything else is a bug and always raises.
+SCAN_ERRORS = (VolumeError, CubeExtractionError, OSError)
+# Settings that do not change the written data (excluded from the metadata comparison).
+NON_DATA_PARAMS = frozenset({"data_dir", "on_error", "overwrite", "split", "storage", "memory_buffer_mb",
+                             "split_inputs"})
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be built or opened as configured; the message says why and what to do."""
+
+
+@dataclasses.dataclass(eq=False)
+class GenesisDataConfig(tfds.core.BuilderConfig):
+    params: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class PrepareReport:
+    """What a build read, skipped (with reasons) and wrote."""
+
+    scans_read: int = 0
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    examples: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return dict(scans_read=self.scans_read, skipped=[list(s) for s in self.skipped], examples=self.examples)
+
+
+def data_params(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in NON_DATA_PARAMS}
+
+
+def progress(items: list, desc: str):
+    """A tqdm bar over scans (TFDS' own bars count examples, not scans)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="scan", leave=False, mininterval=1.0)
+
+
+def scan_seed(seed: int, scan_id: str) -> int:
+    """A per-scan seed: stable across runs and machines, independent of the order scans are read in."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32(scan_id.encode())]).generate_state(1)[0])
+
+
+def discover_volumes(root: str | os.PathLike) -> list[Path]:
+    """Volume files and DICOM series directories under ``root`` (recursive), sorted."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise DatasetError(f"{root}: input directory does not exist")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        files = sorted(filenames)
+        volumes = [Path(dirpath) / f for f in files if is_volume_file(f)]
+        found.extend(volumes)
+        if not volumes and files and any(is_dicom_file(Path(dirpath) / f) for f in files[:3]):
+            found.append(Path(dirpath))
+    return sorted(found)
+
+
+def scan_name(path: Path, root: Path | None) -> str:
+    rel = path.relative_to(root) if root is not None and root in path.parents else Path(path.name)
+    name = rel.as_posix()
+    for suffix in (".nii.gz", ".nii", ".mhd", ".mha", ".img"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def split_by_scan(ids: list[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Seeded split of scan ids into (train, validation); at least one of each when there are >= 2 scans."""
+    ids = sorted(ids)
+    if not 0.0 <= validation_fraction < 1.0:
+        raise DatasetError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    n_val = int(round(validation_fraction * len(ids)))
+    if validation_fraction > 0 and len(ids) >= 2:
+        n_val = min(max(n_val, 1), len(ids) - 1)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    val = sorted(ids[i] for i in order[:n_val])
+    return [i for i in ids if i not in set(val)], val
+
+
+class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base of the genesis_jax builders: params access, reading with the skip policy, the report, metadata."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Set config.data.manual_dir to the directory that holds the dataset."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.report = PrepareReport()
+
+    @property
+    def params(self) -> dict:
+        return self.builder_config.params  # type: ignore[attr-defined]
+
+    def _metadata(self) -> tfds.core.MetadataDict:
+        return tfds.core.MetadataDict(params=json.loads(json.dumps(data_params(self.params))))
+
+    def _make_info(self, features: dict[str, Any], description: str) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(builder=self, description=description,
+                                     features=tfds.features.FeaturesDict(features), metadata=self._metadata())
+
+    # --- reading with the skip policy -------------------------------------------------------------------------
+    def guarded(self, what: str, fn: Callable[[], Any]) -> Any | None:
+        """Run ``fn``; on a scan error skip (log, record, return None) or raise, per params['on_error']."""
+        try:
+            return fn()
+        except SCAN_ERRORS as err:
+            if self.params.get("on_error", "skip") != "skip":
+                raise
+            reason = str(err) if str(err).startswith(what) else f"{what}: {err}"
+            log.warning("skipped %s", reason)
+            self.report.skipped.append((what, reason))
+            return None
+
+    def read_image(self, path: Path | str) -> Volume:
+        """Read (and resample when params['target_spacing'] is set) an image volume."""
+        volume = read_volume(path)
+        self.report.scans_read += 1
+        spacing = self.params.get("target_spacing") or ()
+        return resample(volume, tuple(spacing)) if len(spacing) else volume
+
+    def normalized(self, volume: Volume, modality: str | None = None) -> np.ndarray:
+        p = self.params
+        return normalize_volume(volume.array, modality or p.get("modality", "ct"), hu_min=p.get("hu_min", -1000.0),
+                                hu_max=p.get("hu_max", 1000.0), mr_method=p.get("mr_method", "minmax"),
+                                mr_percentiles=tuple(p.get("mr_percentiles", (0.5, 99.5))))
+
+    def count(self, split: str, examples: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
+        for key, example in examples:
+            self.report.examples[split] = self.report.examples.get(split, 0) + 1
+            yield key, example
+
+    def manual_root(self, dl_manager) -> Path:
+        manual = self.params.get("manual_dir") or ""
+        root = Path(manual).expanduser() if manual else Path(dl_manager.manual_dir)
+        if not root.is_dir():
+            raise DatasetError(f"{root}: manual directory does not exist; set --config.data.manual_dir")
+        return root

@@ -1,0 +1,174 @@
+"""Volume readers: NIfTI, MetaImage (.mhd/.mha) and DICOM series to one canonical orientation, with spacing.
+
+Every volume leaves this module as a ``Volume`` whose array axes are (x, y, z) in nibabel's closest-canonical RAS+
+orientation (index x grows towards the patient's right, y towards anterior, z towards superior) with a 4x4 voxel-to-world (RAS, mm) affine. One orientation for every source means a cube, a label and a
+candidate coordinate mean the same thing whichever file format they came from.
+
+Bad input raises ``VolumeError`` naming the file and the reason: unreadable or truncated files, 2D or 4D data,
+NaN/Inf voxels, non-integer labels, and label grids that do not match their image (``check_same_grid``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".img", ".hdr")
+
+
+class VolumeError(ValueError):
+    """A volume file that cannot be used; the message names the file and the reason."""
+
+
+@dataclasses.dataclass
+class Volume:
+    """A 3D volume in canonical (RAS+) orientation.
+
+    array:   (X, Y, Z); float32 for images (HU for CT), an integer type for label maps.
+    spacing: voxel size in mm along (x, y, z).
+    affine:  4x4 voxel index -> world (RAS, mm).
+    path:    where it was read from ('' when built in memory).
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    affine: np.ndarray
+    path: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+
+def is_volume_file(path: str | os.PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(VOLUME_SUFFIXES) and not name.endswith(".hdr")  # .hdr is read through its .img
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))  # type: ignore
+
+
+def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Permute/flip voxel axes to the closest RAS+ orientation (what ``nibabel.as_closest_canonical`` does)."""
+    from nibabel import orientations
+
+    ornt = orientations.io_orientation(affine)
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return array, np.asarray(affine, dtype=np.float64)
+    new_affine = np.asarray(affine, dtype=np.float64) @ orientations.inv_ornt_aff(ornt, array.shape[:3])
+    return orientations.apply_orientation(array, ornt), new_affine
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        array = np.asanyarray(image.dataobj)
+    except Exception as err:  # nibabel raises many types (EOFError, zlib.error, ImageFileError, ValueError...)
+        raise VolumeError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err}); the file may be truncated "
+                          "or corrupt") from None
+    return array, np.asarray(image.affine, dtype=np.float64)
+
+
+def _as_3d(array: np.ndarray, path: str | Path) -> np.ndarray:
+    # Trailing singleton axes (a (X, Y, Z, 1) NIfTI) are harmless; anything else is not a 3D volume.
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise VolumeError(f"{path}: a 3D volume is needed, got a {array.ndim}D array of shape {tuple(array.shape)}")
+    if min(array.shape) < 2:
+        raise VolumeError(f"{path}: a 3D volume is needed, got shape {tuple(array.shape)} (a single slice)")
+    return array
+
+
+def _finite_image(array: np.ndarray, path: str | Path) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float32)
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise VolumeError(f"{path}: {bad} voxel(s) are NaN or Inf")
+    return array
+
+
+def _integer_label(array: np.ndarray, path: str | Path) -> np.ndarray:
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise VolumeError(f"{path}: a label map must hold integer class ids, found non-integer values")
+    elif array.dtype.kind not in "iub":
+        raise VolumeError(f"{path}: a label map must hold integer class ids, found dtype {array.dtype}")
+    lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if lo < 0:
+        raise VolumeError(f"{path}: a label map must hold non-negative class ids, found {lo}")
+    return array.astype(np.uint8 if hi < 256 else np.int32)
+
+
+def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "image",
+                canonical: bool = True) -> Volume:
+    """Read a NIfTI file, a MetaImage (.mhd/.mha) or a DICOM series directory as a canonical ``Volume``.
+
+    kind='image' gives float32 (HU for CT) and rejects NaN/Inf; kind='label' gives uint8/int32 class ids.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"{path}: no such file or directory")
+    if path.is_dir():
+        from genesis_jax.data.dicom import read_dicom_series
+
+        array, affine = read_dicom_series(path)
+    else:
+        name = path.name.lower()
+        if name.endswith((".mhd", ".mha")):
+            from genesis_jax.data.metaimage import read_metaimage
+
+            array, affine = read_metaimage(path)
+        elif name.endswith((".nii", ".nii.gz", ".img", ".hdr")):
+            array, affine = _read_nifti(path)
+        else:
+            raise VolumeError(f"{path}: unknown volume format (expected one of {', '.join(VOLUME_SUFFIXES)} "
+                              "or a DICOM series directory)")
+    array = _as_3d(np.asarray(array), path)
+    array = _finite_image(array, path) if kind == "image" else _integer_label(array, path)
+    if canonical:
+        array, affine = to_canonical(array, affine)
+    return Volume(np.ascontiguousarray(array), spacing_from_affine(affine), affine, str(path))
+
+
+def check_same_grid(image: Volume, label: Volume, *, atol_mm: float = 1e-2) -> None:
+    """Raise VolumeError unless ``label`` lies on the voxel grid of ``image`` (shape and affine)."""
+    if image.shape != label.shape:
+        raise VolumeError(f"{label.path}: label grid {label.shape} does not match image {image.path} grid "
+                          f"{image.shape}")
+    if not np.allclose(image.affine, label.affine, atol=atol_mm):
+        raise VolumeError(f"{label.path}: label affine does not match image {image.path} affine "
+                          f"(max difference {np.abs(image.affine - label.affine).max():.4g} mm)")
+
+
+def resample(volume: Volume, target_spacing: tuple[float, float, float], *, order: int | None = None) -> Volume:
+    """Resample to ``target_spacing`` (mm); linear for float images, nearest for labels unless ``order`` is given.
+
+    The field of view is kept (voxel edges aligned); the affine is updated to the new grid.
+    """
+    from scipy import ndimage
+
+    target = np.asarray(target_spacing, dtype=np.float64)
+    if target.shape != (3,) or np.any(target <= 0):
+        raise ValueError(f"target_spacing must be 3 positive numbers, got {target_spacing}")
+    spacing = np.asarray(volume.spacing)
+    if np.allclose(spacing, target, rtol=1e-4):
+        return volume
+    in_shape = np.asarray(volume.shape)
+    out_shape = np.maximum(1, np.round(in_shape * spacing / target)).astype(int)
+    zoom = out_shape / in_shape
+    if order is None:
+        order = 1 if volume.array.dtype.kind == "f" else 0
+    array = ndimage.zoom(volume.array, zoom, order=order, mode="nearest", grid_mode=True)
+    affine = volume.affine.copy()
+    # Grid-mode zoom maps voxel edges onto voxel edges: new voxel i sits at old coordinate (i + 0.5) / zoom - 0.5.
+    affine[:3, 3] = volume.affine[:3, :3] @ (0.5 / zoom - 0.5) + volume.affine[:3, 3]
+    affine[:3, :3] = volume.affine[:3, :3] / zoom
+    return Volume(array.astype(volume.array.dtype, copy=False), spacing_from_affine(affine), affine, volume.path)

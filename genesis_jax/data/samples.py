@@ -1,0 +1,203 @@
+"""Real sample volumes from the TotalSegmentator 2.18.0 source distribution on PyPI (Apache-2.0).
+
+The sdist (38,049,988 bytes, sha256 pinned below) ships real CT and MR volumes with TotalSegmentator's own label maps
+under tests/reference_files/. ``fetch_samples`` downloads it once with pip (the wheel does not hold these files),
+checks the sha256, copies the members listed in ``SAMPLES`` into the cache and writes a manifest last (so a half
+extraction is never taken as done). The cache is ``$GENESIS_JAX_CACHE`` or ``~/.cache/genesis_jax``.
+
+The labels are model outputs, not manual annotations: good as a real downstream target, to be called so wherever
+results are shown. The class-id maps come from ``totalsegmentator/map_to_binary.py`` in the same sdist, parsed with
+``ast`` (TotalSegmentator is never imported or installed).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genesis_jax.data.readers import Volume, check_same_grid, read_volume
+
+SDIST_NAME = "totalsegmentator-2.18.0.tar.gz"
+SDIST_REQUIREMENT = "TotalSegmentator==2.18.0"
+SDIST_SHA256 = "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03"
+SDIST_BYTES = 38_049_988
+_PREFIX = "totalsegmentator-2.18.0/"
+_REFERENCE = _PREFIX + "tests/reference_files/"
+_CLASS_MAP_MEMBER = _PREFIX + "totalsegmentator/map_to_binary.py"
+MANIFEST = "manifest.json"
+
+# name -> members (relative to tests/reference_files/), the class map of its labels, modality, description.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "ct_abdomen": dict(image="example_ct.nii.gz", label="example_seg_fast_force_split.nii.gz", classes="total",
+                       modality="ct", description="CT abdomen/pelvis, 3.0 mm isotropic"),
+    "ct_dicom": dict(image="example_ct_dicom", label="example_seg_dicom.nii.gz", classes="total", modality="ct",
+                     description="CT abdomen, Siemens DICOM series (JPEG 2000), 0.98 x 0.98 x 2.0 mm"),
+    "ct_chest": dict(image="aorta_report/example_ct.nii.gz", label="pulmonary_report/models/heart.nii.gz",
+                     classes="heart_only", modality="ct", description="chest CT angiography, 1.5 mm isotropic"),
+    "mr_abdomen": dict(image="example_mr_sm.nii.gz", label="example_seg_mr.nii.gz", classes="total_mr",
+                       modality="mr", description="MR abdomen, 3.0 mm"),
+}
+_FIXED_CLASS_MAPS = {"heart_only": {1: "heart"}}
+
+
+class SampleDataUnavailable(RuntimeError):
+    """The sample sdist could not be had (offline, or a bad download); the message says what to do."""
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else $GENESIS_JAX_CACHE, else ~/.cache/genesis_jax."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("GENESIS_JAX_CACHE", "~/.cache/genesis_jax")).expanduser()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _offline_help(root: Path, reason: str) -> str:
+    return (f"could not get the sample data ({reason}).\n"
+            f"To fix: on a machine that reaches PyPI run\n"
+            f"    pip download --no-deps --no-binary :all: {SDIST_REQUIREMENT} -d DIR\n"
+            f"and copy DIR/{SDIST_NAME} (sha256 {SDIST_SHA256}) to {root / 'downloads'}/ "
+            f"(or point GENESIS_JAX_CACHE at a cache that has it). Fully offline alternative: the synthetic phantom "
+            f"(configs with source='synthetic', genesis_jax.data.phantom.synthetic_ct).")
+
+
+def download_sdist(root: Path, *, timeout_s: int = 300) -> Path:
+    """The sdist in ``root/downloads`` (downloaded with pip when absent), sha256-checked."""
+    target = root / "downloads" / SDIST_NAME
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_REQUIREMENT,
+                   "-d", tmp, "--disable-pip-version-check", "--timeout", "30", "--retries", "2"]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            except (subprocess.TimeoutExpired, OSError) as err:
+                raise SampleDataUnavailable(_offline_help(root, f"pip download failed: {err}")) from None
+            got = Path(tmp) / SDIST_NAME
+            if proc.returncode != 0 or not got.exists():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                raise SampleDataUnavailable(_offline_help(root, "pip download failed: " + " | ".join(tail)))
+            os.replace(got, target)
+    digest = _sha256(target)
+    if digest != SDIST_SHA256:
+        target.unlink()
+        raise SampleDataUnavailable(_offline_help(root, f"{target} had sha256 {digest}, expected {SDIST_SHA256}; "
+                                                        "the file was removed"))
+    return target
+
+
+def parse_class_maps(source: str) -> dict[str, dict[int, str]]:
+    """The top-level ``class_map = {...}`` literal of map_to_binary.py, without importing it."""
+    for node in ast.parse(source).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id == "class_map"):
+            return ast.literal_eval(node.value)
+    raise ValueError("map_to_binary.py: no top-level `class_map = {...}` assignment found")
+
+
+def _extract(sdist: Path, dest: Path) -> None:
+    """Copy the members of SAMPLES and the class maps from the tarball into ``dest`` (member by member)."""
+    wanted = {SAMPLES[n][k] for n in SAMPLES for k in ("image", "label")}
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar:
+            if member.name == _CLASS_MAP_MEMBER:
+                maps = parse_class_maps(tar.extractfile(member).read().decode("utf-8"))
+                keep = {k: {str(i): n for i, n in maps[k].items()} for k in ("total", "total_mr")}
+                (dest / "class_maps.json").write_text(json.dumps(keep, indent=1))
+                continue
+            if not member.isfile() or not member.name.startswith(_REFERENCE):
+                continue
+            rel = member.name[len(_REFERENCE):]
+            if not any(rel == w or rel.startswith(w + "/") for w in wanted) or ".." in Path(rel).parts:
+                continue
+            out = dest / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as src, open(out, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def fetch_samples(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """Download (once), verify and extract the samples; return {name: {image, label, modality, classes, ...}}.
+
+    ``image``/``label`` are absolute paths (``image`` of 'ct_dicom' is a DICOM directory); ``classes`` maps
+    class id -> organ name. Raises SampleDataUnavailable with instructions when offline.
+    """
+    root = cache_root(cache_dir)
+    samples_dir = root / "samples" / "totalsegmentator-2.18.0"
+    manifest = samples_dir / MANIFEST
+    if not manifest.exists():
+        sdist = download_sdist(root)
+        samples_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=samples_dir.parent))
+        try:
+            _extract(sdist, tmp)
+            (tmp / MANIFEST).write_text(json.dumps({"sdist": SDIST_NAME, "sha256": SDIST_SHA256,
+                                                    "samples": sorted(SAMPLES)}, indent=1))
+            if samples_dir.exists():
+                shutil.rmtree(samples_dir)
+            os.replace(tmp, samples_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    class_maps = json.loads((samples_dir / "class_maps.json").read_text())
+    out = {}
+    for name, spec in SAMPLES.items():
+        classes = _FIXED_CLASS_MAPS.get(spec["classes"]) or {int(i): n for i, n in class_maps[spec["classes"]].items()}
+        out[name] = dict(image=str(samples_dir / spec["image"]), label=str(samples_dir / spec["label"]),
+                         modality=spec["modality"], description=spec["description"], class_map=spec["classes"],
+                         classes=classes)
+    return out
+
+
+def _info(name: str, cache_dir) -> dict[str, Any]:
+    if name not in SAMPLES:
+        raise KeyError(f"unknown sample {name!r}; available: {', '.join(SAMPLES)}")
+    return fetch_samples(cache_dir)[name]
+
+
+def load_sample(name: str, cache_dir: str | os.PathLike | None = None) -> Volume:
+    """The image of sample ``name`` as a canonical Volume (HU for CT)."""
+    return read_volume(_info(name, cache_dir)["image"])
+
+
+def load_sample_label(name: str, cache_dir: str | os.PathLike | None = None) -> Volume:
+    """The label map of sample ``name`` on the image's grid (checked)."""
+    info = _info(name, cache_dir)
+    label = read_volume(info["label"], kind="label")
+    check_same_grid(read_volume(info["image"]), label)
+    return label
+
+
+def class_id(name: str, organ: str, cache_dir: str | os.PathLike | None = None) -> int:
+    classes = _info(name, cache_dir)["classes"]
+    for i, n in classes.items():
+        if n == organ:
+            return int(i)
+    raise KeyError(f"sample {name!r} has no class {organ!r}; its classes: {sorted(set(classes.values()))}")
+
+
+def organ_mask(name: str, organ: str, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Boolean (X, Y, Z) mask of ``organ`` on the sample image's grid."""
+    return load_sample_label(name, cache_dir).array == class_id(name, organ, cache_dir)
+
+
+def liver_mask(name: str = "ct_abdomen", cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """Boolean liver mask of a sample CT ('ct_abdomen' or 'ct_dicom'; 'mr_abdomen' also has one)."""
+    return organ_mask(name, "liver", cache_dir)

@@ -1,0 +1,197 @@
+"""Training feedback: a tqdm progress bar (steps/s, loss, ETA), metrics logs (``metrics.csv`` for the per-step
+metrics, ``validation.csv`` for the per-epoch ones, everything also in ``metrics.jsonl``), TensorBoard event files
+(tensorboardX) and restoration preview PNGs (input | prediction | target, one row per sample).
+
+Only the primary process (process 0) writes; the others get no-op writers. After a resume the logs are cut back
+to the restored step, so that a run interrupted by ``kill -9`` has no duplicated or orphaned rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+TRAIN_CSV = "metrics.csv"
+VALIDATION_CSV = "validation.csv"
+JSONL = "metrics.jsonl"
+
+
+def _cut_csv(path: Path, max_step: int) -> None:
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = list(rows[0].keys()) if rows else None
+    if fields is None:
+        return
+    kept = [r for r in rows if int(float(r["step"])) <= max_step]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def _cut_jsonl(path: Path, max_step: int) -> None:
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= max_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics(workdir: str | Path, name: str = TRAIN_CSV) -> list[dict[str, float]]:
+    """The rows of a metrics CSV as floats (for tests, notebooks and the demo)."""
+    with (Path(workdir) / name).open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+class MetricsLog:
+    """Append-only CSV/JSONL/TensorBoard writer with fixed CSV columns per file."""
+
+    def __init__(self, workdir: str | Path, *, enabled: bool = True, resume_step: int | None = None,
+                 tensorboard: bool = True):
+        self.workdir = Path(workdir)
+        self.enabled = enabled
+        self._writers: dict[str, tuple[Any, csv.DictWriter]] = {}
+        self._tb = None
+        if not enabled:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            for name in (TRAIN_CSV, VALIDATION_CSV):
+                _cut_csv(self.workdir / name, resume_step)
+            _cut_jsonl(self.workdir / JSONL, resume_step)
+        else:
+            for name in (TRAIN_CSV, VALIDATION_CSV, JSONL):
+                (self.workdir / name).unlink(missing_ok=True)
+        self._jsonl = (self.workdir / JSONL).open("a")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.workdir / "tensorboard"), purge_step=resume_step)
+
+    def _csv(self, name: str, fields: Sequence[str]) -> csv.DictWriter:
+        if name not in self._writers:
+            path = self.workdir / name
+            exists = path.is_file() and path.stat().st_size > 0
+            if exists:
+                with path.open(newline="") as f:
+                    fields = next(csv.reader(f))
+            handle = path.open("a", newline="")
+            writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
+            if not exists:
+                writer.writeheader()
+            self._writers[name] = (handle, writer)
+        return self._writers[name][1]
+
+    def write(self, step: int, metrics: Mapping[str, Any], *, kind: str = "train") -> None:
+        """One row: ``kind`` 'train' goes to metrics.csv, 'validation' to validation.csv, both to the JSONL and
+        to TensorBoard (as ``kind/name``)."""
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+        self._csv(TRAIN_CSV if kind == "train" else VALIDATION_CSV, list(row)).writerow(row)
+        self._jsonl.write(json.dumps({"kind": kind, **row}) + "\n")
+        if self._tb is not None:
+            for name, value in row.items():
+                if name != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(f"{kind}/{name}", value, int(step))
+
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        if self.enabled and self._tb is not None:
+            self._tb.add_image(tag, image, int(step), dataformats="HW")
+
+    def flush(self) -> None:
+        if not self.enabled:
+            return
+        for handle, _ in self._writers.values():
+            handle.flush()
+        self._jsonl.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.flush()
+        for handle, _ in self._writers.values():
+            handle.close()
+        self._writers.clear()
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class Progress:
+    """A tqdm bar over training steps (rate = steps/s, ETA) showing the latest loss, and one-line messages (to
+    stderr, also without the bar, unless ``messages`` is False: the non-primary processes)."""
+
+    def __init__(self, total: int, initial: int = 0, *, enabled: bool = True, messages: bool = True,
+                 desc: str = "pretrain"):
+        self.messages = messages
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True,
+                        smoothing=0.1)
+
+    def update(self, n: int = 1, **postfix: Any) -> None:
+        self.bar.update(n)
+        if postfix:
+            self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()},
+                                 refresh=False)
+
+    def write(self, message: str) -> None:
+        if self.messages:
+            self.bar.write(message, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def middle_slice(volume: np.ndarray) -> np.ndarray:
+    """A 2D view of one sample: the middle axial (last spatial) slice of (X, Y, Z, C), or (X, Y, C) as is; the
+    first channel."""
+    volume = np.asarray(volume, np.float32)
+    if volume.ndim == 4:
+        volume = volume[:, :, volume.shape[2] // 2, :]
+    return volume[..., 0]
+
+
+def preview_grid(inputs: np.ndarray, predictions: np.ndarray, targets: np.ndarray, max_rows: int = 4) -> np.ndarray:
+    """A [0, 1] grey image: one row per sample, columns input | prediction | target, 2-pixel separators."""
+    rows = []
+    for i in range(min(max_rows, len(inputs))):
+        tiles = [np.clip(middle_slice(a[i]), 0.0, 1.0).T for a in (inputs, predictions, targets)]
+        pad = np.ones((tiles[0].shape[0], 2), np.float32)
+        rows.append(np.concatenate([tiles[0], pad, tiles[1], pad, tiles[2]], axis=1))
+    sep = np.ones((2, rows[0].shape[1]), np.float32)
+    grid = rows[0]
+    for r in rows[1:]:
+        grid = np.concatenate([grid, sep, r], axis=0)
+    return grid
+
+
+def save_preview(path: str | Path, inputs: np.ndarray, predictions: np.ndarray, targets: np.ndarray, *,
+                 max_rows: int = 4, scale: int = 4) -> np.ndarray:
+    """Write the input | prediction | target grid as a PNG (nearest-neighbour up-scaled); returns the grid."""
+    grid = preview_grid(inputs, predictions, targets, max_rows)
+    image = Image.fromarray((grid * 255).round().astype(np.uint8), mode="L")
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return grid

@@ -1,0 +1,168 @@
+"""Jitted train, evaluation and prediction steps, generic in the task: a ``prepare`` function turns a device
+batch into (inputs, targets) (for pre-training: the restoration transforms, run on the device inside the step)
+and a ``loss`` function scores the network's outputs against the targets.
+
+The train step takes and returns a replicated :class:`TrainState` with the batch sharded over the ``data`` mesh axis
+(so BatchNorm statistics and the loss are over the global batch), donates the old state's buffers, and guards
+against non-finite values: when the loss or the gradient norm is NaN/Inf the update is not applied and the step's
+``finite`` metric is False, so the caller can stop with the last good state and checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from genesis_jax.train.mesh import replicated
+from genesis_jax.train.state import TrainState
+
+Batch = Mapping[str, jax.Array]
+PrepareFn = Callable[[jax.Array, Batch], tuple[Any, Any]]
+LossFn = Callable[[Any, Any], jax.Array]
+
+
+def inputs_targets(key: jax.Array, batch: Batch) -> tuple[Any, Any]:
+    """The default ``prepare``: a batch that already holds 'inputs' and 'targets'."""
+    del key
+    return batch["inputs"], batch["targets"]
+
+
+def mse_loss(outputs: Any, targets: jax.Array) -> jax.Array:
+    """Mean squared error between the (sigmoid) output and the target; a list of outputs (UNet++ deep supervision)
+    is scored head by head and averaged."""
+    if isinstance(outputs, (list, tuple)):
+        return sum(mse_loss(o, targets) for o in outputs) / len(outputs)
+    return jnp.mean(jnp.square(outputs.astype(jnp.float32) - targets.astype(jnp.float32)))
+
+
+def _variables(params: Any, batch_stats: Any) -> dict[str, Any]:
+    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+def _learning_rate(opt_state: Any) -> jax.Array:
+    hyper = getattr(opt_state, "hyperparams", None)
+    if hyper and "learning_rate" in hyper:
+        return jnp.asarray(hyper["learning_rate"], jnp.float32)
+    return jnp.asarray(jnp.nan, jnp.float32)
+
+
+class RetraceError(RuntimeError):
+    """A jitted step was traced again: some input changed shape, dtype, sharding or a static value."""
+
+
+def _limit_traces(fn: Callable, max_traces: int) -> Callable:
+    # chex.assert_max_traces counts per definition site across every step built there; this counts per step object.
+    traces = 0
+
+    @functools.wraps(fn)
+    def counted(*args: Any) -> Any:
+        nonlocal traces
+        traces += 1
+        if traces > max_traces:
+            shapes = jax.tree.map(lambda x: (getattr(x, "shape", None), getattr(x, "dtype", None)), args[1])
+            raise RetraceError(
+                f"the train step was traced {traces} times (limit {max_traces}): an input changed shape, dtype or "
+                f"sharding, which recompiles every time; batch now {shapes}"
+            )
+        return fn(*args)
+
+    return counted
+
+
+def make_train_step(
+    loss_fn: LossFn = mse_loss,
+    prepare: PrepareFn = inputs_targets,
+    *,
+    mesh: Mesh | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+    max_traces: int | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """Build ``train_step(state, batch) -> (state, metrics)``, jitted with the state donated.
+
+    metrics: loss, grad_norm, param_norm, learning_rate, finite (False when the update was skipped).
+    ``max_traces`` makes a retrace (a silent recompile) of THIS step function raise.
+    """
+    apply_kwargs = dict(apply_kwargs or {})
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        key, step_key = jax.random.split(state.key())
+        prepare_key, dropout_key = jax.random.split(step_key)
+        inputs, targets = prepare(prepare_key, batch)
+
+        def loss_of(params: Any) -> tuple[jax.Array, Any]:
+            outputs, updates = state.apply_fn(
+                _variables(params, state.batch_stats), inputs, train=True, mutable=["batch_stats"],
+                rngs={"dropout": dropout_key}, **apply_kwargs,
+            )
+            return loss_fn(outputs, targets), updates.get("batch_stats", state.batch_stats)
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        def keep_good(new: Any, old: Any) -> Any:
+            return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+        new_state = state.replace(
+            step=state.step + 1,
+            params=keep_good(params, state.params),
+            batch_stats=keep_good(batch_stats, state.batch_stats),
+            opt_state=keep_good(opt_state, state.opt_state),
+            rng=jax.random.key_data(key),
+        )
+        metrics = {
+            "loss": loss.astype(jnp.float32),
+            "grad_norm": grad_norm.astype(jnp.float32),
+            "param_norm": optax.global_norm(new_state.params).astype(jnp.float32),
+            "learning_rate": _learning_rate(state.opt_state),
+            "finite": finite,
+        }
+        return new_state, metrics
+
+    if max_traces is not None:
+        step = _limit_traces(step, max_traces)
+    out_shardings = None if mesh is None else (replicated(mesh), replicated(mesh))
+    return jax.jit(step, donate_argnums=(0,), out_shardings=out_shardings)
+
+
+def make_eval_step(
+    loss_fn: LossFn = mse_loss,
+    prepare: PrepareFn = inputs_targets,
+    *,
+    mesh: Mesh | None = None,
+    apply_kwargs: Mapping[str, Any] | None = None,
+) -> Callable[[TrainState, Batch, jax.Array], dict[str, jax.Array]]:
+    """Build ``eval_step(state, batch, key) -> {'loss'}`` (inference mode; ``key`` drives ``prepare``, so a fixed
+    key gives the same transformed validation batch every epoch)."""
+    apply_kwargs = dict(apply_kwargs or {})
+
+    def step(state: TrainState, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
+        inputs, targets = prepare(key, batch)
+        outputs = state.apply_fn(state.variables, inputs, train=False, **apply_kwargs)
+        return {"loss": loss_fn(outputs, targets).astype(jnp.float32)}
+
+    return jax.jit(step, out_shardings=None if mesh is None else replicated(mesh))
+
+
+def make_predict_step(
+    prepare: PrepareFn = inputs_targets,
+    *,
+    apply_kwargs: Mapping[str, Any] | None = None,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
+    """Build ``predict(state, batch, key) -> (inputs, prediction, targets)`` for previews and inspection."""
+    apply_kwargs = dict(apply_kwargs or {})
+
+    def step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        inputs, targets = prepare(key, batch)
+        return inputs, state.apply_fn(state.variables, inputs, train=False, **apply_kwargs), targets
+
+    return jax.jit(step)
