@@ -35,18 +35,7 @@ from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.active.session import build_learner, calibration_sample, make_key
 from genesis_jax.config_loader import load_config
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney ROC AUC with tied scores counted half."""
-    from scipy.stats import rankdata
-
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("ROC AUC needs both classes in the test set")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+from genesis_jax.evaluation.metrics import roc_auc
 
 
 def ct_pools(config) -> tuple[CandidatePool, CandidatePool] | str:
@@ -98,7 +87,7 @@ def run_arm(learner, evaluator, config, pool, test, seed, selection, strategy, v
 
 def evaluate(evaluator: PoolPredictor, variables, test: CandidatePool) -> float:
     probs = evaluator(variables, test.contexts).mean(axis=1)
-    return roc_auc(probs[:, 1], test.labels)
+    return roc_auc(test.labels, probs[:, 1])
 
 
 def labels_to_reach(x: np.ndarray, y: np.ndarray, target: float) -> float | None:

@@ -44,9 +44,9 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
             dtype="float32",
         )
     )
-    size = 8 if tiny else 32
+    size = 6 if tiny else 32
     c.pool = ml_collections.ConfigDict(
-        dict(kind="synthetic", path="", n=200 if tiny else 2000, context_size=12 if tiny else 48,
+        dict(kind="synthetic", path="", n=200 if tiny else 2000, context_size=10 if tiny else 48,
              positive_fraction=0.15, hard_fraction=0.25, seed=0, prefix="syn")
     )
     c.patches = ml_collections.ConfigDict(
@@ -71,7 +71,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
             restart_lr_factor=1.0 if tiny else 10.0,
             epochs=5.0,
             batch_size=16 if tiny else 32,
-            min_steps=20,
+            min_steps=60 if tiny else 20,  # fewer leave a tiny network at chance (loss ln 2) after a round
             max_steps=200 if tiny else 2000,
             bucket_min=32,
             calibration_size=64 if tiny else 256,

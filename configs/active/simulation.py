@@ -2,10 +2,13 @@
 
 Run:
   python experiments/active_learning_sim.py --config=configs/active/simulation.py:tiny
-Expected (tiny, 2-core CPU): a few minutes; per pool, the mean test AUC after every round for both arms
-(3 seeds), experiments/results/active_learning_sim/{curves.png,results.json}, and the last printed line
-`annotation_saving_vs_random: <percent>%` (labels saved by the active arm to reach the random arm's final mean
-AUC; computed, never assumed).
+Expected (tiny): 221 s of CPU (551 s wall on the shared, loaded 2-core CPU this was written on); per pool
+(synthetic, and liver cubes of the sample CT when it is cached or downloadable), the test AUC after every round of
+every arm and seed, experiments/results/active_learning_sim/{curves.png,results.json}, and the last printed line
+`annotation_saving_vs_random: <percent>%`: the labels the primary arm saves to reach the random arm's final mean
+AUC, computed, never assumed. Measured at these settings: 0.0% on the CT pool (every arm reaches it after the
+shared first random round), -51.1% (aift) on the synthetic pool; acft_hq collapses on both (see
+experiments/results/active_learning_sim/run_log.txt). Tiny networks, 40 labels: a smoke-scale study.
 The default variant (no `:tiny`) uses the published constants and network size (acft.py default) on larger pools
 and needs a GPU. Overrides: --config.sim.seeds=5 --config.sim.rounds=10 --config.sim.budget=16 ...
 """

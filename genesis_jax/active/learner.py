@@ -134,6 +134,7 @@ class ContinualLearner:
         self.predictor = PoolPredictor(self.predict_patches, patch_set, chunk_size, device_batch, max_traces)
         self._fit = jax.jit(guard(self._fit_impl))
         self._calibrate = jax.jit(self._calibrate_impl)
+        self._init = jax.jit(functools.partial(self.model.init, train=False))
 
     @property
     def n_classes(self) -> int:
@@ -148,7 +149,7 @@ class ContinualLearner:
         """Fresh variables for contexts of spatial+channel shape ``context_shape``; with ``calibration``
         (calibration_size contexts of the pool) its BatchNorm statistics are calibrated on them."""
         dummy = jnp.zeros((1, *self.patch_set.patch_shape, context_shape[-1]), jnp.float32)
-        variables = jax.jit(functools.partial(self.model.init, train=False))(key, dummy)
+        variables = self._init(key, dummy)
         return variables if calibration is None else self.calibrate(variables, calibration, key)
 
     def calibrate(self, variables: Any, calibration: np.ndarray, key: jax.Array) -> dict:

@@ -97,7 +97,7 @@ def synthetic_pool(
 ) -> CandidatePool:
     """n 3D candidates (context_size^3, one channel, values about [0, 1]) with known labels.
 
-    Positives (``positive_fraction``): a solid ball (radius 1.5-3 voxels) at the centre. Hard negatives
+    Positives (``positive_fraction``): a solid ball (radius 1/8-1/4 of the context) at the centre. Hard negatives
     (``hard_fraction``): a tube through the centre along a random axis, as bright as the balls (contrast 0.15-0.5
     for both), so brightness alone does not rank them. The rest are easy negatives: background only. Every
     context has Gaussian noise and a random intensity gradient; ``distractor_fraction`` of them a bright ball in a
@@ -120,12 +120,12 @@ def synthetic_pool(
         contrast = rng.uniform(0.15, 0.5)
         jitter = centre + rng.uniform(-0.5, 0.5, 3)
         if kind[i] == 1:
-            image += contrast * _ball(shape, jitter, rng.uniform(1.5, 3.0))
+            image += contrast * _ball(shape, jitter, context_size * rng.uniform(0.125, 0.25))
         elif kind[i] == 2:
-            image += contrast * _tube(shape, jitter, int(rng.integers(3)), rng.uniform(0.8, 1.5))
+            image += contrast * _tube(shape, jitter, int(rng.integers(3)), context_size * rng.uniform(0.07, 0.125))
         if rng.random() < distractor_fraction:
             corner = centre + rng.choice([-1.0, 1.0], 3) * (context_size / 2.0 - 1.0)
-            image += rng.uniform(0.3, 0.6) * _ball(shape, corner, 1.5)
+            image += rng.uniform(0.3, 0.6) * _ball(shape, corner, context_size / 8.0)
         contexts[i, ..., 0] = image
     ids = np.array([f"{prefix}{seed}-{i:06d}" for i in range(n)])
     return CandidatePool(ids, contexts, (kind == 1).astype(np.int64))

@@ -70,23 +70,10 @@ def build_learner(config: Any, max_traces: int | None = None) -> ContinualLearne
     patch_set = make_patch_set(
         p.patch_shape, p.box_shape or None, p.scales, p.translation, p.translation_mode, p.flips_rotations, p.seed
     )
-    return ContinualLearner(
-        build_model(config.model),
-        patch_set,
-        strategy=lc.strategy,
-        learning_rate=lc.learning_rate,
-        restart_lr_factor=lc.restart_lr_factor,
-        epochs=lc.epochs,
-        batch_size=lc.batch_size,
-        min_steps=lc.min_steps,
-        max_steps=lc.max_steps,
-        bucket_min=lc.bucket_min,
-        calibration_size=lc.calibration_size,
-        chunk_size=lc.chunk_size,
-        device_batch=lc.device_batch,
-        class_balanced=lc.class_balanced,
-        max_traces=max_traces,
-    )
+    try:  # the config.learner fields are the learner's keyword arguments
+        return ContinualLearner(build_model(config.model), patch_set, **lc.to_dict(), max_traces=max_traces)
+    except TypeError as err:
+        raise ValueError(f"config.learner has a field the learner does not take: {err}") from None
 
 
 def make_key(config: Any, *folds: int) -> jax.Array:

@@ -48,10 +48,11 @@ def _pool(n, seed=0):
 
 
 def test_precise_batch_stats_reproduce_training_mode_normalisation():
-    learner = _tiny_learner()
-    contexts, _ = _pool(16)
-    centre = make_patch_set((6, 6, 6))  # the whole context, untransformed
-    learner.patch_set = centre
+    model = build_model(dict(name="genesis_classifier", variant="keras", ndim=3, base_width=2, depth=1,
+                             num_classes=2, hidden=8, activation="none"))
+    # patches = the whole context, untransformed
+    learner = ContinualLearner(model, make_patch_set((6, 6, 6)), batch_size=8, calibration_size=8)
+    contexts, _ = _pool(8)
     v = learner.init(jax.random.key(0), (6, 6, 6, 1))
     calibrated = jax.jit(learner._calibrate_impl)(v, contexts[:8] + 3.0, jax.random.key(1))
     x = contexts[:8] + 3.0
@@ -84,8 +85,8 @@ def test_rounds_with_the_same_pool_size_do_not_recompile():
 
 def test_fit_learns_a_separable_task():
     learner = _tiny_learner()
-    contexts, labels = _pool(32, seed=1)
-    learner.min_steps = learner.max_steps = 60
+    contexts, labels = _pool(24, seed=1)
+    learner.min_steps = learner.max_steps = 40
     v0 = learner.init(jax.random.key(0), contexts.shape[1:], contexts[:16])
     v, _ = learner.fit(v0, contexts, labels, jax.random.key(1), learning_rate=1e-2)
     test, test_labels = _pool(32, seed=2)
