@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from genesis_jax.data.sources import ArraySource  # noqa: E402
 
 PUBLISHED = {k: v for k, v in PUBLISHED_RULE.items() if k != "cubes_per_scan"}
 
+# Peak RSS from /proc/self/status VmHWM: ru_maxrss would carry over the (large) RSS of this parent process, which
+# Linux keeps across fork + exec.
 _RSS_CHILD = """
 import json, resource, sys
 sys.path.insert(0, {repo!r})
@@ -44,7 +45,9 @@ from genesis_jax.config_loader import load_config
 from genesis_jax.data.prepare import prepare
 config = load_config("configs/data/genesis_cubes.py:tiny", {overrides!r}).data
 summary = prepare(config)
-print(json.dumps(dict(peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]
+peak_kib = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(dict(peak_rss_mib=peak_kib / 1024,
                       examples=sum(summary.examples.values()), bytes=summary.bytes_on_disk)))
 """
 

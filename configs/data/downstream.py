@@ -1,5 +1,7 @@
-"""Target-task datasets from hand-downloaded directories: `:lits` (LCS), `:brats` (BMS), `:lidc` (NCS),
-`:luna16_candidates` (NCC).
+"""Fine-tuning data: LiTS, BraTS, LIDC crops, LUNA16 candidates (prepared), and in-memory liver volumes.
+
+Variants: `:lits` (LCS), `:brats` (BMS), `:lidc` (NCS), `:luna16_candidates` (NCC), `:liver_samples`,
+`:liver_synthetic`.
 
 Run (each needs its dataset in a directory, in the layout it is distributed as):
   genesis-jax data prepare --config=configs/data/downstream.py:lits --config.data.manual_dir=/data/LiTS

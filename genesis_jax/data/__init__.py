@@ -8,8 +8,10 @@ Modules, one concern each:
   ``cubes``      the published Models Genesis sub-volume ("cube") extraction, vectorised, plus its per-voxel port.
   ``phantom``    a deterministic synthetic CT (body, lungs, vessels, bones, nodules, liver) with labels.
   ``samples``    real CT/MR volumes from the TotalSegmentator 2.18.0 sdist on PyPI, cached and sha256-pinned.
+  ``patches``    centred crops with padding and foreground-aware random patches.
   ``builders``   TFDS builders writing ArrayRecord (no TensorFlow needed): Genesis cubes, LUNA16, LiTS, BraTS,
                  LIDC crops, LUNA16 candidates.
+  ``sources``    random-access sources from a ``config.data`` block (in memory, or a prepared TFDS dataset).
   ``pipeline``   grain pipelines: sharded pre-training cubes, fine-tuning patches, global device batches.
   ``prepare``    the entry function behind ``genesis-jax data prepare``.
 Submodules are imported on use (``from genesis_jax.data import cubes``) so that importing the package is cheap.

@@ -9,6 +9,10 @@ batch-wide BatchNorm statistics do not see. Per-example randomness (patch positi
 position, so it does not depend on P either. A finite run (``num_epochs``) drops the final partial global batch so
 every process yields the same number of batches.
 
+``worker_count > 0`` (pre-training) decodes in grain worker processes: grain then splits the elements among the
+workers, so the order is deterministic for a given seed AND worker count, and differs from worker_count=0; keep
+it fixed across a run and its restarts.
+
 State: the iterators are grain ``DatasetIterator``s; ``get_state()`` / ``set_state()`` restore them exactly (the
 next batch after a restore is the batch an uninterrupted iterator gives), including with prefetch threads.
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import grain
 import jax
@@ -68,6 +72,10 @@ def _sharded_batches(ordered: grain.MapDataset, *, batch_size: int, shard_index:
     ds = local.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     ds = ds.batch(batch_size, drop_remainder=True)
     if worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags; outside absl.app use defaults
+            flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
     return ds
 
@@ -82,6 +90,13 @@ class _EpochOrder:
     def __init__(self, n: int, seed: int, shuffle: bool, repeats: int = 1):
         self.n, self.seed, self.shuffle, self.repeats = n, seed, shuffle, repeats
         self.per_epoch = n * repeats
+        self.permutation = functools.lru_cache(maxsize=4)(self._permutation)
+
+    def __getstate__(self) -> dict:  # picklable for grain worker processes: the cache is rebuilt there
+        return {k: v for k, v in self.__dict__.items() if k != "permutation"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
         self.permutation = functools.lru_cache(maxsize=4)(self._permutation)
 
     def _permutation(self, epoch: int) -> np.ndarray:

@@ -3,7 +3,6 @@
 import csv
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 

@@ -59,6 +59,22 @@ def test_iterator_state_restores_exactly(factory):
             np.testing.assert_array_equal(got[key], want[key])
 
 
+def test_worker_processes_keep_order_and_state():
+    make = lambda: pretrain_dataset(_cubes(), batch_size=4, seed=2, shard_index=0, shard_count=1,  # noqa: E731
+                                    worker_count=2)
+    it = iter(make())
+    first = [_ids(next(it)) for _ in range(3)]
+    state = it.get_state()
+    expected = _ids(next(it))
+    again = iter(make())
+    assert [_ids(next(again)) for _ in range(3)] == first
+    restored = iter(make())
+    restored.set_state(state)
+    assert _ids(next(restored)) == expected
+    for i in (it, again, restored):
+        i.close()
+
+
 def test_global_batches_do_not_depend_on_the_number_of_processes():
     one = [sorted(_ids(b)) for b in itertools.islice(
         pretrain_dataset(_cubes(), batch_size=8, seed=5, shard_index=0, shard_count=1), 9)]
