@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genesis_jax.data.pipeline import finetune_dataset
+from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import (
     evaluate_classification,
     evaluate_segmentation_arrays,
@@ -46,7 +46,7 @@ from genesis_jax.train import checkpointing
 from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
 from genesis_jax.train.logging import MetricsLog, Progress
-from genesis_jax.train.mesh import host_to_global, local_batch_size, make_mesh, resolve_batch_size
+from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, _any_process, _to_host
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
@@ -264,7 +264,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
-    val_batches = [host_to_global(b, mesh) for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
+    sharding = batch_sharding(mesh)
+    val_batches = [global_batch(b, sharding) for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
 
     def meta(at: int) -> dict[str, Any]:
         return {"step": at, "epoch": at // steps_per_epoch, "config": config.to_dict(), "model_config": model_config,
@@ -290,7 +291,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     try:
         with PreemptionGuard() as guard:
             while step < max_steps and finished is None:
-                batch = host_to_global(next(train_iter), mesh)
+                batch = global_batch(next(train_iter), sharding)
                 state, metrics = train_step(state, batch)
                 step += 1
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
