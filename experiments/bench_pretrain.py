@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.train.mesh import host_to_global, local_batch_size, make_mesh  # noqa: E402
+from genesis_jax.data.pipeline import global_batch, pretrain_dataset  # noqa: E402
+from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh  # noqa: E402
 from genesis_jax.train.pretrain import make_restoration_prepare  # noqa: E402
 from genesis_jax.train.schedules import build_optimizer  # noqa: E402
 from genesis_jax.train.state import create_train_state  # noqa: E402
@@ -86,7 +87,6 @@ def timed(run_step, steps: int, warmup: int, sync) -> float:
 
 def main() -> int:
     args = parse_args()
-    from genesis_jax.data.pipeline import pretrain_dataset  # the real input pipeline
     from genesis_jax.transforms import restoration_batch
     from published_numpy_transforms import PublishedTransforms
 
@@ -98,6 +98,7 @@ def main() -> int:
     mesh = make_mesh()
     global_bs = args.batch * mesh.devices.size
     local_bs = local_batch_size(global_bs)
+    sharding = batch_sharding(mesh)
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform})"
     print(f"device: {device}; jax {jax.__version__}")
     note = " (SMALL network: CPU default; full size is base width 32)" if on_cpu and args.base_width is None else ""
@@ -123,7 +124,7 @@ def main() -> int:
     holder = {"state": state}
 
     def e2e():
-        holder["state"], holder["metrics"] = e2e_step(holder["state"], host_to_global(next(it), mesh))
+        holder["state"], holder["metrics"] = e2e_step(holder["state"], global_batch(next(it), sharding))
 
     seconds = timed(e2e, steps, args.warmup, lambda: jax.block_until_ready(holder["state"].params))
     results["jax_end_to_end"] = steps * global_bs / seconds
@@ -144,13 +145,13 @@ def main() -> int:
 
     def published_style():
         pairs = numpy_pairs(next(it)["cube"][..., 0])
-        holder["state"], _ = pair_step(holder["state"], host_to_global(pairs, mesh))
+        holder["state"], _ = pair_step(holder["state"], global_batch(pairs, sharding))
 
     seconds = timed(published_style, steps, args.warmup, lambda: jax.block_until_ready(holder["state"].params))
     results["published_style"] = steps * global_bs / seconds
 
     # Breakdown.
-    device_batch = host_to_global({"cube": cubes[:global_bs, ..., None]}, mesh)["cube"]
+    device_batch = global_batch({"cube": cubes[:global_bs, ..., None]}, sharding)["cube"]
     deform = jax.jit(restoration_batch)
     out = {}
 
@@ -164,7 +165,7 @@ def main() -> int:
     seconds = timed(lambda: numpy_pairs(host_batch), steps, args.warmup, lambda: None)
     results["numpy_transforms"] = steps * global_bs / seconds
 
-    ready = host_to_global(numpy_pairs(host_batch), mesh)
+    ready = global_batch(numpy_pairs(host_batch), sharding)
 
     def jax_step():
         holder["state"], _ = pair_step(holder["state"], ready)

@@ -1,8 +1,7 @@
 """Models Genesis 2D: the same restoration pre-training on axial slices (64x64) of the deformed CT cubes.
 
 Run:
-  genesis-jax pretrain --config=configs/pretrain/genesis_2d.py --workdir=runs/genesis_2d \
-      --config.data.train_files='cubes/bat_32_s_64x64x32_[0-4].npy' --config.data.val_files='cubes/bat_32_s_64x64x32_[56].npy'
+  genesis-jax pretrain --config=configs/pretrain/genesis_2d.py --workdir=runs/genesis_2d   # LUNA16 cubes prepared
   genesis-jax pretrain --config=configs/pretrain/genesis_2d.py:tiny --workdir=/tmp/genesis_2d_tiny    # CPU smoke run
 Expected: as the 3D recipe, with a 2D Genesis U-Net (base width 32, 4 levels) on (64, 64, 1) slices; the tiny run
 takes well under a minute on a 2-core CPU and ends with a preview PNG of slices.
@@ -28,8 +27,7 @@ def get_config(arg: str = ""):
     c = _base.get_config(arg)
     c.model.ndim = 2
     c.slice_2d = True
-    x, y = c.cube_shape[0], c.cube_shape[1]
-    c.input_shape = (x, y, 1)
+    c.input_shape = (*c.input_shape[:2], 1)
     c.per_device_batch_size = 16
     if "tiny" in arg:
         c.global_batch_size = 16

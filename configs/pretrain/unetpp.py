@@ -1,8 +1,7 @@
 """UNet++ restoration pre-training: the Models Genesis task for UNet++ (3D by default, ``:2d`` on axial slices).
 
 Run:
-  genesis-jax pretrain --config=configs/pretrain/unetpp.py --workdir=runs/unetpp_genesis \
-      --config.data.train_files='cubes/bat_32_s_64x64x32_[0-4].npy' --config.data.val_files='cubes/bat_32_s_64x64x32_[56].npy'
+  genesis-jax pretrain --config=configs/pretrain/unetpp.py --workdir=runs/unetpp_genesis    # LUNA16 cubes prepared
   genesis-jax pretrain --config=configs/pretrain/unetpp.py:tiny --workdir=/tmp/unetpp_tiny       # CPU smoke run
   genesis-jax pretrain --config=configs/pretrain/unetpp.py:2d,tiny --workdir=/tmp/unetpp_2d_tiny
 Expected: as the Genesis recipe (SGD 1.0, plateau halving, early stopping, checkpoints, previews) with UNet++
@@ -37,5 +36,5 @@ def get_config(arg: str = ""):
         c.model.depth = 2
     if two_d:
         c.slice_2d = True
-        c.input_shape = (c.cube_shape[0], c.cube_shape[1], 1)
+        c.input_shape = (*c.input_shape[:2], 1)
     return c

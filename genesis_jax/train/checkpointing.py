@@ -204,7 +204,7 @@ def load_init_weights(path: str | Path) -> tuple[dict[str, Any], dict[str, Any],
             continue
         manager = ocp.CheckpointManager(
             path / sub,
-            options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0),
+            options=ocp.CheckpointManagerOptions(create=False),
             item_handlers={item: ocp.StandardCheckpointHandler(), META_ITEM: ocp.JsonCheckpointHandler()},
         )
         step = manager.latest_step()

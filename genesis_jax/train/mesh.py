@@ -8,10 +8,7 @@ over the global batch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
-import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -64,15 +61,3 @@ def resolve_batch_size(mesh: Mesh, per_device: int | None, global_size: int | No
 def local_batch_size(global_size: int) -> int:
     """This process's share of the global batch."""
     return global_size // jax.process_count()
-
-
-def host_to_global(local_tree: Any, mesh: Mesh) -> Any:
-    """Assemble each process's local batch (numpy, leading axis = local batch) into one global batch-sharded array;
-    the transfer is asynchronous."""
-    sharding = batch_sharding(mesh)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_tree)
-
-
-def put_replicated(tree: Any, mesh: Mesh) -> Any:
-    """Place host values (the same on every process) as replicated arrays on the mesh."""
-    return jax.device_put(tree, replicated(mesh))

@@ -29,14 +29,15 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
 from genesis_jax.train.logging import MetricsLog, Progress, save_preview
-from genesis_jax.train.mesh import host_to_global, local_batch_size, make_mesh, resolve_batch_size
+from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_optimizer, get_learning_rate, \
     set_learning_rate
 from genesis_jax.train.state import TrainState, abstract_train_state, create_train_state
-from genesis_jax.train.steps import make_eval_step, make_predict_step, make_train_step, mse_loss
+from genesis_jax.train.steps import make_eval_step, make_train_step, mse_loss
 
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -96,21 +97,18 @@ def make_restoration_prepare(transform: TransformFn, *, slice_2d: bool = False) 
 
 
 def _data_sources(config: ml_collections.ConfigDict, train_source: Any, val_source: Any) -> tuple[Any, Any]:
-    if train_source is not None and val_source is not None:
-        return train_source, val_source
-    from genesis_jax.train import _interim_data
-
-    train, val = _interim_data.cube_sources(config.data, tuple(config.cube_shape))
-    return (train if train_source is None else train_source), (val if val_source is None else val_source)
+    """The train and validation cube sources: the given ones, else ``config.data``'s (genesis_jax.data)."""
+    train = train_source if train_source is not None else cube_source(config.data, "train")
+    val = val_source if val_source is not None else cube_source(config.data, "validation")
+    return train, val
 
 
-def _dataset(source: Any, *, batch_size: int, seed: int, shuffle: bool, repeat: bool) -> Any:
-    from genesis_jax.train import _interim_data
-
-    return _interim_data.pretrain_dataset(
-        source, batch_size=batch_size, seed=seed, shard_index=jax.process_index(), shard_count=jax.process_count(),
-        shuffle=shuffle, repeat=repeat,
-    )
+def _check_cube_shape(batch: Mapping[str, np.ndarray], config: ml_collections.ConfigDict) -> None:
+    cube = tuple(batch["cube"].shape[1:-1])
+    expected = tuple(config.input_shape[:-1])
+    if (cube[:2] if config.get("slice_2d") else cube) != expected:
+        raise ValueError(f"the data cubes are {cube} but config.input_shape is {tuple(config.input_shape)}; make "
+                         "config.data.cubes.cube_shape and config.input_shape agree")
 
 
 def params_fingerprint(params: Any) -> str:
@@ -217,9 +215,11 @@ def pretrain(
         raise ValueError(f"the validation set ({len(val_src)} cubes) does not fill config.validation_batches="
                          f"{num_val_batches or 1} global batch(es) of {global_bs}")
     max_steps = config.get("max_steps") or config.max_epochs * steps_per_epoch
-    train_iter = iter(_dataset(train_src, batch_size=local_bs, seed=config.seed, shuffle=True, repeat=True))
-    val_iter = iter(_dataset(val_src, batch_size=local_bs, seed=config.seed, shuffle=False, repeat=False))
+    train_iter = iter(pretrain_dataset(train_src, batch_size=local_bs, seed=config.seed))
+    val_iter = iter(pretrain_dataset(val_src, batch_size=local_bs, seed=config.seed, shuffle=False, repeat=False))
     val_batches = [next(val_iter) for _ in range(num_val_batches)]
+    _check_cube_shape(val_batches[0], config)
+    sharding = batch_sharding(mesh)
 
     run = _Run(config, workdir, steps_per_epoch)
     ckpt_cfg = config.checkpoint
@@ -246,9 +246,8 @@ def pretrain(
     train_step = make_train_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs)
-    predict = make_predict_step(prepare)
     val_key = jax.random.fold_in(key, 0x5EED)
-    val_device = [host_to_global(b, mesh) for b in val_batches]
+    val_device = [global_batch(b, sharding) for b in val_batches]
 
     log = MetricsLog(workdir, enabled=primary, resume_step=step if resumed_from is not None else None,
                      tensorboard=config.logging.tensorboard)
@@ -264,8 +263,8 @@ def pretrain(
         return float(np.mean([float(m["loss"]) for m in losses]))
 
     def write_preview(at_step: int) -> Path | None:
-        inputs, preds, targets = predict(state, val_device[0], jax.random.fold_in(val_key, 0))
-        arrays = [_to_host(a)[: config.logging.preview_samples] for a in (inputs, preds, targets)]
+        out = eval_step(state, val_device[0], jax.random.fold_in(val_key, 0))
+        arrays = [_to_host(out[k])[: config.logging.preview_samples] for k in ("inputs", "predictions", "targets")]
         if not primary:
             return None
         path = workdir / "previews" / f"step_{at_step:07d}.png"
@@ -318,7 +317,7 @@ def pretrain(
     try:
         with PreemptionGuard() as guard:
             while step < max_steps:
-                batch = host_to_global(next(train_iter), mesh)
+                batch = global_batch(next(train_iter), sharding)
                 state, metrics = train_step(state, batch)
                 step += 1
                 if pending is not None:

@@ -1,4 +1,4 @@
-"""Jitted train, evaluation and prediction steps, generic in the task: a ``prepare`` function turns a device
+"""Jitted train and evaluation steps, generic in the task: a ``prepare`` function turns a device
 batch into (inputs, targets) (for pre-training: the restoration transforms, run on the device inside the step)
 and a ``loss`` function scores the network's outputs against the targets.
 
@@ -141,28 +141,16 @@ def make_eval_step(
     mesh: Mesh | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], dict[str, jax.Array]]:
-    """Build ``eval_step(state, batch, key) -> {'loss'}`` (inference mode; ``key`` drives ``prepare``, so a fixed
-    key gives the same transformed validation batch every epoch)."""
+    """Build ``eval_step(state, batch, key) -> {'loss', 'inputs', 'predictions', 'targets'}`` (inference mode;
+    ``key`` drives ``prepare``, so a fixed key gives the same transformed validation batch every epoch). One
+    compiled function serves validation and previews; a list of head outputs is averaged into 'predictions'."""
     apply_kwargs = dict(apply_kwargs or {})
 
     def step(state: TrainState, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
         inputs, targets = prepare(key, batch)
         outputs = state.apply_fn(state.variables, inputs, train=False, **apply_kwargs)
-        return {"loss": loss_fn(outputs, targets).astype(jnp.float32)}
-
-    return jax.jit(step, out_shardings=None if mesh is None else replicated(mesh))
-
-
-def make_predict_step(
-    prepare: PrepareFn = inputs_targets,
-    *,
-    apply_kwargs: Mapping[str, Any] | None = None,
-) -> Callable[[TrainState, Batch, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]:
-    """Build ``predict(state, batch, key) -> (inputs, prediction, targets)`` for previews and inspection."""
-    apply_kwargs = dict(apply_kwargs or {})
-
-    def step(state: TrainState, batch: Batch, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        inputs, targets = prepare(key, batch)
-        return inputs, state.apply_fn(state.variables, inputs, train=False, **apply_kwargs), targets
+        predictions = sum(outputs) / len(outputs) if isinstance(outputs, (list, tuple)) else outputs
+        return {"loss": loss_fn(outputs, targets).astype(jnp.float32), "inputs": inputs, "predictions": predictions,
+                "targets": targets}
 
     return jax.jit(step)

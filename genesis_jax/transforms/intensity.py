@@ -11,8 +11,10 @@ order): the increasing map is f(X(s)) = Y(s), the decreasing one f(X(s)) = Y(1 -
 and 1 (increasing) or 1 and 0 (decreasing).
 
 Here the map is a table of f on a uniform grid of ``TABLE_SIZE`` points (X inverted by bisection, exact to float32)
-and linear interpolation between them, one small gather per voxel instead of a 100,000-point search; the difference
-to the published 100,000-point map is checked in the tests.
+and linear interpolation between them, two small gathers per voxel instead of a 100,000-point search. Against the
+published 100,000-point map (our NumPy port) the mean absolute difference is ~1e-7 for random control points
+(max < 1e-4); control values at 0 or 1 give the map a point of infinite slope, within a grid cell or two of which
+the difference can reach a few 1e-2 (checked in the tests).
 """
 
 from __future__ import annotations

@@ -129,11 +129,14 @@ def _pair_jit(key: jax.Array, cube: jax.Array, settings: RestorationSettings) ->
 BATCH_STRATEGIES = ("auto", "vmap", "map")
 
 
-def _resolve_strategy(strategy: str) -> str:
+def resolve_batch_strategy(strategy: str) -> str:
+    """The strategy ``restoration_batch`` uses for ``strategy`` ('auto' resolved for the current devices)."""
     if strategy not in BATCH_STRATEGIES:
         raise ValueError(f"restoration_batch: strategy must be one of {BATCH_STRATEGIES}, got {strategy!r}")
     if strategy == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
+        # map only on a single CPU device: a scan over a batch sharded across devices would gather the batch onto
+        # every device, while vmap lets XLA keep each device's samples on that device
+        return "map" if jax.default_backend() == "cpu" and jax.device_count() == 1 else "vmap"
     return strategy
 
 
@@ -170,7 +173,8 @@ def restoration_batch(
 
     Runs on the device with static shapes: call it inside a jitted step, or on its own (compiled once per shape).
     ``strategy``: 'vmap' (all samples at once), 'map' (one sample after the other, skipping the deformations a
-    sample does not get) or 'auto' ('map' on CPU, 'vmap' on accelerators). Every strategy gives the same pairs.
+    sample does not get; ~1.8x faster on XLA:CPU, but it would gather a device-sharded batch onto every device) or
+    'auto' ('map' on a single CPU device, else 'vmap'). Every strategy gives the same pairs.
     """
     settings = settings_from_config(config)
     cubes = jnp.asarray(cubes)
@@ -178,7 +182,7 @@ def restoration_batch(
         raise ValueError(f"restoration_batch: expected (B, *spatial[, C]) with 2 or 3 spatial axes, got {cubes.shape}")
     _spatial_dims(cubes.ndim - 1, settings, "restoration_batch (per sample)")
     _check_values(cubes, "restoration_batch")
-    return _batch_jit(key, cubes, settings, _resolve_strategy(strategy))
+    return _batch_jit(key, cubes, settings, resolve_batch_strategy(strategy))
 
 
 def single_deformations(key: jax.Array, cube: jax.Array, config: Any = None) -> dict[str, jax.Array]:

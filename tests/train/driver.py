@@ -2,7 +2,8 @@
 prints its summary as the last stdout line.
 
 spec: workdir, overrides (--config.x=y), and optionally coordinator/num_processes/process_id (multi-host on
-127.0.0.1 with gloo) and record_reads (write the cube indices this process read to that path).
+127.0.0.1 with gloo) and record_reads (train on num_train / num_val synthetic cubes and write the cube indices
+this process read to that path).
 """
 
 import json
@@ -42,9 +43,9 @@ class RecordingSource:
 config = tiny_config(*spec["overrides"])
 kwargs = {}
 if spec.get("record_reads"):
-    shape = tuple(config.cube_shape)[:-1]
-    kwargs["train_source"] = RecordingSource(config.data.num_train, shape)
-    kwargs["val_source"] = RecordingSource(config.data.num_val, shape)
+    shape = tuple(config.input_shape)[:-1]
+    kwargs["train_source"] = RecordingSource(spec["num_train"], shape)
+    kwargs["val_source"] = RecordingSource(spec["num_val"], shape)
 summary = pretrain(config, spec["workdir"], transform=noise_transform, **kwargs)
 if spec.get("record_reads"):
     with open(spec["record_reads"], "w") as f:

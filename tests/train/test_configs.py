@@ -1,14 +1,18 @@
 """Every pre-training config: the full-size train step is shape-checked with jax.eval_shape (nothing runs), and the
-2D tiny variant trains for real."""
+2D tiny variant trains for real through the CLI."""
+
+import json
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
+from genesis_jax.cli import main
 from genesis_jax.config_loader import load_config
 from genesis_jax.models import build_model
 from genesis_jax.train.mesh import make_mesh, resolve_batch_size
-from genesis_jax.train.pretrain import make_restoration_prepare, pretrain
+from genesis_jax.train.pretrain import make_restoration_prepare
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import abstract_train_state
 from genesis_jax.train.steps import make_train_step, mse_loss
@@ -25,7 +29,7 @@ def test_full_size_step_shapes(spec):
     tx = build_optimizer(**config.optimizer.to_dict())
     state = abstract_train_state(model, tx, jax.random.key(0), tuple(config.input_shape), mesh)
     batch = resolve_batch_size(mesh, config.per_device_batch_size, config.global_batch_size)
-    cubes = {"cube": jax.ShapeDtypeStruct((batch, *config.cube_shape), np.float32)}
+    cubes = {"cube": jax.ShapeDtypeStruct((batch, *config.data.cubes.cube_shape, 1), np.float32)}
     step = make_train_step(mse_loss, make_restoration_prepare(noise_transform, slice_2d=config.slice_2d),
                            mesh=mesh, apply_kwargs=dict(config.apply_kwargs))
     new_state, metrics = jax.eval_shape(step, state, cubes)
@@ -38,10 +42,12 @@ def test_bad_option_is_named():
         load_config("configs/pretrain/genesis_chest_ct.py:huge")
 
 
-def test_genesis_2d_tiny_trains(tmp_path):
-    config = load_config("configs/pretrain/genesis_2d.py:tiny", [*TINY_OVERRIDES[1:], "--config.max_steps=4",
-                                                                  "--config.global_batch_size=16",
-                                                                  "--config.data.num_val=16"])
-    summary = pretrain(config, tmp_path, transform=noise_transform)
-    assert summary["step"] == 4 and np.isfinite(summary["final_loss"])
-    assert config.input_shape == (16, 16, 1)
+def test_cli_trains_genesis_2d_tiny_with_the_published_deformations(tmp_path, capsys):
+    """The whole CLI path with the real on-device transforms (3D deformations, then one axial slice per sample)."""
+    rc = main(["pretrain", "--config=configs/pretrain/genesis_2d.py:tiny", f"--workdir={tmp_path}", *TINY_OVERRIDES[1:],
+               "--config.max_steps=4", "--config.global_batch_size=16", "--config.logging.preview_every_steps=4"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 4 and np.isfinite(summary["final_loss"]) and summary["weights"]
+    with Image.open(summary["preview"]) as im:  # 4 rows x (input | prediction | target) of 16x16 slices
+        assert im.size == (4 * (3 * 16 + 4), 4 * (4 * 16 + 6))

@@ -21,21 +21,21 @@ def free_port() -> int:
 
 def expected_shard(index: int, count: int) -> list[int]:
     """The cube indices shard ``index`` consumes in STEPS steps, from the same pipeline pretrain uses."""
-    from genesis_jax.train import _interim_data
+    from genesis_jax.data.pipeline import pretrain_dataset
 
-    ds = _interim_data.pretrain_dataset(np.arange(NUM_TRAIN, dtype=np.float32), batch_size=LOCAL_BATCH, seed=0,
-                                        shard_index=index, shard_count=count)
+    ds = pretrain_dataset(np.arange(NUM_TRAIN, dtype=np.float32), batch_size=LOCAL_BATCH, seed=0,
+                          shard_index=index, shard_count=count)
     it = iter(ds)
     return [int(v) for _ in range(STEPS) for v in next(it)["cube"].ravel()]
 
 
 def test_two_processes_train_identical_params_on_their_own_shards(tmp_path):
     workdir, port = tmp_path / "run", free_port()
-    overrides = [f"--config.max_steps={STEPS}", f"--config.data.num_train={NUM_TRAIN}", "--config.global_batch_size=8"]
+    overrides = [f"--config.max_steps={STEPS}", "--config.global_batch_size=8"]
     procs = []
     for pid in range(2):
         extra = {"coordinator": f"127.0.0.1:{port}", "num_processes": 2, "process_id": pid,
-                 "record_reads": str(tmp_path / f"reads_{pid}.json")}
+                 "record_reads": str(tmp_path / f"reads_{pid}.json"), "num_train": NUM_TRAIN, "num_val": 8}
         procs.append(subprocess.Popen(driver_command(workdir, *overrides, extra=extra), env=driver_env(2), cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []

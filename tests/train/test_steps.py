@@ -9,7 +9,8 @@ import pytest
 
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import TrainCheckpoints
-from genesis_jax.train.mesh import host_to_global, make_mesh
+from genesis_jax.data.pipeline import global_batch
+from genesis_jax.train.mesh import batch_sharding, make_mesh
 from genesis_jax.train.schedules import build_optimizer, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
 from genesis_jax.train.steps import RetraceError, make_train_step, mse_loss
@@ -41,7 +42,7 @@ def test_batchnorm_and_loss_are_over_the_global_batch(setup):
         mesh = make_mesh(n)
         state = create_train_state(model, tx, jax.random.key(0), SHAPE, mesh)
         step = make_train_step(mse_loss, prepare, mesh=mesh)
-        state, metrics = step(state, host_to_global(cubes(), mesh))
+        state, metrics = step(state, global_batch(cubes(), batch_sharding(mesh)))
         results[n] = (float(metrics["loss"]), float(metrics["grad_norm"]), jax.tree.map(np.asarray, state.params))
     np.testing.assert_allclose(results[8][:2], results[1][:2], rtol=2e-5)
     chex.assert_trees_all_close(results[8][2], results[1][2], atol=1e-6)
@@ -61,9 +62,9 @@ def test_no_retrace_across_lr_changes_and_restores(setup, tmp_path):
     state = create_train_state(model, tx, key, SHAPE, mesh)
     # chex counts traces of the loss (traced once per trace of the step); max_traces guards the step itself.
     step = make_train_step(chex.assert_max_traces(mse_loss, n=1), prepare, mesh=mesh, max_traces=1)
-    state, _ = step(state, host_to_global(cubes(1), mesh))
+    state, _ = step(state, global_batch(cubes(1), batch_sharding(mesh)))
     state = state.replace(opt_state=set_learning_rate(state.opt_state, 0.05))
-    state, m = step(state, host_to_global(cubes(2), mesh))
+    state, m = step(state, global_batch(cubes(2), batch_sharding(mesh)))
     assert float(m["learning_rate"]) == pytest.approx(0.05)
     ckpts = TrainCheckpoints(tmp_path, async_save=False)
     ckpts.save(2, state.checkpoint_tree(), meta={"step": 2})
@@ -71,11 +72,11 @@ def test_no_retrace_across_lr_changes_and_restores(setup, tmp_path):
     ckpts.close()
     restored = state.with_checkpoint_tree(tree)
     assert meta["step"] == 2 and int(restored.step) == 2
-    restored, m = step(restored, host_to_global(cubes(3), mesh))  # a retrace would raise here
+    restored, m = step(restored, global_batch(cubes(3), batch_sharding(mesh)))  # a retrace would raise here
     assert int(restored.step) == 3 and bool(m["finite"])
     assert restored.params["head"]["kernel"].sharding.is_fully_replicated
     with pytest.raises(RetraceError, match="traced 2 times"):  # a changed batch shape would recompile
-        step(restored, host_to_global(cubes(5, n=16), mesh))
+        step(restored, global_batch(cubes(5, n=16), batch_sharding(mesh)))
 
 
 def test_nan_guard_skips_the_update(setup):
@@ -85,7 +86,7 @@ def test_nan_guard_skips_the_update(setup):
     before = jax.tree.map(np.asarray, state.params)
     bad = cubes(4)
     bad["cube"][3, 2, 2, 2, 0] = np.nan
-    state, metrics = make_train_step(mse_loss, prepare, mesh=mesh)(state, host_to_global(bad, mesh))
+    state, metrics = make_train_step(mse_loss, prepare, mesh=mesh)(state, global_batch(bad, batch_sharding(mesh)))
     assert not bool(metrics["finite"]) and not np.isfinite(float(metrics["loss"]))
     assert int(state.step) == 1
     chex.assert_trees_all_equal(before, jax.tree.map(np.asarray, state.params))

@@ -1,0 +1,40 @@
+"""ECC: pulmonary embolism false-positive reduction (a published Models Genesis target task), classification with the
+Genesis encoder + global average pooling + Dense 1024 + Dense 1.
+
+Published recipe: 64x64x64 candidate crops, HU [-1000, 1000] -> [0, 1], Adam lr 1e-3, batch 24, early stopping
+patience 38, binary cross-entropy, candidate-level ROC AUC. The published data (121 CTPA scans, 687 true / 5,568 false
+candidates) are private: this config reads candidates in the LUNA16-candidates dataset layout from `data.data_dir`.
+Published result (AUC %): Genesis Chest CT 87.20 +- 2.87, scratch uniform init 80.36 +- 3.58.
+
+Run:
+  genesis-jax finetune --config=configs/finetune/ecc.py --workdir=runs/ecc --init=<Genesis weights dir> \
+      --config.data.data_dir=<your prepared candidates>
+CPU check (nodule vs non-nodule crops of the synthetic phantom stand in for emboli):
+  genesis-jax finetune --config=configs/finetune/ecc.py:tiny --workdir=/tmp/ecc_tiny --init=scratch
+Expected: a summary line with the test AUC and accuracy.
+"""
+
+from genesis_jax.train.finetune_config import finetune_config, tiny
+
+
+def get_config(arg: str = ""):
+    config = finetune_config(
+        task="classification",
+        model=dict(name="genesis_classifier", variant="keras", ndim=3, base_width=32, depth=4, in_channels=1,
+                   num_classes=1, hidden=1024, activation="sigmoid", dtype="float32"),
+        input_shape=(64, 64, 64, 1),
+        loss="bce",
+        learning_rate=1e-3,
+        batch_size=24,
+        patience=38,
+        steps_per_epoch=160,
+        data=dict(source="tfds", tfds_name="luna16_candidates", data_dir="", augment_flips=True),
+    )
+    if arg == "tiny":
+        config = tiny(config, input_shape=(16, 16, 16, 1))
+        config.data = dict(source="phantom", kind="candidates", shape=(48, 48, 32), label_ids=(5,), train_seeds=(4, 5),
+                           validation_seeds=(6,), test_seeds=(7,), crops_per_volume=4, augment_flips=True,
+                           subset_seed=0)
+    elif arg:
+        raise ValueError(f"ecc.py: unknown variant {arg!r}; use '' or 'tiny'")
+    return config

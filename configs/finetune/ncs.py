@@ -1,0 +1,40 @@
+"""NCS: lung nodule segmentation on LIDC-IDRI crops (a published Models Genesis target task), Genesis U-Net 3D.
+
+Published recipe (keras/downstream_tasks, the NCS notebook): 64x64x32 crops around each nodule, [0, 1] intensities,
+Adam lr 1e-3, batch 16, early stopping patience 50, Dice loss; the whole pre-trained model including its sigmoid head
+is fine-tuned (keep_head=True here, as the notebook does). Reported metric: the Keras mean IoU (mean of background and
+foreground IoU over thresholds 0.5:0.05:0.95), reported as `set.mean_iou`. Published result: Genesis Chest CT
+77.62 +- 0.64, scratch He init 76.44 +- 0.45.
+
+Run (LIDC crops prepared by `genesis-jax data prepare` from a manual download):
+  genesis-jax finetune --config=configs/finetune/ncs.py --workdir=runs/ncs --init=<Genesis weights dir>
+CPU check (crops around the synthetic phantom's nodules):
+  genesis-jax finetune --config=configs/finetune/ncs.py:tiny --workdir=/tmp/ncs_tiny --init=scratch
+Expected: a summary line with the test mean IoU, IoU and Dice of the crops.
+"""
+
+from genesis_jax.train.finetune_config import finetune_config, tiny
+
+
+def get_config(arg: str = ""):
+    config = finetune_config(
+        task="segmentation",
+        model=dict(name="genesis_unet", variant="keras", ndim=3, base_width=32, depth=4, in_channels=1, num_classes=1,
+                   head_activation="sigmoid", dtype="float32"),
+        input_shape=(64, 64, 32, 1),
+        loss="dice",
+        learning_rate=1e-3,
+        batch_size=16,
+        patience=50,
+        steps_per_epoch=256,  # ~4,082 training crops / 16
+        data=dict(source="tfds", tfds_name="lidc_crops", data_dir="", augment_flips=True),
+    )
+    config.init.keep_head = True
+    if arg == "tiny":
+        config = tiny(config)
+        config.data = dict(source="phantom", kind="crops", shape=(48, 48, 32), label_ids=(5,), train_seeds=(0, 1),
+                           validation_seeds=(2,), test_seeds=(3,), crops_per_volume=4, augment_flips=True,
+                           subset_seed=0)
+    elif arg:
+        raise ValueError(f"ncs.py: unknown variant {arg!r}; use '' or 'tiny'")
+    return config

@@ -1,0 +1,80 @@
+"""Fine-tuning losses on activated network outputs (probabilities), as the published Keras code defines them.
+
+* ``dice``: ``1 - dice_coef`` with smooth 1 over the whole batch tensor (published ``dice_coef_loss``; NCS, LCS, BMS).
+* ``bce``: Keras binary cross-entropy: probabilities clipped to [eps, 1 - eps] (eps 1e-7), mean over every element
+  (NCC, ECC).
+* ``bce_dice``: the UNet++ / Models Genesis ``bce_dice_loss = 0.5 * BCE - dice_coef``. It is negative by
+  construction (its minimum is -1); ``offset=1`` gives the non-negative form the author suggests.
+* ``cross_entropy``: categorical cross-entropy for softmax heads (clipped the same way).
+* ``mse``: mean squared error.
+
+:func:`deep_supervision_loss` sums a loss over the heads of a deep-supervised UNet++, each head against the same
+full-resolution target with weight 1 (the published recipe; no target down-sampling).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from genesis_jax.evaluation.metrics import soft_dice
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+KERAS_EPSILON = 1e-7
+
+
+def dice_loss(y_true: jax.Array, y_pred: jax.Array, smooth: float = 1.0) -> jax.Array:
+    return 1.0 - soft_dice(y_true, y_pred, smooth)
+
+
+def binary_cross_entropy(y_true: jax.Array, y_pred: jax.Array, eps: float = KERAS_EPSILON) -> jax.Array:
+    y = jnp.asarray(y_true, jnp.float32)
+    p = jnp.clip(jnp.asarray(y_pred, jnp.float32), eps, 1.0 - eps)
+    return -jnp.mean(y * jnp.log(p) + (1.0 - y) * jnp.log(1.0 - p))
+
+
+def bce_dice_loss(y_true: jax.Array, y_pred: jax.Array, offset: float = 0.0) -> jax.Array:
+    return 0.5 * binary_cross_entropy(y_true, y_pred) - soft_dice(y_true, y_pred) + offset
+
+
+def categorical_cross_entropy(y_true: jax.Array, y_pred: jax.Array, eps: float = KERAS_EPSILON) -> jax.Array:
+    """``y_true`` one-hot (or integer class ids when it has one axis fewer than ``y_pred``), softmax ``y_pred``."""
+    p = jnp.clip(jnp.asarray(y_pred, jnp.float32), eps, 1.0 - eps)
+    if jnp.ndim(y_true) == jnp.ndim(y_pred) - 1:
+        y_true = jax.nn.one_hot(y_true, y_pred.shape[-1])
+    return -jnp.mean(jnp.sum(jnp.asarray(y_true, jnp.float32) * jnp.log(p), axis=-1))
+
+
+def mse_loss(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
+    return jnp.mean(jnp.square(jnp.asarray(y_pred, jnp.float32) - jnp.asarray(y_true, jnp.float32)))
+
+
+LOSSES: dict[str, LossFn] = {
+    "dice": dice_loss,
+    "bce": binary_cross_entropy,
+    "bce_dice": bce_dice_loss,
+    "cross_entropy": categorical_cross_entropy,
+    "mse": mse_loss,
+}
+
+
+def get_loss(name: str) -> LossFn:
+    """Look up a loss by name; a ValueError lists the choices for an unknown one."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}") from None
+
+
+def deep_supervision_loss(
+    loss_fn: LossFn, y_true: jax.Array, heads: Sequence[jax.Array], weights: Sequence[float] | None = None
+) -> jax.Array:
+    """``sum_i w_i * loss_fn(y_true, heads[i])`` with ``w_i = 1`` by default (published: summed, not averaged)."""
+    if not heads:
+        raise ValueError("deep_supervision_loss: no heads given")
+    weights = [1.0] * len(heads) if weights is None else list(weights)
+    if len(weights) != len(heads):
+        raise ValueError(f"deep_supervision_loss: {len(weights)} weights for {len(heads)} heads")
+    return sum(w * loss_fn(y_true, h) for w, h in zip(weights, heads))
