@@ -46,7 +46,7 @@ def kernel_env(tmp_path_factory):
 
 def test_the_four_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
-    assert {"quickstart.ipynb", "unetpp.ipynb"} <= names, sorted(names)
+    assert {"quickstart.ipynb", "finetune_liver.ipynb", "unetpp.ipynb", "active_learning.ipynb"} <= names, sorted(names)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
