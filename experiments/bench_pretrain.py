@@ -21,8 +21,10 @@ What is measured, each on the same cubes (64x64x32 by default), batch and networ
   torch_published       (torch installed) the published pipeline proper: NumPy deformations + the PyTorch step
 The ratio is jax_end_to_end / published_style.
 
-On a CPU-only machine it defaults to a SMALL network (base width 4 instead of 32) and says so: XLA:CPU 3D
-convolutions are slow (models_genesis.md section 8), so the full network would take minutes per step there.
+On a CPU-only machine it defaults to a SMALL network (base width 4 instead of 32), 32x32x16 cubes and batch 2, and
+says so: XLA:CPU 3D convolutions are slow (models_genesis.md section 8): on the 2-core development machine one
+64x64x32 batch-6 step of even the width-4 network took 73-98 s (PyTorch: 7-15 s), so the published size is left to
+``--cube=64,64,32 --batch=6`` there.
 """
 
 from __future__ import annotations
@@ -50,13 +52,14 @@ from genesis_jax.train.steps import make_train_step, mse_loss  # noqa: E402
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cube", default="64,64,32", help="cube size x,y,z")
-    p.add_argument("--batch", type=int, default=6, help="pairs per device per step (published: 6)")
+    p.add_argument("--cube", default=None, help="cube size x,y,z (default 64,64,32 on GPU/TPU, 32,32,16 on CPU)")
+    p.add_argument("--batch", type=int, default=None, help="pairs per device per step (default: the published 6 on "
+                   "GPU/TPU, 2 on CPU)")
     p.add_argument("--base-width", type=int, default=None, help="network width (default 32 on GPU/TPU, 4 on CPU)")
     p.add_argument("--variant", default="pytorch", choices=["pytorch", "keras"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--steps", type=int, default=None, help="timed steps per path (default 30 GPU/TPU, 4 CPU)")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per path (default 30 GPU/TPU, 3 CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 GPU/TPU, 1 CPU)")
     p.add_argument("--num-cubes", type=int, default=64)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
@@ -93,8 +96,10 @@ def main() -> int:
     platform = jax.devices()[0].platform
     on_cpu = platform == "cpu"
     width = args.base_width or (4 if on_cpu else 32)
-    steps = args.steps or (4 if on_cpu else 30)
-    shape = tuple(int(v) for v in args.cube.split(","))
+    steps = args.steps or (3 if on_cpu else 30)
+    args.warmup = args.warmup if args.warmup is not None else (1 if on_cpu else 2)
+    shape = tuple(int(v) for v in (args.cube or ("32,32,16" if on_cpu else "64,64,32")).split(","))
+    args.batch = args.batch or (2 if on_cpu else 6)
     mesh = make_mesh()
     global_bs = args.batch * mesh.devices.size
     local_bs = local_batch_size(global_bs)
@@ -102,6 +107,8 @@ def main() -> int:
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform})"
     print(f"device: {device}; jax {jax.__version__}")
     note = " (SMALL network: CPU default; full size is base width 32)" if on_cpu and args.base_width is None else ""
+    if on_cpu and args.cube is None:
+        note += "; CPU default cubes 32x32x16, batch 2 (XLA:CPU 3D convolutions take minutes per 64x64x32 step)"
     print(f"network: Genesis U-Net {args.variant}, base width {width}, depth 4, {args.dtype}{note}")
     print(f"cubes {shape}, global batch {global_bs}, {steps} timed steps after {args.warmup} warm-up per path")
 

@@ -204,8 +204,8 @@ def pretrain(
     local_bs = local_batch_size(global_bs)
     model = build_model(config.model)
     tx = build_optimizer(**_config_dict(config.optimizer))
-    ds = config.get("slice_2d", False)
-    prepare = make_restoration_prepare(transform or default_transform(config.get("transforms")), slice_2d=ds)
+    prepare = make_restoration_prepare(transform or default_transform(config.get("transforms")),
+                                       slice_2d=bool(config.get("slice_2d", False)))
     apply_kwargs = dict(config.get("apply_kwargs") or {})
 
     train_src, val_src = _data_sources(config, train_source, val_source)
@@ -245,7 +245,7 @@ def pretrain(
 
     train_step = make_train_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs,
                                  max_traces=config.get("max_step_traces"))
-    eval_step = make_eval_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs)
+    eval_step = make_eval_step(mse_loss, prepare, apply_kwargs=apply_kwargs)
     val_key = jax.random.fold_in(key, 0x5EED)
     val_device = [global_batch(b, sharding) for b in val_batches]
 

@@ -138,7 +138,6 @@ def make_eval_step(
     loss_fn: LossFn = mse_loss,
     prepare: PrepareFn = inputs_targets,
     *,
-    mesh: Mesh | None = None,
     apply_kwargs: Mapping[str, Any] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], dict[str, jax.Array]]:
     """Build ``eval_step(state, batch, key) -> {'loss', 'inputs', 'predictions', 'targets'}`` (inference mode;
