@@ -54,9 +54,9 @@ def pretrain_config(steps: int, finetune_config):
     c.data = samples
     c.global_batch_size = 4
     c.num_devices = 1
-    c.steps_per_epoch = 25
+    c.steps_per_epoch = min(25, steps)
     c.max_steps = steps
-    c.max_epochs = max(1, steps // 25)
+    c.max_epochs = max(1, steps // c.steps_per_epoch)
     c.validation_batches = 4
     c.checkpoint.every_steps = 100
     c.logging.preview_every_steps = 100

@@ -181,6 +181,15 @@ def _initial_variables(config, model, model_config: dict[str, Any], key, input_s
     return variables, report, rep.loaded_params()
 
 
+def _num_devices(config: ml_collections.ConfigDict) -> int | None:
+    """``config.num_devices``; unset in a single process, the most devices the global batch divides over (a
+    fine-tuning batch of 2 or 16 need not match the device count)."""
+    if config.get("num_devices") or jax.process_count() > 1 or not config.get("global_batch_size"):
+        return config.get("num_devices")
+    batch = int(config.global_batch_size)
+    return max(d for d in range(1, jax.device_count() + 1) if batch % d == 0)
+
+
 def _transferred_from_report(workdir: Path) -> set[str]:
     path = workdir / "transfer_report.json"
     if not path.is_file():
@@ -202,7 +211,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     if primary:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-    mesh = make_mesh(config.get("num_devices"))
+    mesh = make_mesh(_num_devices(config))
     global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
     local_bs = local_batch_size(global_bs)
     data = load_task_data(config) if data is None else data
