@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _study import fmt, fraction_to_match, machine, mean_sd, write_table  # noqa: E402
+
 from genesis_jax.config_loader import load_config  # noqa: E402
 from genesis_jax.data.pipeline import finetune_dataset  # noqa: E402
 from genesis_jax.data.sources import ArraySource  # noqa: E402

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
 import jax  # noqa: E402
-
 from _study import fmt, machine, mean_sd, write_table  # noqa: E402
+
 from genesis_jax.config_loader import load_config  # noqa: E402
 from genesis_jax.data.samples import SampleDataUnavailable, fetch_samples  # noqa: E402
 from genesis_jax.train.finetune import finetune  # noqa: E402

@@ -226,7 +226,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     ds = deep_supervised(model_config)
     input_shape = tuple(config.input_shape)
     key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
-    ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep,
+                                           async_save=config.checkpoint.async_save)
     resumed_from = ckpts.latest_step()
 
     s = config.sampling
@@ -274,7 +275,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
     sharding = batch_sharding(mesh)
-    val_batches = [global_batch(b, sharding) for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
+    val_batches = [global_batch(b, sharding)
+                   for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
 
     def meta(at: int) -> dict[str, Any]:
         return {"step": at, "epoch": at // steps_per_epoch, "config": config.to_dict(), "model_config": model_config,
@@ -330,7 +332,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                     new_lr = lr_schedule(epoch, val["val_loss"], lr)
                     if new_lr != lr:
                         state = state.replace(opt_state=set_learning_rate(state.opt_state, new_lr))
-                        progress.write(f"epoch {epoch}: validation loss on a plateau, learning rate {lr:g} -> {new_lr:g}")
+                        progress.write(f"epoch {epoch}: validation loss on a plateau, learning rate {lr:g} -> "
+                                       f"{new_lr:g}")
                     row = {"epoch": epoch, **val, "learning_rate": new_lr, "best_val_loss": best["val_loss"],
                            "epochs_without_improvement": early_stopping.wait}
                     history.append(row)
