@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
 import jax  # noqa: E402
-
 from _study import fmt, machine, mean_sd, write_table  # noqa: E402
+
 from genesis_jax.config_loader import load_config  # noqa: E402
 from genesis_jax.data.samples import SampleDataUnavailable, fetch_samples  # noqa: E402
 from genesis_jax.train.finetune import finetune  # noqa: E402
@@ -54,9 +54,9 @@ def pretrain_config(steps: int, finetune_config):
     c.data = samples
     c.global_batch_size = 4
     c.num_devices = 1
-    c.steps_per_epoch = 25
+    c.steps_per_epoch = min(25, steps)
     c.max_steps = steps
-    c.max_epochs = max(1, steps // 25)
+    c.max_epochs = max(1, steps // c.steps_per_epoch)
     c.validation_batches = 4
     c.checkpoint.every_steps = 100
     c.logging.preview_every_steps = 100

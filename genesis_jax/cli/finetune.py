@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Example: genesis-jax finetune --config=configs/finetune/lcs.py:tiny --workdir=/tmp/lcs "
         "--init=scratch  (--init=<weights dir or pre-training workdir> for Genesis weights)",
     )
-    p.add_argument("--config", required=True, help="fine-tuning config, path.py[:variant]; --config.x=y overrides follow")
+    p.add_argument("--config", required=True,
+                   help="fine-tuning config, path.py[:variant]; --config.x=y overrides follow")
     p.add_argument("--workdir", required=True, help="checkpoints, logs, weights, predictions and summary.json go here")
     p.add_argument(
         "--init",

@@ -181,6 +181,15 @@ def _initial_variables(config, model, model_config: dict[str, Any], key, input_s
     return variables, report, rep.loaded_params()
 
 
+def _num_devices(config: ml_collections.ConfigDict) -> int | None:
+    """``config.num_devices``; unset in a single process, the most devices the global batch divides over (a
+    fine-tuning batch of 2 or 16 need not match the device count)."""
+    if config.get("num_devices") or jax.process_count() > 1 or not config.get("global_batch_size"):
+        return config.get("num_devices")
+    batch = int(config.global_batch_size)
+    return max(d for d in range(1, jax.device_count() + 1) if batch % d == 0)
+
+
 def _transferred_from_report(workdir: Path) -> set[str]:
     path = workdir / "transfer_report.json"
     if not path.is_file():
@@ -202,7 +211,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     if primary:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-    mesh = make_mesh(config.get("num_devices"))
+    mesh = make_mesh(_num_devices(config))
     global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
     local_bs = local_batch_size(global_bs)
     data = load_task_data(config) if data is None else data
@@ -217,7 +226,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     ds = deep_supervised(model_config)
     input_shape = tuple(config.input_shape)
     key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
-    ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep,
+                                           async_save=config.checkpoint.async_save)
     resumed_from = ckpts.latest_step()
 
     s = config.sampling
@@ -265,7 +275,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
     sharding = batch_sharding(mesh)
-    val_batches = [global_batch(b, sharding) for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
+    val_batches = [global_batch(b, sharding)
+                   for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
 
     def meta(at: int) -> dict[str, Any]:
         return {"step": at, "epoch": at // steps_per_epoch, "config": config.to_dict(), "model_config": model_config,
@@ -321,7 +332,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                     new_lr = lr_schedule(epoch, val["val_loss"], lr)
                     if new_lr != lr:
                         state = state.replace(opt_state=set_learning_rate(state.opt_state, new_lr))
-                        progress.write(f"epoch {epoch}: validation loss on a plateau, learning rate {lr:g} -> {new_lr:g}")
+                        progress.write(f"epoch {epoch}: validation loss on a plateau, learning rate {lr:g} -> "
+                                       f"{new_lr:g}")
                     row = {"epoch": epoch, **val, "learning_rate": new_lr, "best_val_loss": best["val_loss"],
                            "epochs_without_improvement": early_stopping.wait}
                     history.append(row)

@@ -122,7 +122,8 @@ def tiny(
     c.sampling.validation_patches = 4
     c.sampling.crops_per_volume = 4
     c.eval.window = tuple(input_shape[:-1])
-    c.eval.batch_size = 2
+    c.eval.overlap = 0.0  # tiling without overlap: a few windows per test volume
+    c.eval.batch_size = 4
     c.eval.prune_level = ml_collections.FieldReference(None, field_type=int)
     c.checkpoint.async_save = False
     c.logging.every_steps = 1

@@ -146,7 +146,9 @@ def _arrays(source: Any) -> tuple[np.ndarray, np.ndarray]:
     return images, labels[..., None] if labels.ndim == images.ndim - 1 else labels.reshape(len(labels), -1)
 
 
-def load_task_data(config: ml_collections.ConfigDict, parts: Sequence[str] = ("train", "validation", "test")) -> TaskData:
+def load_task_data(
+    config: ml_collections.ConfigDict, parts: Sequence[str] = ("train", "validation", "test")
+) -> TaskData:
     """Read the parts of ``config.data`` that are asked for (the others stay empty), as ``config.sampling`` says."""
     sampling = config.sampling
     mode = sampling.mode

@@ -51,7 +51,9 @@ def make_loss(loss_name: str, deep_supervision: bool) -> Callable[[Any, jax.Arra
     return loss
 
 
-def make_finetune_optimizer(optimizer: Mapping[str, Any], labels: Any, transferred_lr_scale: float) -> optax.GradientTransformation:
+def make_finetune_optimizer(
+    optimizer: Mapping[str, Any], labels: Any, transferred_lr_scale: float
+) -> optax.GradientTransformation:
     """The published optimiser (:func:`genesis_jax.train.schedules.build_optimizer`; its learning rate is a
     hyper-parameter the plateau schedule changes) followed by the transfer groups' scaling (frozen / lower lr)."""
     return build_optimizer(**dict(optimizer), then=group_scaling(labels, transferred_lr_scale))

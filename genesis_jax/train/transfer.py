@@ -52,8 +52,8 @@ class TransferReport:
         return {p.split("/", 1)[1] for p in self.loaded if p.startswith("params/")}
 
     def lines(self) -> list[str]:
-        out = [f"initialisation from {self.source}: {len(self.loaded)} arrays loaded, {len(self.fresh)} new, "
-               f"{len(self.unused)} source arrays not used"]
+        out = [(f"initialisation from {self.source}: {len(self.loaded)} arrays loaded, {len(self.fresh)} new, "
+                f"{len(self.unused)} source arrays not used")]
         out += [f"  loaded  {p}" for p in self.loaded]
         out += [f"  new     {p}" for p in self.fresh]
         out += [f"  unused  {p}" for p in self.unused]

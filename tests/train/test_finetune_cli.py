@@ -62,7 +62,7 @@ def test_finetune_and_evaluate_commands(tmp_path, capsys):
     summary = json.loads((workdir / "summary.json").read_text())
     assert set(summary["test"]) == {"auc", "accuracy", "n", "positives"}
 
-    # evaluate the weights of that run from its workdir (best checkpoint) on the same test set
+    # evaluate that run from its workdir (the weights it evaluated) on the same test set
     rc = cli_main(["evaluate", "--config=configs/finetune/ncc.py:tiny", f"--weights={workdir}",
                    f"--out={tmp_path / 'eval'}", "--config.logging.progress=False"])
     assert rc == 0

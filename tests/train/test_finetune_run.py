@@ -76,7 +76,7 @@ def scratch_run(tmp_path_factory):
 
 
 def test_genesis_unet_3d_scratch_run_writes_everything(scratch_run):
-    config, workdir, summary = scratch_run
+    _, workdir, summary = scratch_run
     assert summary["stopped"] == "completed" and summary["step"] == 4 and summary["epochs"] == 2
     for name in ("config.json", "transfer_report.json", "metrics.csv", "validation.csv", "summary.json"):
         assert (workdir / name).is_file(), name

@@ -80,7 +80,8 @@ def test_keep_head_and_class_count_mismatch(pretrained):
 
 def test_width_mismatch_names_the_parameter(pretrained):
     source, _ = pretrained
-    with pytest.raises(TransferError, match=r"parameter params/decoder_0/bn_0/bias has shape \(4,\) but .* has shape \(8,\)"):
+    message = r"parameter params/decoder_0/bn_0/bias has shape \(4,\) but .* has shape \(8,\)"
+    with pytest.raises(TransferError, match=message):
         transfer_variables(_init(dict(UNET, base_width=4)), source, "segmentation")
 
 
@@ -95,9 +96,8 @@ def test_classification_takes_the_encoder_only(pretrained):
     cfg = dict(UNET, name="genesis_classifier", num_classes=3, hidden=8)
     target = _init(cfg)
     variables, report = transfer_variables(target, source, "classification")
-    np.testing.assert_array_equal(
-        variables["params"]["backbone"]["encoder_1"]["conv_1"]["kernel"], source["params"]["encoder_1"]["conv_1"]["kernel"]
-    )
+    loaded = variables["params"]["backbone"]["encoder_1"]["conv_1"]["kernel"]
+    np.testing.assert_array_equal(loaded, source["params"]["encoder_1"]["conv_1"]["kernel"])
     assert all(p.startswith(("params/head/",)) for p in report.fresh)
     assert {p.split("/")[1] for p in report.unused} == {"decoder_0", "head"}
     assert "batch_stats/backbone/encoder_0/bn_0/var" in report.loaded
