@@ -43,7 +43,8 @@ def save_overlay(
     fig = Figure(figsize=(3.2 * len(slices), 3.4))
     axes = fig.subplots(1, len(slices), squeeze=False)
     for ax, z in zip(axes[0], slices):
-        # rows of the array are x: transpose so x runs left-right as radiological viewers show axial slices
+        # rows of the array are x (towards the patient's right, RAS): transpose so x runs left to right and y
+        # (anterior) up: the neurological view of an axial slice
         ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
         if (label[:, :, z] > 0).any():
             ax.contour((label[:, :, z] > 0).T.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
