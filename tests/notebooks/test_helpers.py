@@ -77,3 +77,18 @@ def test_overlay_png_keeps_the_notebook_backend(tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_selection_thumbnails_keep_the_notebook_backend():
+    import matplotlib
+
+    from genesis_jax.active.session import _thumbnail_sheet
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        png = _thumbnail_sheet(np.random.default_rng(0).random((3, 6, 6, 6, 1)), ["a", "b", "c"])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
