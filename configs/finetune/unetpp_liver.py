@@ -9,13 +9,14 @@ Run (LiTS prepared by `genesis-jax data prepare --config=configs/data/downstream
   genesis-jax finetune --config=configs/finetune/unetpp_liver.py --workdir=runs/unetpp_liver --init=scratch
   genesis-jax evaluate --config=configs/finetune/unetpp_liver.py --weights=runs/unetpp_liver --out=runs/unetpp_L2 \
       --config.eval.prune_level=2
-CPU check (synthetic phantom livers, 32x32 slices, base width 4, 3 epochs of 10 steps; tens of seconds):
+CPU check (synthetic phantom livers, 32x32 slices, base width 4, 3 epochs of 10 steps, evaluated on the held-out
+phantom; tens of seconds):
   genesis-jax finetune --config=configs/finetune/unetpp_liver.py:tiny --workdir=/tmp/unetpp_liver_tiny --init=scratch
 Expected: a summary line with the test Dice/IoU of the full (deep-supervised, heads averaged) network; the evaluate
 command prints the same metrics for the pruned network. experiments/notebooks/unetpp.ipynb tabulates all levels.
 """
 
-from genesis_jax.train.finetune_config import finetune_config, tiny
+from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
@@ -29,18 +30,19 @@ def get_config(arg: str = ""):
         batch_size=16,
         patience=20,
         steps_per_epoch=100,
-        data=dict(source="tfds", tfds_name="lits", data_dir="", label_ids=(1,), foreground_prob=0.5,
-                  augment_flips=True, validation_patches=160),
+        data=downstream_data("lits"),
+        sampling_mode="patches",
     )
     if arg == "tiny":
         config = tiny(config, input_shape=(32, 32, 1), base_width=4, depth=4)
-        config.batch_size = 8
+        config.global_batch_size = 8
         config.steps_per_epoch = 10
         config.max_epochs = 3
         config.optimizer.learning_rate = 3e-3
-        config.data = dict(source="phantom", kind="volumes", shape=(48, 48, 24), label_ids=(1,), train_seeds=(0, 1),
-                           validation_seeds=(2,), test_seeds=(3,), foreground_prob=0.7, augment_flips=True,
-                           validation_patches=16, subset_seed=0)
+        config.data = synthetic_data("liver", shape=(48, 48, 24))
+        config.sampling.splits.test = "validation"  # the synthetic source has no test split: the held-out phantom
+        config.sampling.foreground_fraction = 0.7
+        config.sampling.validation_patches = 16
     elif arg:
         raise ValueError(f"unetpp_liver.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

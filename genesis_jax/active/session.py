@@ -206,15 +206,14 @@ def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_tra
 
 
 def _thumbnail_sheet(contexts: np.ndarray, titles: list[str]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: no global backend switch, so a notebook's inline plotting keeps working.
+    from matplotlib.figure import Figure
 
     n = len(contexts)
     cols = min(8, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, ctx, title in zip(axes.ravel(), contexts, titles):
@@ -226,7 +225,6 @@ def _thumbnail_sheet(contexts: np.ndarray, titles: list[str]) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 

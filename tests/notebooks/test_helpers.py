@@ -58,3 +58,37 @@ def test_forward_seconds_times_a_compiled_pass():
     assert 0.0 < seconds < 5.0
     with pytest.raises(ValueError, match="repeats"):
         forward_seconds(pruned, variables, x, repeats=0)
+
+
+def test_overlay_png_keeps_the_notebook_backend(tmp_path):
+    """Library figures must not switch matplotlib's backend (a notebook's inline plots would silently stop)."""
+    import matplotlib
+
+    from genesis_jax.evaluation.overlays import save_overlay
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        image = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
+        label = np.zeros((8, 8, 3), np.uint8)
+        label[2:5, 2:5, 1] = 1
+        path = save_overlay(image, label, label.astype(np.float32), tmp_path / "o.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+
+
+def test_selection_thumbnails_keep_the_notebook_backend():
+    import matplotlib
+
+    from genesis_jax.active.session import _thumbnail_sheet
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        png = _thumbnail_sheet(np.random.default_rng(0).random((3, 6, 6, 6, 1)), ["a", "b", "c"])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
