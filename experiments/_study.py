@@ -33,7 +33,8 @@ def machine() -> str:
 
     devices = jax.devices()
     kind = devices[0].device_kind if devices else "?"
-    return f"{platform.node() or 'host'}: {len(devices)} x {devices[0].platform} ({kind}), {platform.processor() or platform.machine()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.node() or 'host'}: {len(devices)} x {devices[0].platform} ({kind}), {cpu}"
 
 
 def write_table(name: str, header: Sequence[str], rows: Sequence[Sequence[Any]], notes: Sequence[str],

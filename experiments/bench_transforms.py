@@ -21,8 +21,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-sizes must include 32 (the speedup is reported at batch 32)")
 
     device = jax.devices()[0]
-    device_name = f"{device.platform}-{device.device_kind}".lower().replace(" ", "_")
+    kind = device.device_kind.lower().replace(" ", "_")
+    device_name = device.platform if kind == device.platform else f"{device.platform}-{kind}"
     pool = np.random.default_rng(0).random((40, 1, *CUBE))  # float64 (N, 1, R, C, D), as the published loader
     rows = []
     jobs = [("numpy (published port)", b, None) for b in args.batch_sizes]
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join([header, *lines])
     note = (
         f"64x64x32 cubes, published rates; device `{device}` ({os.cpu_count()} CPU cores visible); "
-        f"{args.seconds:g} s per measurement in {args.rounds} interleaved rounds; load average {load_before[0]:.1f} before, "
+        f"{args.seconds:g} s per measurement in {args.rounds} interleaved rounds; "
+        f"load average {load_before[0]:.1f} before, "
         f"{meta['load_average_after'][0]:.1f} after. Command: `python experiments/bench_transforms.py"
         + (f" --seconds {args.seconds:g}" if args.seconds != 10.0 else "")
         + (f" --rounds {args.rounds}" if args.rounds != 5 else "")

@@ -11,7 +11,7 @@ CPU check (the synthetic CT phantom stands in for the MR data: it only exercises
 Expected: a summary line with test Dice/IoU/mean IoU; workdir holds weights/best and summary.json.
 """
 
-from genesis_jax.train.finetune_config import finetune_config, tiny
+from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
@@ -25,14 +25,13 @@ def get_config(arg: str = ""):
         batch_size=16,
         patience=30,
         steps_per_epoch=100,
-        data=dict(source="tfds", tfds_name="brats", data_dir="", label_ids=(1, 2, 4), foreground_prob=0.5,
-                  augment_flips=True, validation_patches=160),
+        data=downstream_data("brats"),
+        sampling_mode="patches",
     )
     if arg == "tiny":
         config = tiny(config)
-        config.data = dict(source="phantom", kind="volumes", shape=(40, 40, 24), label_ids=(1,), train_seeds=(3,),
-                           validation_seeds=(4,), test_seeds=(5,), foreground_prob=0.5, augment_flips=True,
-                           validation_patches=4, subset_seed=0)
+        config.data = synthetic_data("liver")
+        config.sampling.splits.test = "validation"
     elif arg:
         raise ValueError(f"bms.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

@@ -14,7 +14,7 @@ CPU check (nodule vs non-nodule crops of the synthetic phantom stand in for embo
 Expected: a summary line with the test AUC and accuracy.
 """
 
-from genesis_jax.train.finetune_config import finetune_config, tiny
+from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
@@ -28,13 +28,14 @@ def get_config(arg: str = ""):
         batch_size=24,
         patience=38,
         steps_per_epoch=160,
-        data=dict(source="tfds", tfds_name="luna16_candidates", data_dir="", augment_flips=True),
+        data=downstream_data("luna16_candidates", name="ecc", crop_shape=(64, 64, 64)),
+        sampling_mode="given",
     )
     if arg == "tiny":
         config = tiny(config, input_shape=(16, 16, 16, 1))
-        config.data = dict(source="phantom", kind="candidates", shape=(48, 48, 32), label_ids=(5,), train_seeds=(4, 5),
-                           validation_seeds=(6,), test_seeds=(7,), crops_per_volume=4, augment_flips=True,
-                           subset_seed=0)
+        config.data = synthetic_data("nodule")
+        config.sampling.splits.test = "validation"
+        config.sampling.mode = "candidates"
     elif arg:
         raise ValueError(f"ecc.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

@@ -14,7 +14,7 @@ CPU check (synthetic phantom liver, width-2 network, 2 epochs of 2 steps; metric
 Expected: a summary line with test Dice/IoU/mean IoU; workdir holds weights/best, summary.json, predictions/*.png.
 """
 
-from genesis_jax.train.finetune_config import finetune_config, tiny
+from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
@@ -28,14 +28,13 @@ def get_config(arg: str = ""):
         batch_size=16,
         patience=20,
         steps_per_epoch=100,
-        data=dict(source="tfds", tfds_name="lits", data_dir="", label_ids=(1,), foreground_prob=0.5,
-                  augment_flips=True, validation_patches=160),
+        data=downstream_data("lits"),
+        sampling_mode="patches",
     )
     if arg == "tiny":
         config = tiny(config)
-        config.data = dict(source="phantom", kind="volumes", shape=(40, 40, 24), label_ids=(1,), train_seeds=(0,),
-                           validation_seeds=(1,), test_seeds=(2,), foreground_prob=0.5, augment_flips=True,
-                           validation_patches=4, subset_seed=0)
+        config.data = synthetic_data("liver")
+        config.sampling.splits.test = "validation"
     elif arg:
         raise ValueError(f"lcs.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

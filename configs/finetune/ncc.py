@@ -13,7 +13,7 @@ CPU check (nodule vs non-nodule crops of the synthetic phantom):
 Expected: a summary line with the test AUC and accuracy.
 """
 
-from genesis_jax.train.finetune_config import finetune_config, tiny
+from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
@@ -27,13 +27,14 @@ def get_config(arg: str = ""):
         batch_size=24,
         patience=10,
         steps_per_epoch=500,
-        data=dict(source="tfds", tfds_name="luna16_candidates", data_dir="", augment_flips=True),
+        data=downstream_data("luna16_candidates"),
+        sampling_mode="given",
     )
     if arg == "tiny":
         config = tiny(config)
-        config.data = dict(source="phantom", kind="candidates", shape=(48, 48, 32), label_ids=(5,), train_seeds=(0, 1),
-                           validation_seeds=(2,), test_seeds=(3,), crops_per_volume=4, augment_flips=True,
-                           subset_seed=0)
+        config.data = synthetic_data("nodule")
+        config.sampling.splits.test = "validation"
+        config.sampling.mode = "candidates"
     elif arg:
         raise ValueError(f"ncc.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

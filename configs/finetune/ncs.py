@@ -13,7 +13,7 @@ CPU check (crops around the synthetic phantom's nodules):
 Expected: a summary line with the test mean IoU, IoU and Dice of the crops.
 """
 
-from genesis_jax.train.finetune_config import finetune_config, tiny
+from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
@@ -27,14 +27,15 @@ def get_config(arg: str = ""):
         batch_size=16,
         patience=50,
         steps_per_epoch=256,  # ~4,082 training crops / 16
-        data=dict(source="tfds", tfds_name="lidc_crops", data_dir="", augment_flips=True),
+        data=downstream_data("lidc"),
+        sampling_mode="given",
     )
     config.init.keep_head = True
     if arg == "tiny":
         config = tiny(config)
-        config.data = dict(source="phantom", kind="crops", shape=(48, 48, 32), label_ids=(5,), train_seeds=(0, 1),
-                           validation_seeds=(2,), test_seeds=(3,), crops_per_volume=4, augment_flips=True,
-                           subset_seed=0)
+        config.data = synthetic_data("nodule")
+        config.sampling.splits.test = "validation"
+        config.sampling.mode = "crops"
     elif arg:
         raise ValueError(f"ncs.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

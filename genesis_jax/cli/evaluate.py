@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out=/tmp/lcs_eval [--save-nifti] [--config.eval.prune_level=2]",
     )
     p.add_argument("--config", required=True, help="the fine-tuning config whose data and eval sections apply")
-    p.add_argument("--weights", required=True, help="a weights directory, or a fine-tuning workdir (its weights/best)")
+    p.add_argument("--weights", required=True,
+                   help="a weights directory, or a training workdir (a fine-tuning workdir's evaluated weights/, "
+                   "else its best checkpoint)")
     p.add_argument("--out", required=True, help="output directory for metrics.json and the PNG/NIfTI files")
     p.add_argument("--save-nifti", action="store_true", help="also write probability maps as NIfTI")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
@@ -28,15 +30,18 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.cli._logging import setup_logging
     from genesis_jax.config_loader import load_config
     from genesis_jax.evaluation.evaluate import export_predictions
-    from genesis_jax.train.checkpointing import load_weights
+    from genesis_jax.train.checkpointing import is_weights_dir, load_init_weights
     from genesis_jax.train.finetune import evaluate_test_set
-    from genesis_jax.train.finetune_sources import load_task_data
-    from genesis_jax.train.transfer import resolve_weights_dir
+    from genesis_jax.train.finetune_data import load_task_data
 
     config = load_config(args.config, overrides)
     setup_logging()
-    weights_dir = resolve_weights_dir(args.weights)
-    variables, model_config, metadata = load_weights(weights_dir)
+    weights = Path(args.weights)
+    if is_weights_dir(weights / "weights"):  # a fine-tuning workdir: the weights its summary.json reports
+        weights = weights / "weights"
+    variables, model_config, metadata = load_init_weights(weights)
+    if not model_config:
+        model_config = config.model.to_dict()  # a workdir checkpoint without its network's config: use the config's
     data = load_task_data(config, parts=("test",))
     segmentation = config.task == "segmentation"
     export = segmentation and bool(data.test_volumes) and (args.save_nifti or not args.no_overlays)
@@ -47,7 +52,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if export:
         files = export_predictions(results.pop("probabilities"), data.test_volumes, out, nifti=args.save_nifti,
                                    overlays=not args.no_overlays, threshold=config.eval.threshold)
-    report = {"weights": str(weights_dir), "weights_metadata": metadata, "data": data.description,
+    report = {"weights": str(weights), "weights_metadata": metadata, "data": data.description,
               "eval": config.eval.to_dict(), "metrics": results}
     (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float))
     headline = results.get("set", results)

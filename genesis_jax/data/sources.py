@@ -157,7 +157,8 @@ def cube_source(data_config, split: str | None = None):
 
 
 def volume_source(data_config, split: str | None = None):
-    """Fine-tuning volumes of ``split``: {'image': uint16-quantised (X, Y, Z), 'label': uint8 (X, Y, Z), ...}.
+    """Fine-tuning volumes of ``split``: {'image': uint16-quantised (X, Y, Z), 'label': uint8 (X, Y, Z), ...}
+    (in memory also 'affine', the voxel-to-world matrix, so predictions can be written on the scan's grid).
 
     In memory the label is the binary mask of ``data_config.organ`` (e.g. 'liver'); from TFDS it is the task's.
     """
@@ -169,7 +170,7 @@ def volume_source(data_config, split: str | None = None):
     examples = ListSource()
     for sid, volume, label in _guarded_scans(data_config, split, with_label=True):
         examples.append(dict(image=quantize_unit(_normalized(data_config, volume)), label=label, scan_id=sid,
-                             spacing=np.asarray(volume.spacing, np.float32)))
+                             spacing=np.asarray(volume.spacing, np.float32), affine=np.asarray(volume.affine)))
     if not examples:
         raise DatasetError(f"no volume for split {split!r} of source {data_config.source!r}")
     return examples

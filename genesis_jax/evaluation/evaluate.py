@@ -27,7 +27,9 @@ def _finite_mean(values: Iterable[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def segmentation_volume_metrics(label: np.ndarray, prob: np.ndarray, spacing: Sequence[float], threshold: float = 0.5) -> dict[str, float]:
+def segmentation_volume_metrics(
+    label: np.ndarray, prob: np.ndarray, spacing: Sequence[float], threshold: float = 0.5
+) -> dict[str, float]:
     """Dice, foreground IoU and HD95 (spacing units) of one probability map against its label map."""
     y = np.asarray(label) > 0
     pred = np.asarray(prob) > threshold

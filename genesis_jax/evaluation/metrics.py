@@ -132,7 +132,7 @@ class SegmentationAccumulator:
         self._samples += n
 
     def result(self) -> dict[str, float]:
-        (tn, fp), (fn, tp) = self.counts[self._half]
+        (_, fp), (fn, tp) = self.counts[self._half]
         union = tp + fp + fn
         return {
             "mean_iou": mean_iou_from_counts(self.counts),

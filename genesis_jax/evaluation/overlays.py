@@ -29,10 +29,8 @@ def save_overlay(
 ) -> Path:
     """One row of panels (one per axial slice) of ``image`` (X, Y, Z) with the label outline in green and the
     thresholded prediction in red. Returns the PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: no global backend switch, so a notebook's inline plotting keeps working.
+    from matplotlib.figure import Figure
 
     image = np.asarray(image)
     image = image[..., 0] if image.ndim == 4 else image
@@ -42,9 +40,11 @@ def save_overlay(
     if image.ndim == 2:  # a single 2D image
         image, label, prob = image[..., None], label[..., None], prob[..., None]
     slices = list(slices) if slices is not None else pick_slices(label, prob, threshold=threshold)
-    fig, axes = plt.subplots(1, len(slices), figsize=(3.2 * len(slices), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(slices), 3.4))
+    axes = fig.subplots(1, len(slices), squeeze=False)
     for ax, z in zip(axes[0], slices):
-        # rows of the array are x: transpose so x runs left-right as radiological viewers show axial slices
+        # rows of the array are x (towards the patient's right, RAS): transpose so x runs left to right and y
+        # (anterior) up: the neurological view of an axial slice
         ax.imshow(image[:, :, z].T, cmap="gray", origin="lower", vmin=0.0, vmax=1.0)
         if (label[:, :, z] > 0).any():
             ax.contour((label[:, :, z] > 0).T.astype(float), levels=[0.5], colors="lime", linewidths=1.0)
@@ -58,5 +58,4 @@ def save_overlay(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path

@@ -122,7 +122,8 @@ class SlidingWindow:
             def add(i, state):
                 a, wt = state
                 origin = (*batch_starts[i], zero)
-                a = jax.lax.dynamic_update_slice(a, jax.lax.dynamic_slice(a, origin, probs.shape[1:]) + probs[i], origin)
+                window = jax.lax.dynamic_slice(a, origin, probs.shape[1:])
+                a = jax.lax.dynamic_update_slice(a, window + probs[i], origin)
                 wt = jax.lax.dynamic_update_slice(wt, jax.lax.dynamic_slice(wt, origin, w.shape[1:]) + w[i], origin)
                 return a, wt
 

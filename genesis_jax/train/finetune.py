@@ -1,23 +1,21 @@
-"""``finetune(config, workdir)``: fine-tune a network for a target task, from Genesis weights or from scratch.
+"""``finetune(config, workdir) -> summary``: fine-tune a network for a target task from Genesis weights or scratch.
 
 The published recipe (Models Genesis §5): Adam, the task's loss (Dice for segmentation, BCE for classification),
-per-epoch validation loss driving ReduceLROnPlateau (factor 0.5, patience 6, min_delta 1e-4, min lr 1e-6), early
-stopping with the task's patience, and the best-by-validation weights kept (``ModelCheckpoint(save_best_only)``).
-The best weights are then evaluated on the test set: whole volumes by sliding window (Dice, IoU, HD95, the published
-mean IoU) or crops/candidates (mean IoU / AUC).
+a validation pass every epoch whose loss drives ReduceLROnPlateau (0.5 / 6 / 1e-4 / 1e-6) and early stopping (the
+task's patience), and the best-by-validation weights kept; these are then evaluated on the test set: whole volumes
+by sliding window (Dice, IoU, HD95, the published mean IoU) or crops / candidates (mean IoU, AUC).
 
-Order of initialisation (big_vision's): resume from ``workdir`` when it holds a checkpoint, else the pre-trained
-weights named by ``config.init.checkpoint`` (a weights directory or a pre-training workdir), else scratch with
-``config.init.scratch_init``.
+Same run machinery as pre-training (genesis_jax.train: mesh, state, steps, schedules, checkpointing, logging): the
+batch is sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state,
+SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
+:class:`~genesis_jax.train.pretrain.TrainingDiverged` keeping the last good checkpoint, and rerunning the same
+command resumes. Initialisation order: the workdir's latest checkpoint, else ``config.init.checkpoint`` (a weights
+directory or a training workdir, transferred by :mod:`genesis_jax.train.transfer`), else scratch.
 
-Workdir layout::
-
-    config.json              the config of the run
-    transfer_report.json     what was loaded and what is new
-    checkpoints/             train state for resume (every epoch and every ``checkpoint_every_steps``; on SIGTERM)
-    weights/best/            best-by-validation weights (a weights directory: usable as --init or by evaluate)
-    metrics.jsonl            per-step and per-epoch metrics; TensorBoard events in tb/
-    summary.json             the returned summary, with the test metrics
+Workdir: ``config.json``, ``transfer_report.json``, ``checkpoints/`` and ``best/`` (orbax), ``metrics.csv``,
+``validation.csv``, ``metrics.jsonl``, ``tensorboard/``, ``weights/`` (the evaluated weights as a weights directory,
+usable as ``--init`` or by ``genesis-jax evaluate``), ``predictions/`` (overlay PNGs, optional NIfTI) and
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
+from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import (
     evaluate_classification,
     evaluate_segmentation_arrays,
@@ -45,21 +42,17 @@ from genesis_jax.evaluation.evaluate import (
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model
-from genesis_jax.train import finetune_checkpoint as ckpt
-from genesis_jax.train.callbacks import EarlyStopping, ReduceOnPlateau
-from genesis_jax.train.checkpointing import load_weights, save_weights
-from genesis_jax.train.finetune_data import TaskData
-from genesis_jax.train.finetune_steps import (
-    FinetuneState,
-    build_optimizer,
-    current_learning_rate,
-    make_eval_step,
-    make_train_step,
-    with_learning_rate,
-)
+from genesis_jax.train import checkpointing
+from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
+from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
+from genesis_jax.train.logging import MetricsLog, Progress
+from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
+from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, _any_process, _to_host
+from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
+from genesis_jax.train.state import abstract_train_state, create_train_state
+from genesis_jax.train.steps import make_train_step
 from genesis_jax.train.transfer import (
     count_group_sizes,
-    load_pretrained,
     parameter_groups,
     scratch_model_config,
     transfer_variables,
@@ -88,82 +81,14 @@ def eval_model_config(model_config: dict[str, Any], eval_config: ml_collections.
     if cfg.get("name") == "unetpp":
         if eval_config.get("prune_level") is not None:
             cfg["prune_level"] = int(eval_config.prune_level)
-        if eval_config.get("mode"):
-            cfg["mode"] = eval_config.mode
+        cfg["mode"] = eval_config.get("mode") or cfg.get("mode", "accurate")
     return cfg
 
 
-def _deep_supervision(model_config: dict[str, Any]) -> bool:
+def deep_supervised(model_config: dict[str, Any]) -> bool:
     return model_config.get("name") == "unetpp" and bool(model_config.get("deep_supervision", True)) and (
         model_config.get("prune_level") is None
     )
-
-
-class _RunLog:
-    """metrics.jsonl plus TensorBoard scalars."""
-
-    def __init__(self, workdir: Path):
-        from tensorboardX import SummaryWriter
-
-        self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
-        self._tb = SummaryWriter(str(workdir / "tb"))
-
-    def write(self, kind: str, step: int, values: dict[str, float]) -> None:
-        self._file.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-        self._file.flush()
-        for k, v in values.items():
-            if isinstance(v, (int, float)) and math.isfinite(v):
-                self._tb.add_scalar(f"{kind}/{k}", v, step)
-
-    def close(self) -> None:
-        self._file.close()
-        self._tb.close()
-
-
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step (then it checkpoints and returns)."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not in the main thread: no handler, the loop runs unchanged
-            self._previous = None
-        return self
-
-    def _handler(self, signum, frame):
-        log.warning("SIGTERM received: checkpointing and stopping after this step")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _validate(eval_step, variables, x: np.ndarray, y: np.ndarray, batch_size: int, task: str) -> dict[str, float]:
-    """Validation loss (per-batch losses weighted by batch size, as Keras) and the task metric."""
-    losses, preds = [], []
-    for i in range(0, len(x), batch_size):
-        loss, pred = eval_step(variables, x[i : i + batch_size], y[i : i + batch_size])
-        losses.append(float(loss) * len(x[i : i + batch_size]))
-        preds.append(np.asarray(pred))
-    pred = np.concatenate(preds)
-    out = {"val_loss": sum(losses) / len(x)}
-    if task == "segmentation":
-        acc = SegmentationAccumulator()
-        for i in range(0, len(x), batch_size):
-            acc.update(y[i : i + batch_size], pred[i : i + batch_size])
-        out.update({f"val_{k}": v for k, v in acc.result().items()})
-    else:
-        labels = y.reshape(len(y), -1)[:, 0]
-        try:
-            out["val_auc"] = roc_auc(labels, pred.reshape(len(pred), -1)[:, -1 if pred.shape[-1] > 1 else 0])
-        except ValueError:
-            out["val_auc"] = float("nan")
-    return out
 
 
 def evaluate_test_set(
@@ -186,164 +111,281 @@ def evaluate_test_set(
             predict, window = slicewise(predict), (*window, 1)
         sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend)
         return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
-                                progress=config.get("progress", True))
+                                progress=config.logging.progress)
     if data.test_arrays is not None:
         return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
     return {}
 
 
+def _patch_shape(config: ml_collections.ConfigDict, data: TaskData) -> tuple[int, ...] | None:
+    """The patch the pipeline cuts: the network's input, with a slice axis of 1 for a 2D network on volumes."""
+    if data.patch_shape is None:
+        return None
+    shape = tuple(int(s) for s in config.input_shape[:-1])
+    return (*shape, 1) if len(shape) == 2 else shape
+
+
+def _validation_batches(config, data: TaskData, patch_shape, local_bs: int, global_bs: int) -> list[dict]:
+    """A fixed validation set: ``sampling.validation_patches`` patches drawn once from the validation volumes, or
+    every full batch of the validation crops."""
+    s = config.sampling
+    common = dict(batch_size=local_bs, seed=int(config.seed) + 1, shuffle=False, transform=None)
+    if patch_shape is not None:
+        it = iter(finetune_dataset(data.validation, patch_shape=patch_shape, foreground_fraction=s.foreground_fraction,
+                                   patches_per_volume=s.patches_per_volume, repeat=True, **common))
+        return [next(it) for _ in range(max(1, math.ceil(s.validation_patches / global_bs)))]
+    if len(data.validation) < global_bs:
+        raise ValueError(f"the validation split has {len(data.validation)} examples, fewer than one global batch "
+                         f"({global_bs}); lower config.global_batch_size")
+    return list(finetune_dataset(data.validation, repeat=False, **common))
+
+
+def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
+    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics."""
+    losses, acc, scores, labels = [], SegmentationAccumulator(), [], []
+    for batch in batches:
+        loss, prediction, targets = eval_step(state, batch)
+        losses.append(float(loss))
+        prediction, targets = _to_host(prediction), _to_host(targets)
+        if task == "segmentation":
+            acc.update(targets, prediction)
+        else:
+            scores.append(prediction.reshape(len(prediction), -1)[:, -1])
+            labels.append(targets.reshape(len(targets), -1)[:, 0])
+    out = {"val_loss": float(np.mean(losses))}
+    if task == "segmentation":
+        out.update({f"val_{k}": v for k, v in acc.result().items()})
+    else:
+        try:
+            out["val_auc"] = roc_auc(np.concatenate(labels), np.concatenate(scores))
+        except ValueError:  # one class only in this validation set
+            out["val_auc"] = float("nan")
+    return out
+
+
+def _initial_variables(config, model, model_config: dict[str, Any], key, input_shape) -> tuple[Any, dict, set[str]]:
+    """(variables or None for a random init, the transfer report, the transferred parameter paths)."""
+    init = config.init.checkpoint
+    if is_scratch(init):
+        report = {"source": f"scratch ({config.init.scratch_init})", "loaded": [], "fresh": ["all"], "unused": []}
+        return None, report, set()
+    source, source_config, meta = checkpointing.load_init_weights(init)
+    init_key, _ = jax.random.split(key)  # the key create_train_state initialises with
+    sample = jnp.zeros((1, *input_shape), jnp.float32)
+    fresh = jax.jit(lambda: model.init({"params": init_key, "dropout": init_key}, sample, train=False))()
+    fresh = {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}
+    name = str(meta.get("source") or init)
+    variables, rep = transfer_variables(jax.device_get(fresh), source, config.task, config.init.keep_head, name)
+    rep.log(log)
+    report = {**rep.as_dict(), "source_model_config": source_config}
+    return variables, report, rep.loaded_params()
+
+
+def _num_devices(config: ml_collections.ConfigDict) -> int | None:
+    """``config.num_devices``; unset in a single process, the most devices the global batch divides over (a
+    fine-tuning batch of 2 or 16 need not match the device count)."""
+    if config.get("num_devices") or jax.process_count() > 1 or not config.get("global_batch_size"):
+        return config.get("num_devices")
+    batch = int(config.global_batch_size)
+    return max(d for d in range(1, jax.device_count() + 1) if batch % d == 0)
+
+
+def _transferred_from_report(workdir: Path) -> set[str]:
+    path = workdir / "transfer_report.json"
+    if not path.is_file():
+        raise checkpointing.CheckpointError(f"{path}: missing; it records which parameters were transferred, which "
+                                            "the optimiser groups of a resumed run need")
+    loaded = json.loads(path.read_text())["loaded"]
+    return {p.split("/", 1)[1] for p in loaded if p.startswith("params/")}
+
+
 def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskData | None = None) -> dict[str, Any]:
-    """Fine-tune as ``config`` says, writing everything under ``workdir``; returns the summary (also written to
-    ``workdir/summary.json``). ``data`` overrides ``config.data`` (tests and experiments pass arrays directly)."""
-    workdir = Path(workdir).expanduser().resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Run (or resume) fine-tuning as ``config`` describes, writing everything under ``workdir``; returns the
+    summary (also in ``workdir/summary.json``). ``data`` replaces ``config.data`` (tests and studies pass it)."""
     if config.task not in ("segmentation", "classification"):
         raise ValueError(f"config.task must be 'segmentation' or 'classification', got {config.task!r}")
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    if data is None:
-        from genesis_jax.train.finetune_sources import load_task_data
+    workdir = Path(workdir).expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    primary = jax.process_index() == 0
+    started = time.time()
+    if primary:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
-        data = load_task_data(config)
-    train_data = data.train
-    if config.label_fraction < 1.0:
-        train_data = train_data.subset(config.label_fraction, seed=config.data.get("subset_seed", 0))
-    log.info("data: %s; training on %d %s (label fraction %.2f)", data.description, len(train_data),
-             "samples" if hasattr(train_data, "x") else "volumes", config.label_fraction)
+    mesh = make_mesh(_num_devices(config))
+    global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
+    local_bs = local_batch_size(global_bs)
+    data = load_task_data(config) if data is None else data
+    train_source = label_subset(data.train, float(config.label_fraction), int(config.sampling.subset_seed))
+    patch_shape = _patch_shape(config, data)
 
     model_config = model_config_for_run(config)
     if config.task == "segmentation" and model_config.get("num_classes", 1) != 1:
-        raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output); got "
+        raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output), got "
                          f"{model_config.get('num_classes')}")
     model = build_model(model_config)
-    deep_supervision = _deep_supervision(model_config)
-    batch_size = int(config.batch_size)
-    sample_input = jnp.zeros((batch_size, *config.input_shape), jnp.float32)
-    variables = jax.jit(model.init)(jax.random.key(config.seed), sample_input)
-    variables = jax.tree.map(np.asarray, dict(variables))
+    ds = deep_supervised(model_config)
+    input_shape = tuple(config.input_shape)
+    key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
+    ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep,
+                                           async_save=config.checkpoint.async_save)
+    resumed_from = ckpts.latest_step()
 
-    init = config.init.checkpoint
-    if is_scratch(init):
-        transferred: set[str] = set()
-        report = {"source": f"scratch ({config.init.scratch_init})", "loaded": [], "fresh": ["all"], "unused": []}
-        log.info("initialisation: scratch, kernel initialiser %s", config.init.scratch_init)
+    s = config.sampling
+    train_iter = iter(finetune_dataset(
+        train_source, batch_size=local_bs, seed=int(config.seed), patch_shape=patch_shape,
+        foreground_fraction=s.foreground_fraction, patches_per_volume=s.patches_per_volume,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        transform=flip_transform if s.augment_flips else None,
+    ))
+    lr_schedule = build_lr_schedule(config.schedule.kind, float(config.optimizer.learning_rate),
+                                    factor=config.schedule.factor, patience=config.schedule.patience,
+                                    min_delta=config.schedule.min_delta, min_lr=config.schedule.min_lr,
+                                    every_epochs=config.schedule.every_epochs)
+    early_stopping = EarlyStopping(config.early_stopping.patience, config.early_stopping.min_delta)
+    abstract_params = jax.eval_shape(lambda: model.init({"params": key, "dropout": key},
+                                                        jnp.zeros((1, *input_shape)), train=False))["params"]
+    if resumed_from is not None:  # the parameter groups of the original initialisation
+        transferred = _transferred_from_report(workdir)
     else:
-        source, source_config, directory = load_pretrained(init)
-        variables, rep = transfer_variables(variables, source, config.task, config.init.keep_head, str(directory))
-        rep.log(log)
-        transferred, report = rep.loaded_params(), rep.as_dict()
-        report["source_model_config"] = source_config
-    (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
+        init_vars, report, transferred = _initial_variables(config, model, model_config, key, input_shape)
+        if primary:
+            (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
+    labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder)
+    log.info("parameter groups (scalars): %s", count_group_sizes(abstract_params, labels))
+    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale)
+    history: list[dict[str, Any]] = []
+    best = {"val_loss": math.inf, "step": None}
+    finished = None
+    if resumed_from is not None:
+        abstract = abstract_train_state(model, tx, key, input_shape, mesh)
+        tree, meta = ckpts.restore(abstract.checkpoint_tree(), data_iterator=train_iter)
+        state = abstract.with_checkpoint_tree(tree)
+        lr_schedule.load_state_dict(meta["lr_schedule"])
+        early_stopping.load_state_dict(meta["early_stopping"])
+        history, best, finished = meta["history"], meta["best"], meta.get("finished")
+    else:
+        state = create_train_state(model, tx, key, input_shape, mesh, variables=init_vars)
 
-    params = jax.tree.map(jnp.asarray, variables["params"])
-    batch_stats = jax.tree.map(jnp.asarray, variables.get("batch_stats", {}))
-    labels = parameter_groups(params, transferred, config.init.freeze_encoder)
-    log.info("parameter groups (scalars): %s", count_group_sizes(params, labels))
-    opt = config.optimizer.to_dict()
-    tx = build_optimizer(opt.pop("name"), opt.pop("learning_rate"), labels, config.init.transferred_lr_scale, **opt)
-    state = FinetuneState(jnp.zeros((), jnp.int32), params, batch_stats, tx.init(params))
-
-    plateau = ReduceOnPlateau(**config.plateau.to_dict())
-    stopper = EarlyStopping(**config.early_stopping.to_dict())
-    history: list[dict[str, float]] = []
-    start_step = 0
-    stopped_early = False
-    restored = ckpt.restore_latest(workdir, state)
-    if restored is not None:
-        state, loop = restored
-        plateau = ReduceOnPlateau(**loop["plateau"])
-        stopper = EarlyStopping(**loop["early_stopping"])
-        history = loop["history"]
-        stopped_early = stopper.wait >= stopper.patience
-        start_step = int(state.step)
-        log.info("resumed from %s at step %d (epoch %d)", workdir / ckpt.CHECKPOINT_DIR, start_step,
-                 start_step // config.steps_per_epoch)
-
-    train_step = make_train_step(model, config.loss, tx, deep_supervision, config.seed)
-    eval_step = make_eval_step(model, config.loss, deep_supervision)
-    val_x, val_y = data.validation
     steps_per_epoch = int(config.steps_per_epoch)
-    run_log = _RunLog(workdir)
-    preempted = False
-    step = start_step
-    t_start = time.time()
-    with _Preemption() as preemption:
-        epoch = step // steps_per_epoch
-        while epoch < config.max_epochs and not stopped_early:
-            first = step - epoch * steps_per_epoch
-            bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False,
-                       disable=not config.get("progress", True))
-            t_epoch = time.time()
-            for _ in bar:
-                x, y = train_data.batch(step, batch_size, config.seed)
-                state, metrics = train_step(state, x, y)
+    max_steps = int(config.get("max_steps") or config.max_epochs * steps_per_epoch)
+    step = int(state.step)
+    prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
+    loss_fn = make_loss(config.loss, ds)
+    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
+                                 max_traces=config.get("max_step_traces"))
+    eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
+    sharding = batch_sharding(mesh)
+    val_batches = [global_batch(b, sharding)
+                   for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
+
+    def meta(at: int) -> dict[str, Any]:
+        return {"step": at, "epoch": at // steps_per_epoch, "config": config.to_dict(), "model_config": model_config,
+                "lr_schedule": lr_schedule.state_dict(), "early_stopping": early_stopping.state_dict(),
+                "history": history, "best": best, "finished": finished}
+
+    metrics_log = MetricsLog(workdir, enabled=primary, resume_step=step if resumed_from is not None else None,
+                             tensorboard=config.logging.tensorboard)
+    progress = Progress(max_steps, step, enabled=primary and config.logging.progress, messages=primary,
+                        desc="finetune")
+    if resumed_from is not None:
+        progress.write(f"resumed from step {step} ({workdir / checkpointing.CHECKPOINTS_DIR / str(step)})")
+    stopped = finished or "completed"
+    last_saved, last_save_time = resumed_from, time.time()
+
+    def save(at: int) -> None:
+        nonlocal last_saved, last_save_time
+        if at != last_saved:
+            ckpts.save(at, state.checkpoint_tree(), meta=meta(at), data_iterator=train_iter)
+            last_saved = at
+        last_save_time = time.time()
+
+    try:
+        with PreemptionGuard() as guard:
+            while step < max_steps and finished is None:
+                batch = global_batch(next(train_iter), sharding)
+                state, metrics = train_step(state, batch)
                 step += 1
-                if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-                    values = {k: float(v) for k, v in metrics.items()}
-                    if not math.isfinite(values["loss"]):
-                        run_log.close()
-                        raise FloatingPointError(
-                            f"non-finite training loss {values['loss']} at step {step}; the last good checkpoint "
-                            f"is in {workdir / ckpt.CHECKPOINT_DIR} (lower optimizer.learning_rate?)")
-                    run_log.write("train", step, values)
-                    bar.set_postfix(loss=f"{values['loss']:.4f}")
-                # (the end-of-epoch checkpoint is written after validation, below)
-                if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 and step % steps_per_epoch:
-                    ckpt.save(workdir, state, _loop_state(plateau, stopper, history))
-                if preemption.requested:
+                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not values["finite"]:
+                    ckpts.wait()
+                    raise TrainingDiverged(
+                        f"non-finite loss or gradient at step {step} (loss={values['loss']}, grad_norm="
+                        f"{values['grad_norm']}); the update was not applied. Last good checkpoint: step "
+                        f"{ckpts.latest_step()} in {workdir / checkpointing.CHECKPOINTS_DIR}. Lower "
+                        "--config.optimizer.learning_rate or check the data, then rerun the same command to resume.")
+                if step % config.logging.every_steps == 0:
+                    metrics_log.write(step, {"epoch": (step - 1) // steps_per_epoch, **values}, kind="train")
+                progress.update(1, loss=values["loss"], lr=values["learning_rate"])
+                epoch_end = step % steps_per_epoch == 0
+                time_due = time.time() - last_save_time >= config.checkpoint.every_seconds
+                preempted, time_due = _any_process([guard.received is not None, time_due])
+                save_due = step % config.checkpoint.every_steps == 0 or time_due or preempted or step == max_steps
+                if epoch_end:
+                    epoch = step // steps_per_epoch
+                    val = _validate(eval_step, state, val_batches, config.task)
+                    if early_stopping(epoch, val["val_loss"]):
+                        finished = "early_stopping"
+                    if val["val_loss"] < best["val_loss"]:
+                        best = {"val_loss": val["val_loss"], "step": step, "epoch": epoch}
+                        ckpts.save_best(step, state.variables, val_loss=val["val_loss"], meta=meta(step))
+                    lr = float(get_learning_rate(state.opt_state))
+                    new_lr = lr_schedule(epoch, val["val_loss"], lr)
+                    if new_lr != lr:
+                        state = state.replace(opt_state=set_learning_rate(state.opt_state, new_lr))
+                        progress.write(f"epoch {epoch}: validation loss on a plateau, learning rate {lr:g} -> "
+                                       f"{new_lr:g}")
+                    row = {"epoch": epoch, **val, "learning_rate": new_lr, "best_val_loss": best["val_loss"],
+                           "epochs_without_improvement": early_stopping.wait}
+                    history.append(row)
+                    metrics_log.write(step, row, kind="validation")
+                    metrics_log.flush()
+                    progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in val.items()))
+                    if finished:
+                        progress.write(f"early stopping after epoch {epoch}: no improvement for "
+                                       f"{early_stopping.patience} epochs (best {best['val_loss']:.5g})")
+                if save_due or epoch_end:
+                    save(step)
+                if preempted:
+                    stopped = "preempted"
+                    progress.write(f"{guard.received or 'preemption'} received: saved checkpoint at step {step}, "
+                                   "exiting; rerun the same command to resume")
                     break
-            if preemption.requested and step % steps_per_epoch:
-                ckpt.save(workdir, state, _loop_state(plateau, stopper, history))
-                preempted = True
-                break
-            # end of an epoch: validation, callbacks, best weights, checkpoint
-            val = _validate(eval_step, state.variables, val_x, val_y, batch_size, config.task)
-            lr = current_learning_rate(state.opt_state)
-            improved, stop = stopper.update(val["val_loss"], epoch)
-            new_lr = plateau.update(val["val_loss"], lr)
-            if new_lr != lr:
-                log.info("epoch %d: validation loss on a plateau, learning rate %.3g -> %.3g", epoch + 1, lr, new_lr)
-                state = state.replace(opt_state=with_learning_rate(state.opt_state, new_lr))
-            row = {"epoch": epoch + 1, **val, "learning_rate": lr, "epoch_seconds": time.time() - t_epoch}
-            history.append(row)
-            run_log.write("epoch", step, row)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-            if improved:
-                save_weights(workdir / "weights" / "best", jax.tree.map(np.asarray, state.variables), model_config,
-                             {"step": step, "epoch": epoch + 1, "val_loss": val["val_loss"], "init": str(init)})
-            stopped_early = stop
-            ckpt.save(workdir, state, _loop_state(plateau, stopper, history))
-            epoch += 1
-            if preemption.requested:
-                preempted = True
-                break
-    run_log.close()
+            if stopped != "preempted":
+                stopped = finished or "completed"
+                save(step)
+    finally:
+        progress.close()
+        ckpts.close()
+        metrics_log.close()
 
     summary: dict[str, Any] = {
-        "workdir": str(workdir),
-        "init": "scratch" if is_scratch(init) else str(init),
-        "steps": step,
-        "epochs": len(history),
-        "stopped_early": stopped_early,
-        "preempted": preempted,
-        "best_epoch": stopper.best_epoch + 1,
-        "best_val_loss": stopper.best,
-        "train_seconds": time.time() - t_start,
-        "label_fraction": config.label_fraction,
-        "train_samples": len(train_data),
-        "history": history,
+        "workdir": str(workdir), "stopped": stopped, "step": step, "epochs": len(history),
+        "resumed_from": resumed_from, "init": "scratch" if is_scratch(config.init.checkpoint) else
+        str(config.init.checkpoint), "label_fraction": float(config.label_fraction),
+        "train_examples": len(train_source), "best": best, "history": history, "global_batch_size": global_bs,
+        "devices": jax.device_count(),
     }
-    if not preempted and (workdir / "weights" / "best").exists():
-        best, _, _ = load_weights(workdir / "weights" / "best")
+    if stopped != "preempted":
+        if config.select_best and best["step"] is not None:
+            variables, _, _ = checkpointing.load_init_weights(workdir)
+            source = {"kind": "best validation loss", **best}
+        else:
+            variables = jax.tree.map(_to_host, state.variables)
+            source = {"kind": "final", "step": step}
+        weights = checkpointing.save_weights(workdir / "weights", variables, model_config,
+                                             {"source": "genesis_jax finetune", "workdir": str(workdir), **source})
+        summary["weights"] = str(weights)
+        summary["evaluated"] = source
         export = config.task == "segmentation" and (config.eval.save_predictions or config.eval.overlays)
-        summary["test"] = evaluate_test_set(config, model_config, best, data, keep_probabilities=export)
-        if export and "probabilities" in summary["test"]:
-            export_predictions(summary["test"].pop("probabilities"), data.test_volumes, workdir / "predictions",
-                               nifti=config.eval.save_predictions, overlays=config.eval.overlays,
-                               threshold=config.eval.threshold)
-        log.info("test: %s", json.dumps({k: v for k, v in summary["test"].items() if k != "per_volume"}))
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+        test = evaluate_test_set(config, model_config, variables, data, keep_probabilities=export)
+        if export and "probabilities" in test:
+            probabilities = test.pop("probabilities")
+            if primary:
+                export_predictions(probabilities, data.test_volumes, workdir / "predictions",
+                                   nifti=config.eval.save_predictions, overlays=config.eval.overlays,
+                                   threshold=config.eval.threshold)
+        summary["test"] = test
+    summary["seconds"] = time.time() - started
+    if primary:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
-
-
-def _loop_state(plateau: ReduceOnPlateau, stopper: EarlyStopping, history: list) -> dict[str, Any]:
-    return {"plateau": plateau.state_dict(), "early_stopping": stopper.state_dict(), "history": history}

@@ -1,95 +1,77 @@
-"""Fine-tuning data as in-memory arrays: training samplers, a fixed validation set and the test set.
+"""Fine-tuning data: ``config.data`` (a :mod:`genesis_jax.data` block) read into what ``finetune()`` consumes.
 
-Two training samplers, both deterministic functions of (seed, step), so a resumed run sees exactly the batches an
-uninterrupted run would (no iterator state to save):
+Volumes, crops and datasets all come from :mod:`genesis_jax.data` (``volume_source``: in-memory samples/phantoms or
+the prepared TFDS datasets) and training batches from its grain ``finetune_dataset`` (foreground-aware patches,
+seeded epochs, sharded by process, checkpointable iterator). This module only adapts them to the task:
 
-* :class:`ArrayPool`: a fixed pool of labelled samples (published NCS crops, NCC/ECC candidates, or patches cut once
-  from labelled volumes), drawn epoch by epoch without replacement. ``subset(fraction)`` keeps a seeded, nested
-  share of the pool: the annotation-efficiency study's "x% of the labels".
-* :class:`VolumePatchSampler`: patches cut on the fly from whole labelled volumes (LiTS, BraTS), centred on a random
-  foreground voxel with probability ``foreground_prob`` and anywhere otherwise; a 2D patch shape samples axial
-  slices. ``subset(fraction)`` keeps a share of the volumes.
-
-Both can flip samples along each spatial axis (the published "random flipping" augmentation), jointly for image and
-label. Images come normalised (CT: HU clipped to [-1000, 1000] -> [0, 1]); labels are binary masks or class ids.
+* ``config.sampling.mode`` says what a training example is: 'patches' (random patches of ``input_shape`` from whole
+  volumes, centred on foreground with probability ``foreground_fraction``: LiTS, BraTS, the liver samples),
+  'given' (the source's elements are already fixed-size crops: LIDC crops, LUNA16 candidates), or, from labelled
+  volumes (phantoms, samples), 'crops' (crops of ``input_shape`` centred on the target, with its mask: the NCS form)
+  and 'candidates' (crops centred on the target = 1 and on other tissue = 0: the NCC form).
+* ``config.label_fraction`` keeps a seeded, nested share of the training examples (:func:`label_subset`): the
+  annotation-efficiency study's "x% of the labels" (scans for whole-volume tasks, crops otherwise).
+* ``config.sampling.augment_flips``: random flips along every spatial axis, jointly for image and mask (published:
+  "random flipping").
+* The test set is whole volumes (:class:`LabelledVolume`, predicted by sliding window) or arrays of crops.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
+import ml_collections
 import numpy as np
 
+from genesis_jax.data.normalize import dequantize_unit
+from genesis_jax.data.patches import crop_centered
+from genesis_jax.data.sources import ArraySource, volume_source
 
-def _flip(rng: np.random.Generator, x: np.ndarray, y: np.ndarray | None, spatial_axes: Sequence[int]):
-    for axis in spatial_axes:
-        if rng.random() < 0.5:
-            x = np.flip(x, axis)
-            if y is not None:
-                y = np.flip(y, axis)
-    return x, y
+SAMPLING_MODES = ("patches", "given", "crops", "candidates")
 
 
-def _with_channel(x: np.ndarray, spatial_ndim: int) -> np.ndarray:
-    """(N, *spatial) -> (N, *spatial, 1); (N, *spatial, C) unchanged."""
-    return x[..., None] if x.ndim == spatial_ndim + 1 else x
+class Subset:
+    """Random access over the chosen indices of a source."""
 
-
-@dataclass
-class ArrayPool:
-    """Labelled samples ``x`` (N, *spatial[, C]) with ``y`` (N, *spatial[, 1]) masks or (N,)/(N, K) class labels."""
-
-    x: np.ndarray
-    y: np.ndarray
-    spatial_ndim: int
-    augment_flips: bool = False
-    segmentation: bool = True
-
-    def __post_init__(self):
-        if len(self.x) != len(self.y):
-            raise ValueError(f"ArrayPool: {len(self.x)} images but {len(self.y)} labels")
-        if len(self.x) == 0:
-            raise ValueError("ArrayPool: no samples")
-        self.x = _with_channel(np.asarray(self.x, np.float32), self.spatial_ndim)
-        y = np.asarray(self.y, np.float32)
-        self.y = _with_channel(y, self.spatial_ndim) if self.segmentation else (y[:, None] if y.ndim == 1 else y)
+    def __init__(self, source: Any, indices: Sequence[int]):
+        self.source, self.indices = source, [int(i) for i in indices]
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.indices)
 
-    def subset(self, fraction: float, seed: int = 0) -> "ArrayPool":
-        """The first ceil(fraction * N) samples of a seeded permutation (nested across fractions for one seed)."""
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-        keep = max(1, math.ceil(fraction * len(self)))
-        idx = np.sort(np.random.default_rng([seed, 7919]).permutation(len(self))[:keep])
-        return ArrayPool(self.x[idx], self.y[idx], self.spatial_ndim, self.augment_flips, self.segmentation)
+    def __getitem__(self, i: int) -> Any:
+        return self.source[self.indices[i]]
 
-    def batch(self, step: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batch number ``step``: samples step*B .. step*B+B-1 of the endless sequence of seeded epochs."""
-        n = len(self)
-        xs, ys = [], []
-        rng = np.random.default_rng([seed, step, 1])
-        perms: dict[int, np.ndarray] = {}
-        for i in range(step * batch_size, (step + 1) * batch_size):
-            epoch, pos = divmod(i, n)
-            if epoch not in perms:
-                perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-            j = perms[epoch][pos]
-            x, y = self.x[j], self.y[j]
-            if self.augment_flips:
-                x, flipped = _flip(rng, x, y if self.segmentation else None, range(self.spatial_ndim))
-                y = flipped if self.segmentation else y
-            xs.append(x)
-            ys.append(y)
-        return np.stack(xs), np.stack(ys)
+
+def label_subset(source: Any, fraction: float, seed: int = 0) -> Any:
+    """The first ceil(fraction * N) examples of a seeded permutation (at least one): nested across fractions for
+    one seed, so 5% of the labels is a subset of 10%."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"config.label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return source
+    keep = max(1, math.ceil(fraction * len(source)))
+    return Subset(source, np.sort(np.random.default_rng([seed, 7919]).permutation(len(source))[:keep]))
+
+
+def flip_transform(example: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Flip image (*spatial, C) and, when it is a mask of the same grid, label, along each spatial axis with p=1/2."""
+    image, label = example["image"], example["label"]
+    is_mask = np.ndim(label) == np.ndim(image)
+    for axis in range(image.ndim - 1):
+        if rng.random() < 0.5:
+            image = np.flip(image, axis)
+            if is_mask:
+                label = np.flip(label, axis)
+    return {**example, "image": np.ascontiguousarray(image), "label": np.ascontiguousarray(label) if is_mask else label}
 
 
 @dataclass
 class LabelledVolume:
-    """A whole volume with its label map on the same grid; ``affine`` and ``spacing`` place it in the world."""
+    """A whole test volume: image in [0, 1] (X, Y, Z), binary label on the same grid, and where it lies in the world
+    (``affine``: voxel -> RAS mm; NIfTI predictions are written with it)."""
 
     image: np.ndarray
     label: np.ndarray
@@ -104,106 +86,90 @@ class LabelledVolume:
             raise ValueError(f"{self.name}: image {self.image.shape} and label {self.label.shape} grids differ")
 
 
-def crop_with_padding(array: np.ndarray, start: Sequence[int], size: Sequence[int], pad_value: float = 0.0) -> np.ndarray:
-    """``array[start : start + size]`` over the leading axes, padded with ``pad_value`` where it leaves the array."""
-    out = np.full(tuple(size) + array.shape[len(size):], pad_value, array.dtype)
-    src, dst = [], []
-    for s, n, dim in zip(start, size, array.shape):
-        lo, hi = max(s, 0), min(s + n, dim)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - s, hi - s))
-    out[tuple(dst)] = array[tuple(src)]
-    return out
+def _to_float(array: Any) -> np.ndarray:
+    array = np.asarray(array)
+    return dequantize_unit(array) if array.dtype == np.uint16 else array.astype(np.float32)
 
 
-class VolumePatchSampler:
-    """Foreground-aware patches from labelled volumes (see the module docstring)."""
+def as_labelled_volume(element: dict[str, Any], index: int = 0) -> LabelledVolume:
+    """A volume element of a data source ({'image' (uint16 or float), 'label', 'scan_id'?, 'spacing'?, 'affine'?})."""
+    spacing = tuple(float(s) for s in np.asarray(element.get("spacing", (1.0, 1.0, 1.0))))
+    affine = element.get("affine")
+    affine = np.diag([*spacing, 1.0]) if affine is None else np.asarray(affine, np.float64)
+    name = element.get("scan_id", f"volume{index}")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return LabelledVolume(_to_float(element["image"]), (np.asarray(element["label"]) > 0).astype(np.uint8), name,
+                          affine, spacing)
 
-    def __init__(
-        self,
-        volumes: Sequence[LabelledVolume],
-        patch_shape: Sequence[int],
-        foreground_prob: float = 0.5,
-        augment_flips: bool = False,
-        max_foreground_points: int = 200_000,
-    ):
-        if not volumes:
-            raise ValueError("VolumePatchSampler: no volumes")
-        if len(patch_shape) not in (2, 3):
-            raise ValueError(f"patch_shape must have 2 or 3 axes, got {tuple(patch_shape)}")
-        self.volumes = list(volumes)
-        self.patch_shape = tuple(int(p) for p in patch_shape)
-        self.spatial_ndim = len(self.patch_shape)
-        self.foreground_prob = float(foreground_prob)
-        self.augment_flips = augment_flips
-        self._fg = []
-        rng = np.random.default_rng(0)
-        for v in self.volumes:
-            points = np.argwhere(v.label > 0)
-            if len(points) > max_foreground_points:
-                points = points[rng.choice(len(points), max_foreground_points, replace=False)]
-            self._fg.append(points)
 
-    def __len__(self) -> int:
-        return len(self.volumes)
-
-    def subset(self, fraction: float, seed: int = 0) -> "VolumePatchSampler":
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-        keep = max(1, math.ceil(fraction * len(self)))
-        idx = np.sort(np.random.default_rng([seed, 7919]).permutation(len(self))[:keep])
-        return VolumePatchSampler([self.volumes[i] for i in idx], self.patch_shape, self.foreground_prob, self.augment_flips)
-
-    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One (image (*patch, C), label (*patch, 1)) pair."""
-        k = int(rng.integers(len(self.volumes)))
-        vol, fg = self.volumes[k], self._fg[k]
-        shape3 = vol.label.shape
-        if len(fg) and rng.random() < self.foreground_prob:
-            centre = fg[int(rng.integers(len(fg)))]
-        else:
-            centre = np.array([rng.integers(d) for d in shape3])
-        if self.spatial_ndim == 3:
-            start = [int(c) - p // 2 for c, p in zip(centre, self.patch_shape)]
-            x = crop_with_padding(vol.image, start, self.patch_shape)
-            y = crop_with_padding(vol.label, start, self.patch_shape)
-        else:  # an axial slice: the patch lies in the (x, y) plane at the centre's z
-            start = [int(c) - p // 2 for c, p in zip(centre[:2], self.patch_shape)]
-            z = int(centre[2])
-            x = crop_with_padding(vol.image[:, :, z], start, self.patch_shape)
-            y = crop_with_padding(vol.label[:, :, z], start, self.patch_shape)
-        x = x if x.ndim == self.spatial_ndim + 1 else x[..., None]
-        y = (y > 0).astype(np.float32)[..., None]
-        if self.augment_flips:
-            x, y = _flip(rng, x, y, range(self.spatial_ndim))
-        return x, y
-
-    def batch(self, step: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([seed, step])
-        pairs = [self.sample(rng) for _ in range(batch_size)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-    def fixed_set(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` patches drawn once with ``seed`` (no flips): a validation set or a labelled pool."""
-        rng = np.random.default_rng([seed, 104729])
-        flips, self.augment_flips = self.augment_flips, False
-        try:
-            pairs = [self.sample(rng) for _ in range(n)]
-        finally:
-            self.augment_flips = flips
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+def target_crops(
+    volumes: Sequence[LabelledVolume], shape: Sequence[int], per_volume: int, seed: int, candidates: bool
+) -> ArraySource:
+    """Crops of ``shape`` centred on random target voxels (label 1 = the mask, 'crops'; or label 1 = positive,
+    'candidates') and, for candidates, as many centred on other tissue (label 0). Images stay float32 [0, 1]."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for vol in volumes:
+        target = np.argwhere(vol.label > 0)
+        if not len(target):
+            raise ValueError(f"{vol.name}: no voxel of the target label to centre crops on")
+        for centre in target[rng.choice(len(target), per_volume)]:
+            images.append(crop_centered(vol.image, centre, shape))
+            labels.append(crop_centered(vol.label, centre, shape) if not candidates else np.uint8(1))
+        if candidates:
+            other = np.argwhere((vol.image > 0.3) & (vol.label == 0))  # denser than fat, outside the target
+            for centre in other[rng.choice(len(other), per_volume)]:
+                images.append(crop_centered(vol.image, centre, shape))
+                labels.append(np.uint8(0))
+    return ArraySource(image=np.stack(images).astype(np.float32), label=np.stack(labels).astype(np.uint8))
 
 
 @dataclass
 class TaskData:
-    """Everything a fine-tuning run reads: the training sampler, a fixed validation set, and the test set (whole
-    volumes for sliding-window segmentation, or arrays of crops / candidates)."""
+    """Everything a fine-tuning run reads. ``train`` and ``validation`` are random-access sources of examples
+    {'image', 'label'} (whole volumes when ``patch_shape`` is set, fixed-size crops otherwise); the test set is
+    whole volumes (sliding window) or arrays (crops or candidates)."""
 
     task: str
-    train: ArrayPool | VolumePatchSampler
-    validation: tuple[np.ndarray, np.ndarray]
+    train: Any
+    validation: Any
+    patch_shape: tuple[int, ...] | None
     test_volumes: list[LabelledVolume] = field(default_factory=list)
     test_arrays: tuple[np.ndarray, np.ndarray] | None = None
     description: str = ""
+
+
+def _arrays(source: Any) -> tuple[np.ndarray, np.ndarray]:
+    elements = [source[i] for i in range(len(source))]
+    images = np.stack([_to_float(e["image"]) for e in elements])[..., None]
+    labels = np.stack([np.asarray(e["label"]) for e in elements]).astype(np.float32)
+    return images, labels[..., None] if labels.ndim == images.ndim - 1 else labels.reshape(len(labels), -1)
+
+
+def load_task_data(
+    config: ml_collections.ConfigDict, parts: Sequence[str] = ("train", "validation", "test")
+) -> TaskData:
+    """Read the parts of ``config.data`` that are asked for (the others stay empty), as ``config.sampling`` says."""
+    sampling = config.sampling
+    mode = sampling.mode
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"config.sampling.mode must be one of {SAMPLING_MODES}, got {mode!r}")
+    shape = tuple(int(s) for s in config.input_shape[:-1])
+    splits = dict(sampling.splits)
+    raw = {p: volume_source(config.data, splits[p]) if p in parts else None for p in ("train", "validation", "test")}
+    desc = f"{config.data.get('builder', '?')}/{config.data.get('source', '?')} ({mode}; splits {splits})"
+    if mode == "patches":
+        test = [as_labelled_volume(raw["test"][i], i) for i in range(len(raw["test"]))] if raw["test"] else []
+        return TaskData(config.task, raw["train"], raw["validation"], shape, test_volumes=test, description=desc)
+    if mode == "given":
+        test = _arrays(raw["test"]) if raw["test"] is not None else None
+        return TaskData(config.task, raw["train"], raw["validation"], None, test_arrays=test, description=desc)
+    crops = {}
+    for i, part in enumerate(("train", "validation", "test")):
+        if raw[part] is not None:
+            vols = [as_labelled_volume(raw[part][j], j) for j in range(len(raw[part]))]
+            crops[part] = target_crops(vols, shape, sampling.crops_per_volume, seed=config.seed * 31 + i,
+                                       candidates=mode == "candidates")
+    test = _arrays(crops["test"]) if "test" in crops else None
+    return TaskData(config.task, crops.get("train"), crops.get("validation"), None, test_arrays=test,
+                    description=desc)

@@ -27,9 +27,12 @@ def build_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    then: optax.GradientTransformation | None = None,
 ) -> optax.GradientTransformation:
     """'sgd' (published pre-training: lr 1.0, momentum 0.9, no weight decay) or 'adam' (published fine-tuning:
-    1e-3). ``weight_decay`` is added to the gradient as PyTorch's SGD/Adam do (coupled L2)."""
+    1e-3). ``weight_decay`` is added to the gradient as PyTorch's SGD/Adam do (coupled L2). ``then`` is chained after
+    the optimiser inside the learning-rate injection (fine-tuning: per-group update scaling), so the learning rate
+    stays at ``opt_state.hyperparams``."""
     if name not in ("sgd", "adam"):
         raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {name!r}")
 
@@ -40,7 +43,7 @@ def build_optimizer(
             opt = optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
         if weight_decay:
             opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
-        return opt
+        return opt if then is None else optax.chain(opt, then)
 
     return optax.inject_hyperparams(make)(learning_rate=learning_rate)
 

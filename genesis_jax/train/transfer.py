@@ -1,5 +1,8 @@
 """Transfer learning: initialise a target-task network from pre-trained Genesis weights, or from scratch.
 
+The source variables come from :func:`genesis_jax.train.checkpointing.load_init_weights` (a weights directory,
+e.g. imported published weights, or a pre-training / fine-tuning workdir).
+
 What is transferred (Models Genesis, thesis appendix 2 and the published READMEs):
 * segmentation: the whole encoder-decoder; the 1^n head (``head`` of the Genesis U-Net, ``head_{j}`` of UNet++) is
   new, or kept with ``keep_head=True`` (as the published nodule-segmentation notebook does);
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import jax
@@ -26,13 +28,10 @@ import optax
 from flax import traverse_util
 
 from genesis_jax.models.initializers import KERNEL_INITIALIZERS
-from genesis_jax.train.checkpointing import CheckpointError, is_weights_dir, load_weights
 
 Task = Literal["segmentation", "classification"]
 log = logging.getLogger(__name__)
 
-# Where a pre-training workdir keeps its exported weights directories, in order of preference.
-WORKDIR_WEIGHTS_SUBDIRS = ("weights/best", "weights/final", "weights", "best", "final", "export")
 
 
 class TransferError(ValueError):
@@ -53,8 +52,8 @@ class TransferReport:
         return {p.split("/", 1)[1] for p in self.loaded if p.startswith("params/")}
 
     def lines(self) -> list[str]:
-        out = [f"initialisation from {self.source}: {len(self.loaded)} arrays loaded, {len(self.fresh)} new, "
-               f"{len(self.unused)} source arrays not used"]
+        out = [(f"initialisation from {self.source}: {len(self.loaded)} arrays loaded, {len(self.fresh)} new, "
+                f"{len(self.unused)} source arrays not used")]
         out += [f"  loaded  {p}" for p in self.loaded]
         out += [f"  new     {p}" for p in self.fresh]
         out += [f"  unused  {p}" for p in self.unused]
@@ -66,30 +65,6 @@ class TransferReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"source": self.source, "loaded": self.loaded, "fresh": self.fresh, "unused": self.unused}
-
-
-def resolve_weights_dir(path: str | Path) -> Path:
-    """A weights directory itself, or the exported weights inside a pre-training workdir
-    (first of ``WORKDIR_WEIGHTS_SUBDIRS`` that exists). Raises CheckpointError naming what was looked for."""
-    path = Path(path).expanduser().resolve()
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such weights directory or pre-training workdir")
-    if is_weights_dir(path):
-        return path
-    for sub in WORKDIR_WEIGHTS_SUBDIRS:
-        if is_weights_dir(path / sub):
-            return path / sub
-    raise CheckpointError(
-        f"{path}: neither a genesis_jax weights directory (model_config.json + variables/) nor a pre-training "
-        f"workdir holding one under {', '.join(WORKDIR_WEIGHTS_SUBDIRS)}"
-    )
-
-
-def load_pretrained(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
-    """(variables, model_config, weights directory) from a weights directory or a pre-training workdir."""
-    directory = resolve_weights_dir(path)
-    variables, model_config, _ = load_weights(directory)
-    return variables, model_config, directory
 
 
 def _is_head(path: str) -> bool:

@@ -18,7 +18,8 @@ def materialise(array: jax.Array) -> jax.Array:
     survive to XLA's fusion passes on CPU.) Costs one pass over ``array``: use it on small arrays only."""
     flat = array.reshape(-1)
     position = jax.lax.iota(jnp.int32, flat.shape[0])
-    return jnp.zeros_like(flat).at[position].set(flat, indices_are_sorted=True, unique_indices=True).reshape(array.shape)
+    out = jnp.zeros_like(flat).at[position].set(flat, indices_are_sorted=True, unique_indices=True)
+    return out.reshape(array.shape)
 
 
 @custom_vmap

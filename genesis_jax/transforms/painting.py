@@ -46,7 +46,8 @@ def _draw_boxes(
     dims = jnp.asarray(spatial_shape, jnp.int32)
     sizes = sampling.randint_from_unit(sampling.uniform(stream, (count, ndim), field=1), lo, hi)
     margin = jnp.minimum(MARGIN, (dims - sizes) // 2)
-    origins = sampling.randint_from_unit(sampling.uniform(stream, (count, ndim), field=2), margin, dims - sizes - margin)
+    u_origin = sampling.uniform(stream, (count, ndim), field=2)
+    origins = sampling.randint_from_unit(u_origin, margin, dims - sizes - margin)
     return origins, sizes
 
 

@@ -14,7 +14,7 @@ Input contract (``restoration_pair`` and ``restoration_batch``):
 
 Randomness: every draw is a counter hash of the bits of the sample's ``jax.random`` key (see ``sampling``); the
 same key gives the same pair. The batched form splits its key with ``jax.random.split(key, B)`` and is exactly
-the per-sample form, vmapped (under any PRNG implementation, rbg included).
+the per-sample form, vmapped or mapped over the samples (under any PRNG implementation, rbg included).
 """
 
 from __future__ import annotations

@@ -41,12 +41,15 @@ def _square(variables, x):
 
 
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
-@pytest.mark.parametrize("shape, window, overlap", [((13, 9, 6), (8, 4, 4), 0.5), ((7, 5), (8, 8), 0.25), ((9, 9), (4, 4), 0.0)])
+@pytest.mark.parametrize(
+    "shape, window, overlap", [((13, 9, 6), (8, 4, 4), 0.5), ((7, 5), (8, 8), 0.25), ((9, 9), (4, 4), 0.0)]
+)
 def test_pointwise_network_is_reproduced_exactly(blend, shape, window, overlap):
     # For a voxel-wise "network", every window predicts the same value for a voxel, so any weighted average of the
     # overlapping predictions must give it back; padding must be cropped away.
     vol = np.random.default_rng(0).random(shape).astype(np.float32)
-    out = sliding_window_inference(_square, {"scale": jnp.float32(2.0)}, vol, window, overlap, batch_size=3, blend=blend)
+    variables = {"scale": jnp.float32(2.0)}
+    out = sliding_window_inference(_square, variables, vol, window, overlap, batch_size=3, blend=blend)
     assert out.shape == (*shape, 1)
     np.testing.assert_allclose(out[..., 0], 2 * vol, rtol=1e-5)
 

@@ -10,13 +10,12 @@ import pytest
 from flax import traverse_util
 
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import CheckpointError, save_weights
+from genesis_jax.train.checkpointing import load_init_weights, save_weights
 from genesis_jax.train.transfer import (
     TransferError,
     count_group_sizes,
     group_scaling,
     is_encoder_path,
-    load_pretrained,
     parameter_groups,
     scratch_model_config,
     transfer_variables,
@@ -42,8 +41,8 @@ def _init(cfg, x=X, seed=0):
 def pretrained(tmp_path_factory):
     variables = _init(UNET, seed=1)
     root = tmp_path_factory.mktemp("pre")
-    save_weights(root / "workdir" / "weights" / "best", variables, UNET, {"step": 3})
-    return variables, root / "workdir"
+    save_weights(root / "weights", variables, UNET, {"step": 3})
+    return variables, root / "weights"
 
 
 def _flat(tree):
@@ -51,9 +50,9 @@ def _flat(tree):
 
 
 def test_segmentation_takes_encoder_decoder_and_a_new_head(pretrained, caplog):
-    source, workdir = pretrained
-    loaded, cfg, directory = load_pretrained(workdir)  # a pre-training workdir resolves to its exported weights
-    assert directory.name == "best" and cfg == UNET
+    source, directory = pretrained
+    loaded, cfg, meta = load_init_weights(directory)
+    assert cfg == UNET and meta == {"step": 3}
     target = _init(UNET)
     variables, report = transfer_variables(target, loaded, "segmentation", source_name=str(directory))
     flat, src, tgt = _flat(variables), _flat(source), _flat(target)
@@ -81,7 +80,8 @@ def test_keep_head_and_class_count_mismatch(pretrained):
 
 def test_width_mismatch_names_the_parameter(pretrained):
     source, _ = pretrained
-    with pytest.raises(TransferError, match=r"parameter params/decoder_0/bn_0/bias has shape \(4,\) but .* has shape \(8,\)"):
+    message = r"parameter params/decoder_0/bn_0/bias has shape \(4,\) but .* has shape \(8,\)"
+    with pytest.raises(TransferError, match=message):
         transfer_variables(_init(dict(UNET, base_width=4)), source, "segmentation")
 
 
@@ -91,21 +91,13 @@ def test_foreign_weights_rejected(pretrained):
         transfer_variables(_init(unetpp, np.zeros((1, 4, 4, 1), np.float32)), pretrained[0], "segmentation")
 
 
-def test_missing_weights_dir_names_path(tmp_path):
-    with pytest.raises(CheckpointError, match="no such"):
-        load_pretrained(tmp_path / "nope")
-    with pytest.raises(CheckpointError, match="pre-training workdir"):
-        load_pretrained(tmp_path)
-
-
 def test_classification_takes_the_encoder_only(pretrained):
     source, _ = pretrained
     cfg = dict(UNET, name="genesis_classifier", num_classes=3, hidden=8)
     target = _init(cfg)
     variables, report = transfer_variables(target, source, "classification")
-    np.testing.assert_array_equal(
-        variables["params"]["backbone"]["encoder_1"]["conv_1"]["kernel"], source["params"]["encoder_1"]["conv_1"]["kernel"]
-    )
+    loaded = variables["params"]["backbone"]["encoder_1"]["conv_1"]["kernel"]
+    np.testing.assert_array_equal(loaded, source["params"]["encoder_1"]["conv_1"]["kernel"])
     assert all(p.startswith(("params/head/",)) for p in report.fresh)
     assert {p.split("/")[1] for p in report.unused} == {"decoder_0", "head"}
     assert "batch_stats/backbone/encoder_0/bn_0/var" in report.loaded

@@ -15,7 +15,6 @@ from genesis_jax.transforms import (
     default_config,
     restoration_batch,
     restoration_pair,
-    sampling,
     settings_from_config,
     single_deformations,
 )
@@ -25,7 +24,7 @@ SMALL = (32, 32, 16)  # the smallest 3D cube on which every published constant a
 
 
 def _cubes(n: int, shape=SMALL, seed: int = 0) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(seed).random((n, *shape, 1), dtype=np.float32))
+    return jnp.asarray(np.random.default_rng(seed).random((n, *shape), dtype=np.float32))
 
 
 def test_default_config_is_published():
@@ -63,7 +62,10 @@ def test_decision_rates_match_published():
         return jnp.stack([d.shuffle, d.nonlinear, d.inpaint, d.outpaint])
 
     shuffle_, nonlinear, inpaint, outpaint = np.asarray(jax.jit(jax.vmap(decide))(streams)).T
-    tolerance = lambda p: 4.5 * np.sqrt(p * (1 - p) / draws)  # noqa: E731
+
+    def tolerance(p):
+        return 4.5 * np.sqrt(p * (1 - p) / draws)
+
     for observed, p in [
         (shuffle_, 0.5),
         (nonlinear, 0.9),
@@ -79,7 +81,8 @@ def test_decision_rates_match_published():
 
 
 def _flip_variants(cube: np.ndarray) -> list[np.ndarray]:
-    return [np.asarray(apply_flips(jnp.asarray(cube), jnp.asarray(f))) for f in itertools.product([False, True], repeat=3)]
+    flags = itertools.product([False, True], repeat=3)
+    return [np.asarray(apply_flips(jnp.asarray(cube), jnp.asarray(f))) for f in flags]
 
 
 def test_pairs_over_many_draws():
@@ -142,7 +145,7 @@ def test_batch_compiles_once_and_runs_inside_a_callers_jit():
     standalone = jax.jit(counted)
     for step in range(3):
         x, y = standalone(jax.random.key(step), _cubes(4, seed=step))
-        assert x.shape == (4, *SMALL, 1)
+        assert x.shape == y.shape == (4, *SMALL)
 
     @jax.jit
     def train_step(key, cubes):  # a stand-in for the pre-training step: make pairs, compute a loss
@@ -155,8 +158,7 @@ def test_batch_compiles_once_and_runs_inside_a_callers_jit():
 
 def test_layouts_2d_channels_and_dtypes():
     rng = np.random.default_rng(1)
-    for cube, config in [
-        (rng.random((64, 64, 32), dtype=np.float32), None),
+    for cube, config in [  # (64, 64, 32) is run by the CLI tests and the benchmark
         (rng.random((40, 30), dtype=np.float32), None),
         (rng.random((40, 30, 3), dtype=np.float32), dict(spatial_dims=2)),
         (rng.random((20, 20, 12, 2)).astype(jnp.bfloat16), None),
@@ -167,14 +169,14 @@ def test_layouts_2d_channels_and_dtypes():
     assert set(out) == {"flip", "local_shuffle", "nonlinear", "in_painting", "out_painting"}
 
 
-def test_forced_rates_and_no_deformation():
+def test_config_rates_are_applied():
     cube = _cubes(1)[0]
-    off = dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=0.0)
-    x, y = restoration_pair(jax.random.key(0), cube, off)
-    np.testing.assert_array_equal(x, cube)
-    np.testing.assert_array_equal(y, cube)
-    x, _ = restoration_pair(jax.random.key(0), cube, dict(off, paint_rate=1.0, outpaint_share=1.0))
-    assert float(jnp.mean(x != cube)) > 0.5  # out-painting: most voxels are noise
+    forced = dict(flip_rate=0.0, local_rate=0.0, nonlinear_rate=0.0, paint_rate=1.0, outpaint_share=1.0)
+    for seed in range(3):
+        x, y = restoration_pair(jax.random.key(seed), cube, forced)
+        np.testing.assert_array_equal(y, cube)  # no flip
+        keep = np.asarray(x == cube)
+        assert 0.05 < keep.mean() < 0.6  # out-painting every time: the original survives in 1 to 5 windows only
 
 
 def test_bad_inputs_get_clear_errors():

@@ -1,0 +1,186 @@
+"""Candidate pools: ids, context arrays around detections, and (for simulations only) the true labels.
+
+A pool on disk is an ``.npz`` with ``ids`` (n strings), ``contexts`` ((n, *spatial) or (n, *spatial, C), 2 or 3
+spatial axes) and optionally ``labels`` (n ints: an oracle for simulations; the human-in-the-loop commands never
+read them). ``synthetic_pool`` makes a 3D pool whose difficulty is known: rare positives (a ball at the centre), hard
+negatives (an equally bright tube) and many easy negatives (background), and some contexts carry a bright
+distractor outside the detection box that only enlarged or shifted patches see (the noisy patches that majority
+selection is meant to ignore).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class CandidatePool:
+    ids: np.ndarray  # (n,) str
+    contexts: np.ndarray  # (n, *spatial, C) float32
+    labels: np.ndarray | None = None  # (n,) int, oracle only
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids).astype(str)
+        if len(set(self.ids.tolist())) != len(self.ids):
+            raise ValueError("candidate ids must be unique")
+        if len(self.contexts) != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.contexts)} contexts")
+        if self.labels is not None and len(self.labels) != len(self.ids):
+            raise ValueError(f"{len(self.ids)} ids but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index_of(self) -> dict[str, int]:
+        return {cid: i for i, cid in enumerate(self.ids.tolist())}
+
+
+def save_pool(path: str | Path, pool: CandidatePool) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"ids": pool.ids, "contexts": pool.contexts}
+    if pool.labels is not None:
+        arrays["labels"] = pool.labels
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def load_pool(path: str | Path, spatial_dims: int = 3) -> CandidatePool:
+    """Read an ``.npz`` pool; a missing field or a wrong shape is an error naming the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such pool file")
+    with np.load(path, allow_pickle=False) as data:
+        for field in ("ids", "contexts"):
+            if field not in data:
+                raise ValueError(f"{path}: the pool has no {field!r} array (found {sorted(data.files)})")
+        ids, contexts = data["ids"], data["contexts"].astype(np.float32)
+        labels = data["labels"].astype(np.int64) if "labels" in data else None
+    if contexts.ndim == spatial_dims + 1:
+        contexts = contexts[..., None]
+    if contexts.ndim != spatial_dims + 2:
+        raise ValueError(
+            f"{path}: 'contexts' has shape {contexts.shape}; expected (n, *spatial) or (n, *spatial, C) "
+            f"with {spatial_dims} spatial axes"
+        )
+    try:
+        return CandidatePool(ids, contexts, labels)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def _ball(shape: tuple[int, ...], centre: np.ndarray, radius: float) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    dist2 = sum((g - c) ** 2 for g, c in zip(grids, centre))
+    # soft edge one voxel wide so small radii still vary smoothly
+    return np.clip(radius + 0.5 - np.sqrt(dist2), 0.0, 1.0)
+
+
+def _tube(shape: tuple[int, ...], centre: np.ndarray, axis: int, radius: float) -> np.ndarray:
+    grids = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    dist2 = sum((g - c) ** 2 for a, (g, c) in enumerate(zip(grids, centre)) if a != axis)
+    return np.clip(radius + 0.5 - np.sqrt(dist2), 0.0, 1.0)
+
+
+def synthetic_pool(
+    n: int,
+    context_size: int = 12,
+    positive_fraction: float = 0.15,
+    hard_fraction: float = 0.25,
+    noise: float = 0.1,
+    distractor_fraction: float = 0.3,
+    seed: int = 0,
+    prefix: str = "syn",
+) -> CandidatePool:
+    """n 3D candidates (context_size^3, one channel, values about [0, 1]) with known labels.
+
+    Positives (``positive_fraction``): a solid ball (radius 1/8-1/4 of the context) at the centre. Hard negatives
+    (``hard_fraction``): a tube through the centre along a random axis, as bright as the balls (contrast 0.15-0.5
+    for both), so brightness alone does not rank them. The rest are easy negatives: background only. Every
+    context has Gaussian noise and a random intensity gradient; ``distractor_fraction`` of them a bright ball in a
+    corner, outside the detection box.
+    """
+    if not 0.0 < positive_fraction < 1.0 or not 0.0 <= hard_fraction <= 1.0 - positive_fraction:
+        raise ValueError(
+            f"need 0 < positive_fraction < 1 and 0 <= hard_fraction <= 1 - positive_fraction, "
+            f"got {positive_fraction}, {hard_fraction}"
+        )
+    rng = np.random.default_rng(seed)
+    shape = (context_size,) * 3
+    centre = np.full(3, (context_size - 1) / 2.0)
+    kind = rng.choice(3, size=n, p=[1.0 - positive_fraction - hard_fraction, positive_fraction, hard_fraction])
+    grids = np.stack(np.meshgrid(*[np.linspace(-1, 1, context_size)] * 3, indexing="ij"))
+    contexts = np.empty((n, *shape, 1), np.float32)
+    for i in range(n):
+        gradient = np.tensordot(rng.normal(0.0, 0.05, 3), grids, axes=1)
+        image = 0.3 + gradient + rng.normal(0.0, noise, shape)
+        contrast = rng.uniform(0.15, 0.5)
+        jitter = centre + rng.uniform(-0.5, 0.5, 3)
+        if kind[i] == 1:
+            image += contrast * _ball(shape, jitter, context_size * rng.uniform(0.125, 0.25))
+        elif kind[i] == 2:
+            image += contrast * _tube(shape, jitter, int(rng.integers(3)), context_size * rng.uniform(0.07, 0.125))
+        if rng.random() < distractor_fraction:
+            corner = centre + rng.choice([-1.0, 1.0], 3) * (context_size / 2.0 - 1.0)
+            image += rng.uniform(0.3, 0.6) * _ball(shape, corner, context_size / 8.0)
+        contexts[i, ..., 0] = image
+    ids = np.array([f"{prefix}{seed}-{i:06d}" for i in range(n)])
+    return CandidatePool(ids, contexts, (kind == 1).astype(np.int64))
+
+
+def organ_cube_pools(
+    image01: np.ndarray,
+    organ: np.ndarray,
+    body: np.ndarray,
+    n_pool: int,
+    n_test: int,
+    context_size: int = 12,
+    box_size: int = 8,
+    positive_fraction: float = 0.2,
+    seed: int = 0,
+    prefix: str = "ct",
+) -> tuple[CandidatePool, CandidatePool]:
+    """Organ vs non-organ candidate cubes of one volume: a pool and a test set from disjoint halves.
+
+    image01: (X, Y, Z) intensities in [0, 1]; organ, body: boolean masks on the same grid. A candidate is a
+    context_size^3 cube; it is positive when the organ fills at least half of its central box_size^3 (the
+    detection box), negative when it lies in the body with less (so cubes across the organ's border are the hard
+    ones). The volume is cut across the organ's longest extent at its median, and the two sides, kept one context
+    apart so no voxel is shared, give the pool and the test set.
+    """
+    from scipy import ndimage
+
+    from genesis_jax.data.patches import crop_centered
+
+    if image01.shape != organ.shape or organ.shape != body.shape:
+        raise ValueError(f"image {image01.shape}, organ {organ.shape} and body {body.shape} masks differ in shape")
+    coords = np.argwhere(organ)
+    if len(coords) == 0:
+        raise ValueError("the organ mask is empty")
+    axis = int(np.argmax(coords.max(0) - coords.min(0)))
+    split = int(np.median(coords[:, axis]))
+    fraction = ndimage.uniform_filter(organ.astype(np.float32), box_size, mode="constant")
+    positive, negative = fraction >= 0.5, body & (fraction < 0.5)
+    index = np.indices(organ.shape)[axis]
+    half = context_size // 2 + 1
+    rng = np.random.default_rng(seed)
+
+    def make(side: np.ndarray, n: int, name: str) -> CandidatePool:
+        n_pos = round(n * positive_fraction)
+        chosen = []
+        for mask, count in ((positive & side, n_pos), (negative & side, n - n_pos)):
+            centres = np.argwhere(mask)
+            if len(centres) < count:
+                raise ValueError(f"only {len(centres)} candidate centres for {count} {name} cubes")
+            chosen.append(centres[rng.choice(len(centres), count, replace=False)])
+        centres = np.concatenate(chosen)
+        labels = np.repeat([1, 0], [n_pos, n - n_pos])
+        order = rng.permutation(n)
+        contexts = np.stack([crop_centered(image01, c, (context_size,) * 3) for c in centres[order]])[..., None]
+        ids = np.array([f"{prefix}-{name}-{'_'.join(map(str, c))}" for c in centres[order]])
+        return CandidatePool(ids, contexts.astype(np.float32), labels[order])
+
+    return make(index <= split - half, n_pool, "pool"), make(index >= split + half, n_test, "test")

@@ -1,0 +1,94 @@
+"""Continual fine-tuning: round plans per strategy, buckets, precise BatchNorm statistics, no recompilation."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from genesis_jax.active import ContinualLearner, aift_scores, make_patch_set, plan_round, select_candidates
+from genesis_jax.active.learner import bucket_size, misclassified
+from genesis_jax.models import build_model
+
+
+def test_round_plans_follow_the_strategy_table():
+    new, old = np.array([7, 8]), np.array([1, 2, 3])
+    wrong = np.array([False, True, False])
+    hq = plan_round("acft_hq", new, old, wrong)
+    assert not hq.from_initial and hq.train_indices.tolist() == [7, 8, 2] and hq.n_misclassified == 1
+    assert plan_round("acft_lq", new, old, None).train_indices.tolist() == [7, 8, 1, 2, 3]
+    assert plan_round("acft_q", new, old, None).train_indices.tolist() == [7, 8]
+    aft = plan_round("aft_lq", new, old, None)
+    assert aft.from_initial and aft.train_indices.tolist() == [7, 8, 1, 2, 3]
+    with pytest.raises(ValueError, match="needs the current model's predictions"):
+        plan_round("acft_hq", new, old, None)
+    with pytest.raises(ValueError, match="strategy"):
+        plan_round("hq", new, old, wrong)
+
+
+def test_buckets_and_misclassification():
+    assert [bucket_size(n, 32) for n in (1, 32, 33, 64, 65)] == [32, 32, 64, 64, 128]
+    probs = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.2, 0.8], [0.7, 0.3]]])  # means: class 0, class 1
+    assert misclassified(probs, np.array([0, 0])).tolist() == [False, True]
+
+
+def _tiny_learner(max_traces=None):
+    model = build_model(dict(name="genesis_classifier", variant="keras", ndim=3, base_width=2, depth=1,
+                             num_classes=2, hidden=8, activation="none"))
+    ps = make_patch_set((4, 4, 4), scales=(1.0, 1.25), flips_rotations=2)
+    return ContinualLearner(model, ps, learning_rate=3e-3, batch_size=8, min_steps=5, max_steps=20, bucket_min=16,
+                            calibration_size=16, chunk_size=32, device_batch=8, max_traces=max_traces)
+
+
+def _pool(n, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    contexts = rng.normal(0, 0.1, (n, 6, 6, 6, 1)).astype(np.float32)
+    contexts[labels == 1, 2:4, 2:4, 2:4] += 1.0  # a bright centre makes a positive
+    return contexts, labels
+
+
+def test_precise_batch_stats_reproduce_training_mode_normalisation():
+    model = build_model(dict(name="genesis_classifier", variant="keras", ndim=3, base_width=2, depth=1,
+                             num_classes=2, hidden=8, activation="none"))
+    # patches = the whole context, untransformed
+    learner = ContinualLearner(model, make_patch_set((6, 6, 6)), batch_size=8, calibration_size=8)
+    contexts, _ = _pool(8)
+    v = learner.init(jax.random.key(0), (6, 6, 6, 1))
+    calibrated = jax.jit(learner._calibrate_impl)(v, contexts[:8] + 3.0, jax.random.key(1))
+    x = contexts[:8] + 3.0
+    train_mode, _ = learner.model.apply(v, x, train=True, mutable=["batch_stats"])
+    eval_mode = learner.model.apply(calibrated, x, train=False)
+    np.testing.assert_allclose(np.asarray(eval_mode), np.asarray(train_mode), atol=1e-4)
+
+
+def test_rounds_with_the_same_pool_size_do_not_recompile():
+    chex.clear_trace_counter()
+    learner = _tiny_learner(max_traces=1)
+    contexts, labels = _pool(40)
+    v0 = learner.init(jax.random.key(0), contexts.shape[1:], contexts[:16])
+    variables, labelled = v0, np.zeros(0, np.int64)
+    available = np.ones(40, bool)
+    for r in range(3):  # 4, 8, 12 labels: one bucket of 16, one pool size
+        probs = learner.predict(variables, contexts)
+        scores = aift_scores(probs)
+        new = select_candidates(jax.random.key(r), scores, 4, "randomized", 5, available)
+        variables, plan, loss = learner.run_round(variables, v0, contexts, labels, new, labelled,
+                                                  jax.random.key(10 + r), probs[labelled])
+        assert np.isfinite(loss) and plan.n_new == 4
+        labelled = np.concatenate([labelled, new])
+        available[new] = False
+    assert not jax.tree.all(jax.tree.map(lambda a, b: np.array_equal(a, b), variables["params"], v0["params"]))
+    # the guard is real: a labelled set beyond the bucket retraces and trips it
+    with pytest.raises(AssertionError, match="traced > 1 times"):
+        learner.fit(variables, contexts[:20], labels[:20], jax.random.key(0))
+
+
+def test_fit_learns_a_separable_task():
+    learner = _tiny_learner()
+    contexts, labels = _pool(24, seed=1)
+    learner.min_steps = learner.max_steps = 40
+    v0 = learner.init(jax.random.key(0), contexts.shape[1:], contexts[:16])
+    v, _ = learner.fit(v0, contexts, labels, jax.random.key(1), learning_rate=1e-2)
+    test, test_labels = _pool(32, seed=2)
+    accuracy = (np.argmax(learner.predict(v, test).mean(1), -1) == test_labels).mean()
+    assert accuracy >= 0.9
