@@ -4,6 +4,9 @@
 Environment: ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` (and ``JAX_LOCAL_DEVICE_IDS``,
 read by JAX itself); on SLURM, Open MPI or Cloud TPU clusters JAX detects everything by itself when
 ``GENESIS_JAX_DISTRIBUTED=auto``. On CPU the cross-process collectives use gloo.
+
+Also the two host-side agreements the training loops need: ``any_process`` (one decision for all processes) and
+``to_host`` (a global array gathered to NumPy).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import os
 from typing import Mapping
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 class DistributedError(ValueError):
@@ -64,3 +69,18 @@ def initialize(
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**settings, initialization_timeout=initialization_timeout)
     return True
+
+
+def any_process(flags: list[bool]) -> list[bool]:
+    """Element-wise OR of host-side decisions over processes, so every process takes the same branch."""
+    if jax.process_count() == 1:
+        return flags
+    gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+    return [bool(v) for v in np.asarray(gathered).reshape(jax.process_count(), -1).any(axis=0)]
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A global array as one NumPy array on every process (gathered across processes when it spans them)."""
+    if jax.process_count() == 1 or x.is_fully_addressable:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

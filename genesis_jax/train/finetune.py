@@ -47,7 +47,8 @@ from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subs
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
 from genesis_jax.train.logging import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
-from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, _any_process, _to_host
+from genesis_jax.train.distributed import any_process, to_host
+from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
 from genesis_jax.train.steps import make_train_step
@@ -146,7 +147,7 @@ def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
     for batch in batches:
         loss, prediction, targets = eval_step(state, batch)
         losses.append(float(loss))
-        prediction, targets = _to_host(prediction), _to_host(targets)
+        prediction, targets = to_host(prediction), to_host(targets)
         if task == "segmentation":
             acc.update(targets, prediction)
         else:
@@ -318,7 +319,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                 progress.update(1, loss=values["loss"], lr=values["learning_rate"])
                 epoch_end = step % steps_per_epoch == 0
                 time_due = time.time() - last_save_time >= config.checkpoint.every_seconds
-                preempted, time_due = _any_process([guard.received is not None, time_due])
+                preempted, time_due = any_process([guard.received is not None, time_due])
                 save_due = step % config.checkpoint.every_steps == 0 or time_due or preempted or step == max_steps
                 if epoch_end:
                     epoch = step // steps_per_epoch

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
+from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.logging import MetricsLog, Progress, save_preview
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_optimizer, get_learning_rate, \
@@ -119,20 +119,6 @@ def params_fingerprint(params: Any) -> str:
         digest.update(jax.tree_util.keystr(path).encode())
         digest.update(np.ascontiguousarray(np.asarray(leaf.addressable_data(0))).tobytes())
     return digest.hexdigest()
-
-
-def _any_process(flags: list[bool]) -> list[bool]:
-    """Element-wise OR of host-side decisions over processes, so every process takes the same branch."""
-    if jax.process_count() == 1:
-        return flags
-    gathered = multihost_utils.process_allgather(np.asarray(flags, np.int32))
-    return [bool(v) for v in np.asarray(gathered).reshape(jax.process_count(), -1).any(axis=0)]
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-    if jax.process_count() == 1 or x.is_fully_addressable:
-        return np.asarray(x)
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -264,7 +250,7 @@ def pretrain(
 
     def write_preview(at_step: int) -> Path | None:
         out = eval_step(state, val_device[0], jax.random.fold_in(val_key, 0))
-        arrays = [_to_host(out[k])[: config.logging.preview_samples] for k in ("inputs", "predictions", "targets")]
+        arrays = [to_host(out[k])[: config.logging.preview_samples] for k in ("inputs", "predictions", "targets")]
         if not primary:
             return None
         path = workdir / "previews" / f"step_{at_step:07d}.png"
@@ -326,7 +312,7 @@ def pretrain(
 
                 epoch_end = step % steps_per_epoch == 0
                 time_due = time.time() - last_save_time >= ckpt_cfg.every_seconds
-                preempted, time_due = _any_process([guard.received is not None, time_due]) if (
+                preempted, time_due = any_process([guard.received is not None, time_due]) if (
                     jax.process_count() == 1 or step % ckpt_cfg.sync_every_steps == 0) else (False, False)
                 save_due = step % ckpt_cfg.every_steps == 0 or time_due or preempted or step == max_steps
                 preview_due = config.logging.preview_every_steps and step % config.logging.preview_every_steps == 0
