@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +188,7 @@ def main() -> int:
             results.update(torch_rows(torch, width, shape, global_bs, steps, args.warmup, host_batch, numpy_pairs,
                                       on_cpu))
 
-    lines = [f"| path | pairs/s |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in results.items()]
+    lines = ["| path | pairs/s |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in results.items()]
     print("\n".join(lines))
     ratio = results["jax_end_to_end"] / results["published_style"]
     if "torch_step" in results:

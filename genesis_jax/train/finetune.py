@@ -371,7 +371,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
             variables, _, _ = checkpointing.load_init_weights(workdir)
             source = {"kind": "best validation loss", **best}
         else:
-            variables = jax.tree.map(_to_host, state.variables)
+            variables = jax.tree.map(to_host, state.variables)
             source = {"kind": "final", "step": step}
         weights = checkpointing.save_weights(workdir / "weights", variables, model_config,
                                              {"source": "genesis_jax finetune", "workdir": str(workdir), **source})

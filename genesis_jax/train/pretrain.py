@@ -21,10 +21,9 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -36,7 +35,7 @@ from genesis_jax.train.logging import MetricsLog, Progress, save_preview
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_optimizer, get_learning_rate, \
     set_learning_rate
-from genesis_jax.train.state import TrainState, abstract_train_state, create_train_state
+from genesis_jax.train.state import abstract_train_state, create_train_state
 from genesis_jax.train.steps import make_eval_step, make_train_step, mse_loss
 
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -371,7 +370,7 @@ def pretrain(
             variables, _, _ = checkpointing.load_init_weights(workdir)
             source = {"step": run.best_step, "val_loss": run.best_val, "kind": "best validation loss"}
         else:
-            variables = jax.tree.map(_to_host, state.variables)
+            variables = jax.tree.map(to_host, state.variables)
             source = {"step": step, "kind": "final"}
         weights_dir = checkpointing.save_weights(
             workdir / "weights", variables, _config_dict(config.model),
