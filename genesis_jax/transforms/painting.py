@@ -70,6 +70,8 @@ def box_union_mask(
         bits = batching.materialise(jnp.sum(jnp.where(in_interval, box_bit[None, :], 0), axis=1))
         inside = inside & bits.reshape((n,) + (1,) * (ndim - a - 1))
     return inside != 0
+
+
 def inpaint_mask(stream: jax.Array, spatial_shape: tuple[int, ...]) -> jax.Array:
     """Voxels replaced by noise under in-painting (0 to 5 boxes)."""
     count = sampling.leading_successes(sampling.uniform(stream, (MAX_INPAINT_BOXES,)), CONTINUE_RATE)
