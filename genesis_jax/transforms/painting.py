@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from genesis_jax.transforms import sampling
+from genesis_jax.transforms import batching, sampling
 
 MAX_INPAINT_BOXES = 5
 MAX_OUTPAINT_WINDOWS = 5
@@ -54,16 +54,22 @@ def _draw_boxes(
 def box_union_mask(
     origins: jax.Array, sizes: jax.Array, active: jax.Array, spatial_shape: tuple[int, ...]
 ) -> jax.Array:
-    """bool (*spatial_shape,): voxels inside any active box; boxes are outer products of per-axis intervals."""
-    mask = jnp.zeros(spatial_shape, bool)
-    for b in range(origins.shape[0]):
-        inside = active[b]
-        for a, n in enumerate(spatial_shape):
-            coord = jnp.arange(n)
-            axis_in = (coord >= origins[b, a]) & (coord < origins[b, a] + sizes[b, a])
-            inside = inside & axis_in.reshape((1,) * a + (n,) + (1,) * (len(spatial_shape) - a - 1))
-        mask = mask | inside
-    return mask
+    """bool (*spatial_shape,): voxels inside any active box; boxes are outer products of per-axis intervals.
+
+    Per axis, bit b of ``bits[i]`` says whether coordinate i lies in box b's interval; a voxel is in box b when
+    bit b is set on every axis. The per-axis bit vectors are materialised, so each voxel costs a few loads and
+    ANDs instead of the interval tests of every box (which XLA would otherwise recompute per voxel).
+    """
+    ndim = len(spatial_shape)
+    count = origins.shape[0]
+    box_bit = jnp.left_shift(jnp.int32(1), jnp.arange(count, dtype=jnp.int32))
+    inside = jnp.sum(jnp.where(active, box_bit, 0))
+    for a, n in enumerate(spatial_shape):
+        coord = jnp.arange(n)[:, None]
+        in_interval = (coord >= origins[None, :, a]) & (coord < origins[None, :, a] + sizes[None, :, a])
+        bits = batching.materialise(jnp.sum(jnp.where(in_interval, box_bit[None, :], 0), axis=1))
+        inside = inside & bits.reshape((n,) + (1,) * (ndim - a - 1))
+    return inside != 0
 
 
 def inpaint_mask(stream: jax.Array, spatial_shape: tuple[int, ...]) -> jax.Array:

@@ -101,8 +101,7 @@ def _pair_channels_last(
     target = flip.apply_flips(image, flags)
 
     def shuffled(x):
-        source = shuffle.shuffle_sources(sampling.substream(stream, _SHUFFLE), spatial, settings.local_windows)
-        return x.reshape(-1, x.shape[-1])[source.reshape(-1)].reshape(x.shape)
+        return shuffle.shuffle_image(sampling.substream(stream, _SHUFFLE), x, settings.local_windows)
 
     def nonlinear(x):
         controls, decreasing = intensity.draw_curve(sampling.substream(stream, _NONLINEAR))

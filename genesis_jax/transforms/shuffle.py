@@ -33,6 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 from genesis_jax.transforms import batching, sampling
 
@@ -273,13 +274,32 @@ def shuffle_sources(
     return jnp.where(owner >= 0, source, own)
 
 
+@custom_vmap
+def _move_voxels(flat_image: jax.Array, source: jax.Array) -> jax.Array:
+    """``flat_image[source]`` (rows of a (voxels, channels) image), ``source`` materialised first: fused into the
+    gather, its hash-heavy computation is not vectorised by XLA:CPU (~1.4x slower than a loop of its own)."""
+    return flat_image[batching.materialise(source)]
+
+
+@_move_voxels.def_vmap
+def _move_voxels_vmap(axis_size: int, in_batched: list[bool], flat_image: jax.Array, source: jax.Array):
+    # vmapped, the materialising scatter and the gather both get batch dimensions, which on XLA:CPU costs more
+    # (~1.2x) than the fused gather it avoids: gather directly
+    image_axis, source_axis = (0 if batched else None for batched in in_batched)
+    gather = jax.vmap(lambda image, index: image[index], in_axes=(image_axis, source_axis))
+    return gather(flat_image, source), True
+
+
+def shuffle_image(stream: jax.Array, image: jax.Array, num_windows: int) -> jax.Array:
+    """``image`` (spatial axes first, one trailing channel axis) with its voxels moved as ``shuffle_sources`` says."""
+    source = shuffle_sources(stream, image.shape[:-1], num_windows)
+    return _move_voxels(image.reshape(-1, image.shape[-1]), source.reshape(-1)).reshape(image.shape)
+
+
 @functools.partial(jax.jit, static_argnames=("num_windows",))
 def local_pixel_shuffle(key: jax.Array, image: jax.Array, num_windows: int = NUM_WINDOWS) -> jax.Array:
     """Shuffle ``num_windows`` random windows of ``image`` (spatial axes first, one trailing channel axis).
 
     All channels move together. Always applied: the rate is the caller's decision.
     """
-    spatial_shape = image.shape[:-1]
-    source = shuffle_sources(sampling.stream_from_key(key), spatial_shape, num_windows)
-    flat = image.reshape(-1, image.shape[-1])
-    return flat[source.reshape(-1)].reshape(image.shape)
+    return shuffle_image(sampling.stream_from_key(key), image, num_windows)
