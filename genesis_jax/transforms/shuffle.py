@@ -14,11 +14,11 @@ later windows overwrite earlier ones. Here that is done without a sequential loo
 2. Shuffle: a voxel owned by window ``w`` at local (row-major) index ``l`` takes the original value at local index
    ``sigma_w(l)``, with ``sigma_w`` a keyed pseudo-random permutation of ``[0, n_w)`` evaluated only where it is
    needed (no per-window sort): a random affine map mod ``n_w`` followed by ``PERMUTATION_ROUNDS`` rounds of the
-   swap-or-not shuffle (Hoang, Morris, Rogaway, CRYPTO 2012), a bijection for any domain size. Each window's
-   values are a permutation of its original values, as published, and each voxel's source is exactly uniform over
-   its window (so the fraction of voxels changed matches); ``np.random.shuffle`` draws the whole permutation
-   exactly uniformly, this one approximately (total-variation distance to uniform ~0.01-0.02 on windows of 4-6
-   voxels, checked in the tests).
+   swap-or-not shuffle (Hoang, Morris, Rogaway, CRYPTO 2012), a bijection for any domain size, whose swap bits are
+   read from 128 random bits per window (``window_permutation``). Each window's values are a permutation of its
+   original values, as published, and each voxel's source is exactly uniform over its window (so the fraction of
+   voxels changed matches); ``np.random.shuffle`` draws the whole permutation exactly uniformly, this one
+   approximately (total-variation distance to uniform ~0.01-0.03 on windows of 2-5 voxels, checked in the tests).
 
 Sizes: the published constants need every axis >= 10; smaller axes use windows of size 1 on that axis (documented
 clamp ``max(1, n // 10)``).
@@ -176,6 +176,14 @@ def draw_affine(stream: jax.Array, window_volume: jax.Array, max_volume: int) ->
     return multiplier, sampling.randint_from_unit(u, 0, window_volume - 1)
 
 
+# Odd multipliers (golden ratio, murmur3, xxhash) and offsets that make the round keys of one window key differ.
+_ROUND_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646D, 0xFD7046C5, 0xB55A4F09)
+_ROUND_OFFSET = 0x632BE5AB
+# Random bits per window for the rounds' swap decisions: a power of two, >= the largest window volume at 64x64x32
+# (108); larger windows (cubes over ~128 voxels per axis) reuse bits within a round, still a bijection.
+_SWAP_BITS = 128
+
+
 def window_permutation(
     index: jax.Array,
     size: jax.Array,
@@ -183,25 +191,46 @@ def window_permutation(
     offset: jax.Array,
     key: jax.Array,
     rounds: int = PERMUTATION_ROUNDS,
+    max_size: int = 1 << 16,
 ) -> jax.Array:
     """A keyed pseudo-random permutation of ``[0, size)`` applied to ``index`` (all arguments broadcast).
+
+    ``max_size``: a static bound on ``size`` (it picks the integer or the float form of one step).
 
     First the affine map x -> (multiplier x + offset) mod size (multiplier a unit mod size, offset uniform), which
     alone makes every voxel's source exactly uniform over its window, then ``rounds`` swap-or-not rounds keyed by
     ``key`` (uint32), which break the affine structure: each pairs x with K - x (mod size) for a round constant K and
     swaps the pair when a keyed bit of the pair's larger member is set, a bijection of [0, size) for any size.
+
+    The rounds are cheap integer code: the window key is expanded once into 128 random bits (three hashes), and
+    round r reads the bit at (larger member + a per-round rotation) mod 128, with its pairing constant K and rotation
+    from a multiply of the key. For windows of up to 128 voxels the bits one round reads are distinct, so its swap
+    decisions are independent. Against two hashes and float conversions per round this is ~3x less CPU per voxel
+    on XLA:CPU, with the same distance to uniform (tests).
     """
-    x = _mod(multiplier * index + offset, size)
-    size_f = size.astype(jnp.float32)
+    if not 0 <= rounds <= len(_ROUND_MULTIPLIERS):
+        raise ValueError(f"window_permutation: rounds must be in [0, {len(_ROUND_MULTIPLIERS)}], got {rounds}")
+    u32 = jnp.uint32
+    x = _mod(multiplier * index + offset, size).astype(u32)
+    n = jnp.asarray(size).astype(u32)
+    key = jnp.asarray(key).astype(u32)
+    words = [key] + [sampling.mix32(key + u32((j + 1) * 0x9E3779B9 & 0xFFFFFFFF)) for j in range(3)]
     for r in range(rounds):
-        round_key = sampling.mix32(key + jnp.uint32((r + 1) * 0x9E3779B9 & 0xFFFFFFFF))
-        k = jnp.floor(sampling.bits_to_unit(round_key) * size_f).astype(jnp.int32)
+        round_key = key * u32(_ROUND_MULTIPLIERS[r]) + u32((r + 1) * _ROUND_OFFSET & 0xFFFFFFFF)
+        if max_size <= 1 << 16:
+            k = ((round_key >> 16) * n) >> 16  # uniform on [0, n) up to n / 2^16, integer only
+        else:  # huge windows (cubes of several hundred voxels per axis): 16 x 16 bits would overflow
+            k = jnp.floor(sampling.bits_to_unit(round_key) * n.astype(jnp.float32)).astype(u32)
         partner = k - x
-        partner = jnp.where(partner < 0, partner + size, partner)
-        high = jnp.maximum(x, partner).astype(jnp.uint32)
-        swap = (sampling.mix32(round_key ^ high) >> 31) == 1
-        x = jnp.where(swap, partner, x)
-    return x
+        partner = jnp.where(k < x, partner + n, partner)
+        position = (jnp.maximum(x, partner) + (round_key >> 9)) & u32(_SWAP_BITS - 1)
+        upper = (position >> 5) & u32(1)
+        word = jnp.where(
+            position >= 64, jnp.where(upper == 1, words[3], words[2]), jnp.where(upper == 1, words[1], words[0])
+        )
+        swap = (word >> (position & u32(31))) & u32(1)
+        x = jnp.where(swap == 1, partner, x)
+    return x.astype(jnp.int32)
 
 
 def _gather_packed(fields: list[tuple[jax.Array, int]], index: jax.Array) -> list[jax.Array]:
@@ -261,7 +290,7 @@ def shuffle_sources(
         local = local * size[a] + (coords[a] - origin[a])
         window_volume = window_volume * size[a]
     window_key = sampling.hash_bits(stream, owner_or_0.astype(jnp.uint32), _FIELD_KEY)
-    permuted = window_permutation(local, window_volume, multiplier, offset, window_key, rounds)
+    permuted = window_permutation(local, window_volume, multiplier, offset, window_key, rounds, max_volume)
 
     # Back to coordinates inside the window (float division is exact for these small integers), then a flat index.
     source = jnp.zeros(spatial_shape, jnp.int32)

@@ -95,6 +95,28 @@ def test_window_permutations_are_bijections_close_to_uniform():
         assert abs(fixed - 1 / n) < 4 * math.sqrt((1 / n) / perm.size) + 1e-9, (n, fixed)
 
 
+@pytest.mark.parametrize("n", [4, 300])
+def test_window_permutation_float_step_for_huge_windows(n):
+    # windows over 2^16 voxels (cubes of several hundred voxels per axis) take K from a float product; windows over
+    # 128 voxels reuse swap bits within a round: both must still give bijections with uniform marginals
+    keys = sampling.hash_bits(_stream(3), jnp.arange(6000))
+    mult, offset = shuffle.draw_affine(_stream(n), jnp.full((keys.shape[0],), n), 1 << 17)
+    for max_size in (1 << 16, 1 << 17):
+        perm = np.asarray(
+            jax.jit(shuffle.window_permutation, static_argnums=(5, 6))(
+                jnp.arange(n)[None, :], jnp.full((1, n), n), mult[:, None], offset[:, None], keys[:, None], 8, max_size
+            )
+        )
+        assert (np.sort(perm, axis=1) == np.arange(n)).all(), (n, max_size)
+        fixed = (perm == np.arange(n)).mean()
+        assert abs(fixed - 1 / n) < 4 * math.sqrt((1 / n) / perm.size), (n, max_size, fixed)
+
+
+def test_window_permutation_rejects_more_rounds_than_it_has_constants():
+    with pytest.raises(ValueError, match="rounds"):
+        shuffle.window_permutation(jnp.arange(4), jnp.full(4, 4), 1, 0, jnp.uint32(5), rounds=9)
+
+
 def test_no_windows_is_the_identity():
     image = jnp.linspace(0, 1, 10 * 12 * 14).reshape(10, 12, 14, 1)
     np.testing.assert_array_equal(local_pixel_shuffle(jax.random.key(0), image, num_windows=0), image)
