@@ -180,7 +180,8 @@ def draw_affine(stream: jax.Array, window_volume: jax.Array, max_volume: int) ->
 _ROUND_MULTIPLIERS = (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F, 0x165667B1, 0xD3A2646D, 0xFD7046C5, 0xB55A4F09)
 _ROUND_OFFSET = 0x632BE5AB
 # Random bits per window for the rounds' swap decisions: a power of two, >= the largest window volume at 64x64x32
-# (108); larger windows (cubes over ~128 voxels per axis) reuse bits within a round, still a bijection.
+# (6 x 6 x 3 = 108); larger windows (a 64^3 cube has up to 6 x 6 x 6 = 216) reuse bits within a round, still a
+# bijection.
 _SWAP_BITS = 128
 
 
@@ -220,7 +221,7 @@ def window_permutation(
         if max_size <= 1 << 16:
             k = ((round_key >> 16) * n) >> 16  # uniform on [0, n) up to n / 2^16, integer only
         else:  # huge windows (cubes of several hundred voxels per axis): 16 x 16 bits would overflow
-            k = jnp.floor(sampling.bits_to_unit(round_key) * n.astype(jnp.float32)).astype(u32)
+            k = sampling.randint_from_unit(sampling.bits_to_unit(round_key), 0, n - 1).astype(u32)
         partner = k - x
         partner = jnp.where(k < x, partner + n, partner)
         position = (jnp.maximum(x, partner) + (round_key >> 9)) & u32(_SWAP_BITS - 1)
