@@ -30,6 +30,7 @@ says so: XLA:CPU 3D convolutions are slow (models_genesis.md section 8): on the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.models import build_model  # noqa: E402
+from genesis_jax.runtime import prefer_wide_cpu_vectors  # noqa: E402
 from genesis_jax.data.pipeline import global_batch, pretrain_dataset  # noqa: E402
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh  # noqa: E402
 from genesis_jax.train.pretrain import make_restoration_prepare  # noqa: E402
@@ -89,6 +91,7 @@ def timed(run_step, steps: int, warmup: int, sync) -> float:
 
 def main() -> int:
     args = parse_args()
+    prefer_wide_cpu_vectors()  # before the first JAX computation, like the genesis-jax command
     from genesis_jax.transforms import restoration_batch
     from published_numpy_transforms import PublishedTransforms
 
@@ -104,7 +107,7 @@ def main() -> int:
     local_bs = local_batch_size(global_bs)
     sharding = batch_sharding(mesh)
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform})"
-    print(f"device: {device}; jax {jax.__version__}")
+    print(f"device: {device}; jax {jax.__version__}; XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}")
     note = " (SMALL network: CPU default; full size is base width 32)" if on_cpu and args.base_width is None else ""
     if on_cpu and args.cube is None:
         note += "; CPU default cubes 32x32x16, batch 2 (XLA:CPU 3D convolutions take minutes per 64x64x32 step)"

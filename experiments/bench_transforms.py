@@ -3,6 +3,7 @@
 Run (from the repository root):
     python experiments/bench_transforms.py                 # ~3 minutes on a 2-core CPU (compiles ~1 minute)
     python experiments/bench_transforms.py --seconds 3     # quicker, noisier
+    python experiments/bench_transforms.py --xla-default-vector-width   # without the 512-bit XLA:CPU vectors
 Expect: a table of (input, target) pairs per second for 64x64x32 cubes at batch sizes 6 and 32 — the NumPy baseline
 (single process, float64, as published) and the jitted JAX batch transform on the default JAX device (compile
 time reported separately, not counted) — written to experiments/results/bench_transforms_<device>.{md,json}. The
@@ -11,6 +12,8 @@ last printed line is ``speedup_vs_published_numpy: <ratio>x`` (JAX pairs/s over 
 Both sides draw fresh random decisions every batch at the published rates. The measurements are interleaved in
 rounds and the machine's load average is recorded: on a shared machine, other processes slow both sides. "CPU
 ms/pair" is the process CPU time per pair (all threads; NumPy uses one, XLA:CPU may use every core).
+Like the ``genesis-jax`` command, it asks XLA:CPU for 512-bit vectors on AVX-512 hosts first
+(``genesis_jax.runtime``); the table records the XLA flags in effect.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from experiments.published_numpy_transforms import PublishedTransforms  # noqa: E402
+from genesis_jax.runtime import prefer_wide_cpu_vectors  # noqa: E402
 from genesis_jax.transforms import restoration_batch  # noqa: E402
 from genesis_jax.transforms.restoration import resolve_batch_strategy  # noqa: E402
 
@@ -84,9 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", nargs="+", default=["auto", "vmap", "map"], choices=["auto", "vmap", "map"],
                         help="restoration_batch strategies to time (duplicates of what 'auto' picks are skipped)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "experiments" / "results")
+    parser.add_argument("--xla-default-vector-width", action="store_true",
+                        help="keep XLA:CPU's default vector width (no genesis_jax.runtime.prefer_wide_cpu_vectors), "
+                             "to measure what the wider vectors give; the table file gets a suffix")
     args = parser.parse_args(argv)
     if 32 not in args.batch_sizes:
         parser.error("--batch-sizes must include 32 (the speedup is reported at batch 32)")
+    if not args.xla_default_vector_width:
+        prefer_wide_cpu_vectors()  # before the first JAX computation, like the genesis-jax command
 
     device = jax.devices()[0]
     kind = device.device_kind.lower().replace(" ", "_")
@@ -139,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "prng_impl": str(jax.config.jax_default_prng_impl),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "cube": list(CUBE),
         "seconds_per_measurement": args.seconds,
         "rounds": args.rounds,
@@ -162,12 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['load_average_after'][0]:.1f} after. Command: `python experiments/bench_transforms.py"
         + (f" --seconds {args.seconds:g}" if args.seconds != 10.0 else "")
         + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
-        + "`. JAX rows: `restoration_batch` jitted standalone, compile excluded; 'auto' is the default strategy."
+        + (" --xla-default-vector-width" if args.xla_default_vector_width else "")
+        + "`. JAX rows: `restoration_batch` jitted standalone, compile excluded; 'auto' is the default strategy. "
+        + f"XLA_FLAGS: `{meta['xla_flags'] or '(none)'}`."
     )
     print(table)
     print(note)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.out_dir / f"bench_transforms_{device_name}"
+    suffix = "_xla-default-vector-width" if args.xla_default_vector_width else ""
+    stem = args.out_dir / f"bench_transforms_{device_name}{suffix}"
     stem.with_suffix(".md").write_text(
         f"# Restoration transforms throughput ({device_name})\n\n{note}\n\n{table}\n\n"
         f"speedup_vs_published_numpy: {speedup:.1f}x (batch 32, {jax32['implementation']})\n"

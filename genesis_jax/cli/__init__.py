@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if rest and not getattr(args, "accepts_config_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from genesis_jax.runtime import prefer_wide_cpu_vectors
+
+    prefer_wide_cpu_vectors()  # before the subcommand's first JAX computation
     try:
         return int(args.func(args, rest) or 0)
     except ConfigError as err:
