@@ -200,7 +200,8 @@ def main() -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
             f"# bench_pretrain\n\nCommand: `python experiments/bench_pretrain.py {' '.join(sys.argv[1:])}`\n\n"
-            f"Device: {device}. Network: base width {width}{note}. Cubes {shape}, global batch {global_bs}.\n\n"
+            f"Device: {device}; jax {jax.__version__}; XLA_FLAGS: `{os.environ.get('XLA_FLAGS') or '(none)'}`. "
+            f"Network: base width {width}{note}. Cubes {shape}, global batch {global_bs}, {steps} timed steps.\n\n"
             + "\n".join(lines) + f"\n\nend_to_end_speedup_vs_published_pipeline: {ratio:.2f}x\n"
         )
     print(f"end_to_end_speedup_vs_published_pipeline: {ratio:.2f}x")
