@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The GPU figures the transform and pre-training benchmarks still lack, in one run on a GPU machine with no network.
+#
+# Made for the project's lent GPU machine (NVIDIA H200). Its Python already has JAX with CUDA, flax, optax,
+# orbax-checkpoint, chex, torch, scipy, tqdm and matplotlib, but not ml-collections, grain, nibabel or
+# tensorflow-datasets, and it cannot download anything. So:
+#
+#   1. here, with network, once (wheels for that machine's CPython 3.12 into the git-ignored .whl/, ~14 MB):
+#        bash experiments/gpu_benchmarks.sh --fetch-wheels
+#   2. on the GPU machine, from the repository root (device tool: carry [".whl"], timeout_s 600):
+#        bash experiments/gpu_benchmarks.sh
+#
+# Step 2 installs the wheels into /tmp/site (nothing else changes there), prints the JAX devices, then runs
+#   experiments/bench_transforms.py --seconds 4       (~2-3 min: NumPy baseline vs restoration_batch, 64x64x32)
+#   experiments/bench_pretrain.py --steps 20          (~4-5 min: full-size UNet3D, 64x64x32, batch 6; torch if found)
+# each under its own time limit, so one failing does not cost the other. Results go to experiments/results/
+# (bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, are copied there with the log.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WHEELS=.whl
+
+if [[ "${1:-}" == "--fetch-wheels" ]]; then
+  set -e
+  mkdir -p "$WHEELS"
+  platforms=()
+  for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64; do
+    platforms+=(--platform "$p")
+  done
+  # the packages genesis_jax needs that the GPU image lacks, and their own needs that it lacks too
+  $PY -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
+    -d "$WHEELS" ml-collections grain nibabel tensorflow-datasets array-record immutabledict tensorflow-metadata \
+    googleapis-common-protos toml portpicker dm-tree simple-parsing docstring-parser termcolor
+  $PY -m pip wheel --no-deps -w "$WHEELS" promise==2.3  # tensorflow-datasets imports it; published as source only
+  ls "$WHEELS"
+  exit 0
+fi
+
+if [[ -d "$WHEELS" ]] && compgen -G "$WHEELS/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+    || { echo "installing the wheels in $WHEELS failed" >&2; exit 1; }
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+LOG=experiments/results/gpu_benchmarks.log
+mkdir -p experiments/results
+: >"$LOG"
+
+run() {  # run LIMIT_SECONDS COMMAND...: one benchmark under its own limit, output to the terminal and the log
+  local limit=$1
+  shift
+  echo "== $* (limit ${limit}s)" | tee -a "$LOG"
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local status=${PIPESTATUS[0]}
+  echo "== exit status $status" | tee -a "$LOG"
+}
+
+run 60 $PY -c "import jax; print(jax.__version__, jax.devices())"
+run 240 $PY experiments/bench_transforms.py --seconds 4
+run 300 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
+
+if [[ -n "${OUT:-}" ]]; then
+  cp "$LOG" experiments/results/bench_transforms_gpu*.md experiments/results/bench_transforms_gpu*.json \
+    experiments/results/bench_pretrain_gpu.md "$OUT"/ 2>/dev/null
+  ls "$OUT"
+fi
