@@ -42,8 +42,8 @@ if [[ -d "$WHEELS" ]] && compgen -G "$WHEELS/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
-LOG=experiments/results/gpu_benchmarks.log
 mkdir -p experiments/results
+LOG=${OUT:-experiments/results}/gpu_benchmarks.log  # straight into $OUT: a run cut short still returns its log
 : >"$LOG"
 
 run() {  # run LIMIT_SECONDS COMMAND...: one benchmark under its own limit, output to the terminal and the log
@@ -55,12 +55,16 @@ run() {  # run LIMIT_SECONDS COMMAND...: one benchmark under its own limit, outp
   echo "== exit status $status" | tee -a "$LOG"
 }
 
-run 60 $PY -c "import jax; print(jax.__version__, jax.devices())"
-run 240 $PY experiments/bench_transforms.py --seconds 4
-run 300 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
+collect() {  # the tables written so far, into $OUT when set
+  [[ -n "${OUT:-}" ]] && cp experiments/results/bench_*gpu*.md experiments/results/bench_*gpu*.json "$OUT"/ 2>/dev/null
+  return 0
+}
 
-if [[ -n "${OUT:-}" ]]; then
-  cp "$LOG" experiments/results/bench_transforms_gpu*.md experiments/results/bench_transforms_gpu*.json \
-    experiments/results/bench_pretrain_gpu.md "$OUT"/ 2>/dev/null
-  ls "$OUT"
-fi
+# 40 + 220 + 280 s: inside a 600 s device call with time left for the install and the copies
+run 40 $PY -c "import jax; print(jax.__version__, jax.devices())"
+run 220 $PY experiments/bench_transforms.py --seconds 4
+collect
+run 280 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
+collect
+[[ -n "${OUT:-}" ]] && ls "$OUT"
+exit 0
