@@ -11,10 +11,10 @@
 #        bash experiments/gpu_benchmarks.sh
 #
 # Step 2 installs the wheels into /tmp/site (nothing else changes there), prints the JAX devices, then runs
-#   experiments/bench_transforms.py --seconds 4       (~2-3 min: NumPy baseline vs restoration_batch, 64x64x32)
-#   experiments/bench_pretrain.py --steps 20          (~4-5 min: full-size UNet3D, 64x64x32, batch 6; torch if found)
+#   experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256   (limit 220 s; JAX also at batch 256)
+#   experiments/bench_pretrain.py --steps 20                             (limit 280 s; full-size UNet3D on a GPU)
 # each under its own time limit, so one failing does not cost the other. Results go to experiments/results/
-# (bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, are copied there with the log.
+# (bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, into $OUT with the log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -62,7 +62,7 @@ collect() {  # the tables written so far, into $OUT when set
 
 # 40 + 220 + 280 s: inside a 600 s device call with time left for the install and the copies
 run 40 $PY -c "import jax; print(jax.__version__, jax.devices())"
-run 220 $PY experiments/bench_transforms.py --seconds 4
+run 220 $PY experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256
 collect
 run 280 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
 collect
