@@ -165,6 +165,18 @@ def _mod(value: jax.Array, size: jax.Array) -> jax.Array:
     return jnp.where(r >= size, r - size, r)
 
 
+def _mul_mod(a: jax.Array, b: jax.Array, size: jax.Array, bits: int) -> jax.Array:
+    """(a * b) mod size for 0 <= a, b < size < 2^30 and b < 2^bits, without the 32-bit overflow of ``a * b``:
+    double-and-add over the bits of b, every partial result kept below size."""
+    result = jnp.zeros_like(a)
+    for bit in reversed(range(bits)):
+        result = result + result
+        result = jnp.where(result >= size, result - size, result)
+        result = jnp.where((b >> bit) & 1 == 1, result + a, result)
+        result = jnp.where(result >= size, result - size, result)
+    return result
+
+
 def draw_affine(stream: jax.Array, window_volume: jax.Array, max_volume: int) -> tuple[jax.Array, jax.Array]:
     """Per window: a multiplier that is a unit mod the window volume (a prime > ``max_volume``, reduced) and a
     uniform offset in [0, volume), for the affine step of ``window_permutation``."""
@@ -196,7 +208,9 @@ def window_permutation(
 ) -> jax.Array:
     """A keyed pseudo-random permutation of ``[0, size)`` applied to ``index`` (all arguments broadcast).
 
-    ``max_size``: a static bound on ``size`` (it picks the integer or the float form of one step).
+    ``max_size``: a static bound on ``size``. It picks the forms of two steps: windows of up to 46,340 voxels take
+    the affine product in one int32 multiply, larger ones a double-and-add that cannot overflow; windows of up to
+    2^16 voxels take K from an integer product, larger ones from a float one.
 
     First the affine map x -> (multiplier x + offset) mod size (multiplier a unit mod size, offset uniform), which
     alone makes every voxel's source exactly uniform over its window, then ``rounds`` swap-or-not rounds keyed by
@@ -212,7 +226,12 @@ def window_permutation(
     if not 0 <= rounds <= len(_ROUND_MULTIPLIERS):
         raise ValueError(f"window_permutation: rounds must be in [0, {len(_ROUND_MULTIPLIERS)}], got {rounds}")
     u32 = jnp.uint32
-    x = _mod(multiplier * index + offset, size).astype(u32)
+    if (max_size - 1) * max_size < 2**31:  # multiplier, index < max_size: the product fits in int32
+        x = _mod(multiplier * index + offset, size)
+    else:  # windows over 46,340 voxels (cubes of several hundred voxels per axis)
+        x = _mul_mod(jnp.asarray(multiplier), jnp.asarray(index), size, max(1, (max_size - 1).bit_length())) + offset
+        x = jnp.where(x >= size, x - size, x)
+    x = x.astype(u32)
     n = jnp.asarray(size).astype(u32)
     key = jnp.asarray(key).astype(u32)
     words = [key] + [sampling.mix32(key + u32((j + 1) * 0x9E3779B9 & 0xFFFFFFFF)) for j in range(3)]

@@ -112,6 +112,31 @@ def test_window_permutation_float_step_for_huge_windows(n):
         assert abs(fixed - 1 / n) < 4 * math.sqrt((1 / n) / perm.size), (n, max_size, fixed)
 
 
+def test_window_permutation_affine_step_does_not_overflow_on_huge_windows():
+    # multiplier x index can overflow int32 beyond 46,340 voxels: a 100,000-voxel window of a cube whose largest
+    # windows are 51^3 (cubes of ~512 voxels per axis), multipliers drawn as shuffle_sources draws them
+    n, max_volume = 100000, 51**3
+    keys = sampling.hash_bits(_stream(4), jnp.arange(4))
+    mult, offset = shuffle.draw_affine(_stream(n), jnp.full((4,), n), max_volume)
+    assert (np.asarray(mult).astype(np.int64) * (n - 1) >= 2**31).any()  # the int32 product would wrap
+    perm = np.asarray(
+        jax.jit(shuffle.window_permutation, static_argnums=(5, 6))(
+            jnp.arange(n)[None, :], n, mult[:, None], offset[:, None], keys[:, None], 8, max_volume
+        )
+    )
+    assert (np.sort(perm, axis=1) == np.arange(n)).all()
+
+
+def test_window_permutation_overflow_free_affine_step_is_the_same_map():
+    # the double-and-add form gives the int32 form's permutation wherever both apply (K from the integer step in both)
+    n = 300
+    keys = sampling.hash_bits(_stream(6), jnp.arange(500))
+    mult, offset = shuffle.draw_affine(_stream(n), jnp.full((keys.shape[0],), n), n)
+    perm = jax.jit(shuffle.window_permutation, static_argnums=(5, 6))
+    args = (jnp.arange(n)[None, :], n, mult[:, None], offset[:, None], keys[:, None], 8)
+    np.testing.assert_array_equal(perm(*args, n), perm(*args, 46341))
+
+
 def test_window_permutation_rejects_more_rounds_than_it_has_constants():
     with pytest.raises(ValueError, match="rounds"):
         shuffle.window_permutation(jnp.arange(4), jnp.full(4, 4), 1, 0, jnp.uint32(5), rounds=9)
