@@ -107,7 +107,8 @@ def main() -> int:
     local_bs = local_batch_size(global_bs)
     sharding = batch_sharding(mesh)
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform})"
-    print(f"device: {device}; jax {jax.__version__}; XLA_FLAGS: {os.environ.get('XLA_FLAGS') or '(none)'}")
+    xla_flags = os.environ.get("XLA_FLAGS") or "(none)"
+    print(f"device: {device}; jax {jax.__version__}; XLA_FLAGS: {xla_flags}")
     note = " (SMALL network: CPU default; full size is base width 32)" if on_cpu and args.base_width is None else ""
     if on_cpu and args.cube is None:
         note += "; CPU default cubes 32x32x16, batch 2 (XLA:CPU 3D convolutions take minutes per 64x64x32 step)"
@@ -200,7 +201,7 @@ def main() -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(
             f"# bench_pretrain\n\nCommand: `python experiments/bench_pretrain.py {' '.join(sys.argv[1:])}`\n\n"
-            f"Device: {device}; jax {jax.__version__}; XLA_FLAGS: `{os.environ.get('XLA_FLAGS') or '(none)'}`. "
+            f"Device: {device}; jax {jax.__version__}; XLA_FLAGS: `{xla_flags}`. "
             f"Network: base width {width}{note}. Cubes {shape}, global batch {global_bs}, {steps} timed steps.\n\n"
             + "\n".join(lines) + f"\n\nend_to_end_speedup_vs_published_pipeline: {ratio:.2f}x\n"
         )

@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep XLA:CPU's default vector width (no genesis_jax.runtime.prefer_wide_cpu_vectors), "
                              "to measure what the wider vectors give; the table file gets a suffix")
     args = parser.parse_args(argv)
+    command = " ".join(["python experiments/bench_transforms.py", *(sys.argv[1:] if argv is None else argv)])
     if 32 not in args.batch_sizes:
         parser.error("--batch-sizes must include 32 (the speedup is reported at batch 32)")
     if not args.xla_default_vector_width:
@@ -172,12 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         f"64x64x32 cubes, published rates; device `{device}` ({os.cpu_count()} CPU cores visible); "
         f"{args.seconds:g} s per measurement in {args.rounds} interleaved rounds; "
         f"load average {load_before[0]:.1f} before, "
-        f"{meta['load_average_after'][0]:.1f} after. Command: `python experiments/bench_transforms.py"
-        + (f" --seconds {args.seconds:g}" if args.seconds != 10.0 else "")
-        + (f" --rounds {args.rounds}" if args.rounds != 5 else "")
-        + (f" --batch-sizes {' '.join(map(str, args.batch_sizes))}" if args.batch_sizes != [6, 32] else "")
-        + (f" --strategies {' '.join(args.strategies)}" if args.strategies != ["auto", "vmap", "map"] else "")
-        + (" --xla-default-vector-width" if args.xla_default_vector_width else "")
+        f"{meta['load_average_after'][0]:.1f} after. Command: `{command}"
         + "`. JAX rows: `restoration_batch` jitted standalone, compile excluded; 'auto' is the default strategy. "
         + f"XLA_FLAGS: `{meta['xla_flags'] or '(none)'}`."
     )
