@@ -32,6 +32,7 @@ from genesis_jax.active.patches import make_patch_set
 from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
+from genesis_jax.config_checks import validate_active_config
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import load_weights, save_weights
 
@@ -185,6 +186,7 @@ class Session:
 
 def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int | None = None) -> Session:
     """Load the work directory's state, initialising the directory (pool ids, config, M_0) on first use."""
+    validate_active_config(config)
     workdir = Path(workdir)
     learner = cached_learner(config, max_traces)
     pool = build_pool(config.pool, learner.patch_set.ndim)

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from genesis_jax.config_checks import validate_data_config
 from genesis_jax.data.builders import DatasetError, make_builder, resolve_data_dir
 from genesis_jax.data.sources import split_scans
 
@@ -137,6 +138,7 @@ def prepare(data_config) -> PrepareSummary:
     """Build the dataset ``data_config`` describes (or reuse it) and return the summary."""
     import tensorflow_datasets as tfds
 
+    validate_data_config(data_config)
     start = time.time()
     builder = make_builder(data_config, split_inputs=_split_inputs(data_config))
     dataset_dir = Path(builder.data_dir)
