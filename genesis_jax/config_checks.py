@@ -150,7 +150,7 @@ def validate_data_config(data: Any, prefix: str = "config.data") -> None:
     c.shape("synthetic.shape", 3)
     c.fraction("validation_fraction", high_open=True)
     c.fraction("test_fraction", high_open=True)
-    c.int_at_least("memory_buffer_mb", 1)
+    c.int_at_least("memory_buffer_mb", 0)
     c.check("target_spacing", lambda v: len(v) in (0, 3) and all(float(s) > 0 for s in v),
             "must be () (native grid) or 3 spacings > 0 (mm)")
 

@@ -54,7 +54,22 @@ def _umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()
+FILE_MODE = 0o666 & ~_umask()  # what open() and mkdir() give; mkstemp/mkdtemp would give 0600/0700
+DIR_MODE = 0o777 & ~_umask()
+
+
+def ensure_writable(directory: str | Path) -> Path:
+    """Create ``directory`` if needed and prove a file can be written there, before any long computation (a
+    read-only workdir fails now, not after a round of training). Raises StateError naming the directory."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise StateError(f"{directory}: cannot write to the work directory: {err.strerror or err}") from None
+    return directory
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -67,7 +82,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-            os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; give what open() would (0666 less the umask)
+            os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would (0666 less the umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -161,9 +176,11 @@ def parse_annotations(path: str | Path, class_names: list[str]) -> dict[str, int
     rows: list[tuple[str, Any, str]] = []
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise StateError(f"{path}: invalid JSON: {err}") from None
+        except UnicodeDecodeError as err:
+            raise StateError(f"{path}: not UTF-8 text (byte {err.start}); save the annotations as UTF-8") from None
         if isinstance(data, Mapping):
             rows = [(str(k), v, f"key {k!r}") for k, v in data.items()]
         elif isinstance(data, list):
@@ -174,12 +191,15 @@ def parse_annotations(path: str | Path, class_names: list[str]) -> dict[str, int
         else:
             raise StateError(f"{path}: expected an object {{id: label}} or a list of {{id, label}} objects")
     else:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            if "id" not in fields or "label" not in fields:
-                raise StateError(f"{path}: CSV needs the columns 'id' and 'label' (found {fields})")
-            rows = [(str(r["id"]).strip(), r["label"], f"line {n + 2}") for n, r in enumerate(reader)]
+        try:  # utf-8-sig: spreadsheet programs often write a byte-order mark
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                fields = reader.fieldnames or []
+                if "id" not in fields or "label" not in fields:
+                    raise StateError(f"{path}: CSV needs the columns 'id' and 'label' (found {fields})")
+                rows = [(str(r["id"]).strip(), r["label"], f"line {n + 2}") for n, r in enumerate(reader)]
+        except UnicodeDecodeError as err:
+            raise StateError(f"{path}: not UTF-8 text (byte {err.start}); save the annotations as UTF-8") from None
     out: dict[str, int] = {}
     names = {name.lower(): i for i, name in enumerate(class_names)}
     for cid, raw, where in rows:

@@ -97,7 +97,8 @@ def _load(path: Path) -> Any:
                 f"{path}: holds pickled Python objects besides tensors (e.g. a whole nn.Module), which are not "
                 "unpickled for safety (torch.load(weights_only=True)); save model.state_dict() instead"
             ) from None
-        raise InteropError(f"{path}: cannot read the PyTorch checkpoint (truncated or damaged?): {err}") from None
+        raise InteropError(f"{path}: cannot read the PyTorch checkpoint ({path.stat().st_size} bytes; not a "
+                           "torch.save file, or truncated or damaged)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         size = path.stat().st_size
         raise InteropError(
