@@ -127,9 +127,35 @@ def validate_model_config(model: Any, prefix: str = "config.model") -> None:
     c.one_of("dtype", ("float32", "bfloat16", "float16"))
 
 
+def _input_divisor(model_config: Any) -> int | None:
+    """What every spatial input size must be divisible by: the network's own rule (``pooling_factor`` of the
+    Genesis U-Net, also as a classifier's backbone; ``2**level`` of UNet++). Building the module traces nothing."""
+    from genesis_jax.models import build_model
+
+    try:
+        model = build_model(dict(model_config))
+    except (TypeError, ValueError):  # the field checks above report what is wrong with the model block
+        return None
+    for module in (model, getattr(model, "backbone", None)):
+        if hasattr(module, "pooling_factor"):
+            return int(module.pooling_factor)
+        if _is_int(getattr(module, "level", None)):
+            return 2 ** module.level
+    return None
+
+
 def _input_shape(c: _Checker, model: Any) -> None:
     ndim = _get(model, "ndim")
     c.shape("input_shape", ndim + 1 if _is_int(ndim) else None)
+    _divisible(c, "input_shape", model, channels_last=True)
+
+
+def _divisible(c: _Checker, field: str, model: Any, channels_last: bool = False) -> None:
+    divisor = _input_divisor(model)
+    if divisor and divisor > 1:
+        c.check(field, lambda v: all(d % divisor == 0 for d in tuple(v)[:-1 if channels_last else None]),
+                f"its spatial sizes must be divisible by {divisor} (the network pools {divisor.bit_length() - 1} "
+                "times)")
 
 
 def validate_data_config(data: Any, prefix: str = "config.data") -> None:
@@ -227,6 +253,7 @@ def validate_active_config(config: Any) -> None:
     c.int_at_least("pool.context_size", 1)
     c.fraction("pool.positive_fraction")
     c.shape("patches.patch_shape", 3)
+    _divisible(c, "patches.patch_shape", config.model)
     c.shape("patches.box_shape", 3)
     c.int_at_least("patches.flips_rotations", 1)
     c.one_of("selection.method", METHODS)

@@ -89,6 +89,8 @@ ROWS = [
     ("optimizer_unknown", ["pretrain", PRETRAIN, "--workdir={root}/w", "--config.optimizer.name=rmsprop"],
      "optimizer.name"),
     ("field_unknown", ["pretrain", PRETRAIN, "--workdir={root}/w", "--config.no_such_field=1"], "no_such_field"),
+    ("input_not_divisible", ["finetune", FINETUNE, "--workdir={root}/w", "--config.input_shape=(15,16,8,1)"],
+     "config.input_shape"),
     ("batch_negative", ["finetune", FINETUNE, "--workdir={root}/w", "--config.global_batch_size=-2"],
      "global_batch_size"),
     ("variant_unknown", ["finetune", "--config=configs/finetune/lcs.py:huge", "--workdir={root}/w"], "lcs.py"),
