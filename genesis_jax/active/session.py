@@ -33,6 +33,7 @@ from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.config_checks import validate_active_config
+from genesis_jax.fs import ensure_writable
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import load_weights, save_weights
 
@@ -205,7 +206,7 @@ def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_tra
     workdir = Path(workdir)
     if st.has_state(workdir):
         _model_check(workdir, config)
-    st.ensure_writable(workdir)
+    ensure_writable(workdir)  # before any training: a read-only workdir fails now
     learner = cached_learner(config, max_traces)
     pool = build_pool(config.pool, learner.patch_set.ndim)
     if pool.contexts.shape[-1] != config.model.in_channels:

@@ -58,19 +58,6 @@ FILE_MODE = 0o666 & ~_umask()  # what open() and mkdir() give; mkstemp/mkdtemp w
 DIR_MODE = 0o777 & ~_umask()
 
 
-def ensure_writable(directory: str | Path) -> Path:
-    """Create ``directory`` if needed and prove a file can be written there, before any long computation (a
-    read-only workdir fails now, not after a round of training). Raises StateError naming the directory."""
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_test.", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise StateError(f"{directory}: cannot write to the work directory: {err.strerror or err}") from None
-    return directory
-
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""

@@ -29,6 +29,7 @@ import numpy as np
 
 from genesis_jax.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
+from genesis_jax.fs import ensure_writable
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
 from genesis_jax.train.distributed import any_process, to_host
@@ -187,6 +188,8 @@ def pretrain(
     validate_pretrain_config(config, data=train_source is None or val_source is None)
     workdir = Path(workdir).expanduser().resolve()
     primary = jax.process_index() == 0
+    if primary:
+        ensure_writable(workdir)  # before the data and the network are built
     started = time.time()
 
     mesh = make_mesh(config.get("num_devices"))

@@ -161,3 +161,16 @@ def test_entry_point_behaves_the_same(name, files):
     proc = subprocess.run([sys.executable, "-m", "genesis_jax.cli", *_argv(row[1], files)], capture_output=True, check=False,
                           text=True, timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     _assert_one_line(proc.returncode, proc.stderr, row[2])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0555 directory; CI runs unprivileged")
+@pytest.mark.parametrize("argv", [["pretrain", PRETRAIN], ["al", "step", ACTIVE]], ids=["pretrain", "al_step"])
+def test_read_only_workdir_fails_at_once(argv, tmp_path, capsys):
+    workdir = tmp_path / "read_only"
+    workdir.mkdir()
+    workdir.chmod(0o555)
+    try:
+        rc = main([*argv, f"--workdir={workdir}"])
+    finally:
+        workdir.chmod(0o755)
+    assert "cannot write to the work directory" in _assert_one_line(rc, capsys.readouterr().err, str(workdir))
