@@ -11,8 +11,10 @@ resumes from the latest checkpoint.
 
 CPU smoke run:
   genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py:tiny --workdir=/tmp/genesis_tiny
-Expected: about a minute on a 2-core CPU (16x16x8 cubes from 6 synthetic CT phantoms, a base-width-4 U-Net, 40
-steps in 4 epochs), the validation loss falling, a preview PNG in /tmp/genesis_tiny/previews.
+Expected: about a minute on a 2-core CPU (16x16x8 cubes from 6 synthetic CT phantoms, a base-width-2, depth-2 U-Net,
+40 steps in 4 epochs), the validation loss falling, a preview PNG in /tmp/genesis_tiny/previews. The network has the
+width and depth of the fine-tuning :tiny configs, so its weights/ can be their --init:
+  genesis-jax finetune --config=configs/finetune/lcs.py:tiny --workdir=/tmp/lcs_tiny --init=/tmp/genesis_tiny/weights
 
 Recipe (models_genesis.md section 4): PyTorch UNet3D, MSE on the sigmoid output, SGD lr 1.0 momentum 0.9 no weight
 decay, batch 6 per device (the global batch scales with the devices), N_train // batch steps per epoch, validation
@@ -84,8 +86,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     if "tiny" in options:
         c.prng_impl = "rbg"
-        c.model.base_width = 4
-        c.model.depth = 3
+        c.model.base_width = 2  # the width and depth of the fine-tuning :tiny configs, so these weights --init them
+        c.model.depth = 2
         c.input_shape = (16, 16, 8, 1)
         # 6 synthetic CT phantoms of 64^3, cubes extracted in memory (96 train, 48 validation; about a second)
         c.data = _data_configs("genesis_cubes.py").get_config("tiny").data

@@ -32,6 +32,8 @@ from genesis_jax.active.patches import make_patch_set
 from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
+from genesis_jax.config_checks import validate_active_config
+from genesis_jax.fs import ensure_writable
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import load_weights, save_weights
 
@@ -132,11 +134,26 @@ def _pool_check(workdir: Path, pool: CandidatePool) -> None:
         )
 
 
+def _model_check(workdir: Path, config: Any) -> None:
+    """Refuse a config whose network differs from the one the work directory was started with (its models could
+    not be loaded into it), naming the first differing field."""
+    stored = json.loads((workdir / st.CONFIG_FILE).read_text()).get("model", {}) if (
+        workdir / st.CONFIG_FILE).is_file() else {}
+    given = json.loads(config.model.to_json())
+    for key in sorted(stored):  # the fields the work directory recorded
+        if stored[key] != given.get(key):
+            raise st.StateError(
+                f"{workdir / st.CONFIG_FILE}: config.model.{key}={given.get(key)!r}, but this work directory's "
+                f"models have {key}={stored.get(key)!r}; use its config or another --workdir"
+            )
+
+
 def _save_model(workdir: Path, round_: int, variables: Any, config: Any, metadata: dict) -> str:
     rel = st.model_dir_name(round_)
     final = workdir / rel
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(st.DIR_MODE)  # mkdtemp makes it 0700
     save_weights(tmp, variables, config.model.to_dict(), metadata)
     st.replace_directory(tmp, final)
     return rel
@@ -185,7 +202,11 @@ class Session:
 
 def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int | None = None) -> Session:
     """Load the work directory's state, initialising the directory (pool ids, config, M_0) on first use."""
+    validate_active_config(config)
     workdir = Path(workdir)
+    if st.has_state(workdir):
+        _model_check(workdir, config)
+    ensure_writable(workdir)  # before any training: a read-only workdir fails now
     learner = cached_learner(config, max_traces)
     pool = build_pool(config.pool, learner.patch_set.ndim)
     if pool.contexts.shape[-1] != config.model.in_channels:

@@ -48,6 +48,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() and mkdir() give; mkstemp/mkdtemp would give 0600/0700
+DIR_MODE = 0o777 & ~_umask()
+
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
     path = Path(path)
@@ -58,6 +69,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would (0666 less the umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -151,9 +163,11 @@ def parse_annotations(path: str | Path, class_names: list[str]) -> dict[str, int
     rows: list[tuple[str, Any, str]] = []
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise StateError(f"{path}: invalid JSON: {err}") from None
+        except UnicodeDecodeError as err:
+            raise StateError(f"{path}: not UTF-8 text (byte {err.start}); save the annotations as UTF-8") from None
         if isinstance(data, Mapping):
             rows = [(str(k), v, f"key {k!r}") for k, v in data.items()]
         elif isinstance(data, list):
@@ -164,12 +178,15 @@ def parse_annotations(path: str | Path, class_names: list[str]) -> dict[str, int
         else:
             raise StateError(f"{path}: expected an object {{id: label}} or a list of {{id, label}} objects")
     else:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            fields = reader.fieldnames or []
-            if "id" not in fields or "label" not in fields:
-                raise StateError(f"{path}: CSV needs the columns 'id' and 'label' (found {fields})")
-            rows = [(str(r["id"]).strip(), r["label"], f"line {n + 2}") for n, r in enumerate(reader)]
+        try:  # utf-8-sig: spreadsheet programs often write a byte-order mark
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                fields = reader.fieldnames or []
+                if "id" not in fields or "label" not in fields:
+                    raise StateError(f"{path}: CSV needs the columns 'id' and 'label' (found {fields})")
+                rows = [(str(r["id"]).strip(), r["label"], f"line {n + 2}") for n, r in enumerate(reader)]
+        except UnicodeDecodeError as err:
+            raise StateError(f"{path}: not UTF-8 text (byte {err.start}); save the annotations as UTF-8") from None
     out: dict[str, int] = {}
     names = {name.lower(): i for i, name in enumerate(class_names)}
     for cid, raw, where in rows:

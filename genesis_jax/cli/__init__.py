@@ -3,7 +3,9 @@
 Each module of this package (not starting with ``_``) is one sub-command and defines ``register(subparsers)``;
 they are discovered, so adding a command is adding a module. ``main`` parses the command, loads the config
 (``--config=path.py[:arg]`` plus ``--config.x=y`` overrides) and calls one library entry function. No logic of
-its own lives here.
+its own lives here but the error boundary: an exception that reaches ``main`` is printed as one line on stderr
+(``genesis-jax <command>: error: <message naming the file or field>``) with a non-zero exit status; ``--debug``
+(before or after the command) lets it propagate with its traceback instead.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def command_modules() -> list[str]:
@@ -25,17 +27,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="genesis-jax",
         description="Models Genesis, UNet++ and active fine-tuning on JAX/Flax.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in command_modules():
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (multi-line library messages joined with '; ')."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and len(err.args) == 1:
+        text = f"missing key {err.args[0]!r}"
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:  # a wrapped error (a config file's get_config raising)
+        lines = [lines[0].rstrip(":"), lines[-1]]
+    return "; ".join(lines) or type(err).__name__
+
+
+def _exit_status(err: BaseException) -> int:
     from genesis_jax.config_loader import ConfigError
 
+    return 2 if isinstance(err, ConfigError) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    debug = args.debug or "--debug" in rest  # also accepted after the command
+    rest = [r for r in rest if r != "--debug"]
     if args.command is None:
         parser.print_help()
         return 2
@@ -44,11 +66,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     from genesis_jax.runtime import prefer_wide_cpu_vectors
 
     prefer_wide_cpu_vectors()  # before the subcommand's first JAX computation
+    command = " ".join(filter(None, (args.command, getattr(args, "al_command", None),
+                                     getattr(args, "data_command", None))))
     try:
         return int(args.func(args, rest) or 0)
-    except ConfigError as err:
-        print(f"genesis-jax {args.command}: config error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"genesis-jax {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the error boundary: one line, the traceback only with --debug
+        if debug:
+            raise
+        # Library errors (ValueError and its subclasses: ConfigError, DatasetError, ...) and OSError carry a
+        # message for the user; anything else is named by its type, as it is probably a bug.
+        expected = isinstance(err, (ValueError, OSError, RuntimeError))
+        kind = "error" if expected else type(err).__name__
+        hint = "" if expected else " (rerun with --debug for the traceback)"
+        print(f"genesis-jax {command}: {kind}: {_one_line(err)}{hint}", file=sys.stderr)
+        return _exit_status(err)
 
 
 if __name__ == "__main__":

@@ -28,18 +28,23 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from pathlib import Path
 
     from genesis_jax.cli._logging import setup_logging
+    from genesis_jax.config_checks import check_weights_for_task, validate_finetune_config
     from genesis_jax.config_loader import load_config
     from genesis_jax.evaluation.evaluate import export_predictions
+    from genesis_jax.fs import ensure_writable
     from genesis_jax.train.checkpointing import is_weights_dir, load_init_weights
     from genesis_jax.train.finetune import evaluate_test_set
     from genesis_jax.train.finetune_data import load_task_data
 
     config = load_config(args.config, overrides)
+    validate_finetune_config(config, command="evaluate")
+    ensure_writable(args.out, "output directory")  # before the evaluation, not after it
     setup_logging()
     weights = Path(args.weights)
     if is_weights_dir(weights / "weights"):  # a fine-tuning workdir: the weights its summary.json reports
         weights = weights / "weights"
     variables, model_config, metadata = load_init_weights(weights)
+    check_weights_for_task(config, model_config, metadata, weights)
     if not model_config:
         model_config = config.model.to_dict()  # a workdir checkpoint without its network's config: use the config's
     data = load_task_data(config, parts=("test",))

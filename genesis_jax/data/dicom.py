@@ -36,18 +36,27 @@ def read_dicom_series(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR")
     series: dict[str, list] = {}
+    without_pixels: list = []
     for f in files:
         try:
             ds = pydicom.dcmread(str(f))
-        except pydicom.errors.InvalidDicomError:
+        except pydicom.errors.InvalidDicomError as err:
+            if is_dicom_file(f):  # it says it is DICOM (the DICM marker) but does not parse: name it, do not drop it
+                raise VolumeError(f"{f}: cannot read DICOM ({err}); truncated or corrupt") from None
             continue  # not a DICOM file (a README, a thumbnail): ignore
         except Exception as err:
             raise VolumeError(f"{f}: cannot read DICOM ({type(err).__name__}: {err}); truncated or corrupt") from None
         if "PixelData" not in ds:
+            without_pixels.append((f, ds))
             continue
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, ds))
     if not series:
         raise VolumeError(f"{directory}: no DICOM image files found")
+    # A file of the slices' own SOP class (CT Image Storage, ...) without pixels is a truncated slice, not a report
+    image_classes = {str(ds.get("SOPClassUID", "")) for slices in series.values() for _, ds in slices}
+    for f, ds in without_pixels:
+        if str(ds.get("SOPClassUID", "")) in image_classes:
+            raise VolumeError(f"{f}: DICOM image slice without pixel data; truncated or corrupt")
     if len(series) > 1:
         raise VolumeError(f"{directory}: holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
                           "put each series in its own directory")

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,10 +23,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from genesis_jax.config_checks import validate_data_config
 from genesis_jax.data.builders import DatasetError, make_builder, resolve_data_dir
+from genesis_jax.data.builders.base import terminal_progress
 from genesis_jax.data.sources import split_scans
 
 REPORT_FILE = "prepare_report.json"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -133,10 +137,24 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def remove_stale_builds(dataset_dir: Path) -> list[Path]:
+    """Delete the ``incomplete.<XXXXXX>_<version>`` directories TFDS leaves beside ``dataset_dir`` when a build is
+    killed (kill -9, power loss: its own clean-up never ran); called right before a new build of that dataset, so
+    they cannot pile up. Assumes one writer per dataset. Returns what was removed."""
+    import shutil
+
+    stale = sorted(dataset_dir.parent.glob(f"incomplete.*_{dataset_dir.name}")) if dataset_dir.parent.is_dir() else []
+    for path in stale:
+        log.warning("%s: removing the unfinished build of an earlier, interrupted run", path)
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def prepare(data_config) -> PrepareSummary:
     """Build the dataset ``data_config`` describes (or reuse it) and return the summary."""
     import tensorflow_datasets as tfds
 
+    validate_data_config(data_config)
     start = time.time()
     builder = make_builder(data_config, split_inputs=_split_inputs(data_config))
     dataset_dir = Path(builder.data_dir)
@@ -145,8 +163,9 @@ def prepare(data_config) -> PrepareSummary:
             else tfds.download.GenerateMode.FORCE_REDOWNLOAD)
     download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None, download_mode=mode)
     if not reused:
+        remove_stale_builds(dataset_dir)
         try:
-            with bounded_write_buffer(int(data_config.memory_buffer_mb)):
+            with bounded_write_buffer(int(data_config.memory_buffer_mb)), terminal_progress():
                 builder.download_and_prepare(download_config=download_config)
         except AssertionError as err:
             if "No examples were yielded" not in str(err):

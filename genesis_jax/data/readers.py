@@ -11,11 +11,15 @@ NaN/Inf voxels, non-integer labels, and label grids that do not match their imag
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".img", ".hdr")
 
@@ -64,12 +68,39 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     return orientations.apply_orientation(array, ornt), new_affine
 
 
+def _check_nifti_size(header: Any, path: Path) -> None:
+    """Refuse a header whose voxels need more bytes than the file holds, before reading allocates them (a lying or
+    damaged header would otherwise allocate up to gigabytes first). A .nii.gz is judged by its gzip trailer, which
+    records the uncompressed size modulo 2**32."""
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return  # .hdr/.img pairs: the data are in the other file
+    shape = tuple(int(d) for d in header.get_data_shape())
+    needed = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+    if name.endswith(".gz"):
+        if needed >= 2**32:
+            return
+        with path.open("rb") as f:
+            f.seek(-4, os.SEEK_END)
+            available = int.from_bytes(f.read(4), "little")
+        holds = f"decompresses to {available:,} bytes"
+    else:
+        available = path.stat().st_size
+        holds = f"holds {available:,} bytes"
+    if needed > available:
+        raise VolumeError(f"{path}: the header describes {shape} voxels of {header.get_data_dtype()} ({needed:,} bytes) "
+                          f"but the file {holds}: truncated, or a wrong header")
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     try:
         image = nib.load(str(path))
+        _check_nifti_size(image.header, path)
         array = np.asanyarray(image.dataobj)
+    except VolumeError:
+        raise
     except Exception as err:  # nibabel raises many types (EOFError, zlib.error, ImageFileError, ValueError...)
         raise VolumeError(f"{path}: cannot read as NIfTI ({type(err).__name__}: {err}); the file may be truncated "
                           "or corrupt") from None
@@ -133,6 +164,8 @@ def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "i
                               "or a DICOM series directory)")
     array = _as_3d(np.asarray(array), path)
     array = _finite_image(array, path) if kind == "image" else _integer_label(array, path)
+    if kind == "image" and array.size and array.min() == array.max():
+        log.warning("%s: every voxel is %g: a constant volume (nothing to restore or segment)", path, array.flat[0])
     if canonical:
         array, affine = to_canonical(array, affine)
     return Volume(np.ascontiguousarray(array), spacing_from_affine(affine), affine, str(path))

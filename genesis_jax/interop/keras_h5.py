@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from genesis_jax.interop.mapping import InteropError, Slot, UNetLayout, assemble, variable_slots
+from genesis_jax.interop.mapping import (
+    InteropError,
+    Slot,
+    UNetLayout,
+    assemble,
+    check_weight_values,
+    variable_slots,
+)
 
 INSTALL_HINT = "pip install 'genesis-jax[torch]'"  # the extra that carries h5py along with torch
 _BLOCK = re.compile(r"^depth_(\d+)_(conv|bn)$")
@@ -152,5 +159,7 @@ def read_keras_h5(path: str | Path, num_classes: int | None = None) -> tuple[dic
         if layer not in used_layers or extra:
             raise InteropError(f"{path}: unexpected weights in layer {layer!r} ({extra or list(weights)})")
     arrays = {slot: layers[layer][weight] for slot, (layer, weight) in names.items()}
+    for slot, (layer, weight) in names.items():
+        check_weight_values(f"{layer}/{weight}", arrays[slot], path)
     metadata = {"source": str(path.resolve()), "source_format": "keras_h5", "head_layer": head}
     return assemble(slots, arrays), layout.model_config(), metadata

@@ -145,6 +145,16 @@ def variable_slots(layout: UNetLayout) -> tuple[Slot, ...]:
     )
 
 
+def check_weight_values(name: str, array: np.ndarray, source: Any, dtype: Any = None) -> None:
+    """Refuse a weight that is not floating point (``dtype``: its dtype before any conversion) or not finite."""
+    dtype = np.asarray(array).dtype if dtype is None else dtype
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise InteropError(f"{source}: {name} has dtype {np.dtype(dtype)}; network weights are floating point")
+    bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+    if bad:
+        raise InteropError(f"{source}: {name} has {bad} NaN/Inf value(s) of {np.size(array)}; refusing damaged weights")
+
+
 def assemble(slots: Iterable[Slot], arrays: Mapping[Slot, np.ndarray]) -> dict[str, Any]:
     """Nest ``arrays`` (one float32 array per slot) into a Flax variables dict."""
     variables: dict[str, Any] = {}
@@ -174,5 +184,6 @@ def gather(variables: Mapping[str, Any], slots: Iterable[Slot], source: str) -> 
         value = np.asarray(flat[slot.path])
         if value.shape != slot.shape:
             raise InteropError(f"{source}: variable {slot} has shape {value.shape}, the model expects {slot.shape}")
+        check_weight_values(f"variable {slot}", value, source)
         arrays[slot] = value
     return arrays

@@ -23,6 +23,7 @@ from genesis_jax.interop.mapping import (
     Slot,
     UNetLayout,
     assemble,
+    check_weight_values,
     gather,
     variable_slots,
 )
@@ -89,17 +90,20 @@ def _load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        # torch reports any unpickling failure as "Weights only load failed"; only "Unsupported global" means a
+        # well-formed pickle of Python objects (random bytes give "Unsupported operand")
+        if "Unsupported global" in str(err):
             raise InteropError(
                 f"{path}: holds pickled Python objects besides tensors (e.g. a whole nn.Module), which are not "
                 "unpickled for safety (torch.load(weights_only=True)); save model.state_dict() instead"
             ) from None
-        raise InteropError(f"{path}: cannot read the PyTorch checkpoint (truncated or damaged?): {err}") from None
+        raise InteropError(f"{path}: cannot read the PyTorch checkpoint ({path.stat().st_size} bytes; not a "
+                           "torch.save file, or truncated or damaged)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         size = path.stat().st_size
         raise InteropError(
             f"{path}: cannot read the PyTorch checkpoint ({size} bytes; truncated, damaged or not a torch.save "
-            f"file): {str(err).strip().splitlines()[0]}"
+            f"file): {(str(err).strip().splitlines() or [type(err).__name__])[0]}"
         ) from None
 
 
@@ -190,7 +194,11 @@ def read_pytorch(path: str | Path, num_classes: int | None = None) -> tuple[dict
     _check_keys(state, names, path, layout)
     arrays = {}
     for name, slot in names.items():
-        tensor = state[name].detach().to(device="cpu", dtype=torch.float32)
+        original = state[name]
+        tensor = original.detach().to(device="cpu", dtype=torch.float32)
+        # the dtype is judged before the float32 cast (torch dtypes have no numpy twin for bfloat16)
+        check_weight_values(repr(name), tensor.numpy(), path, np.float32 if original.is_floating_point() else
+                            str(original.dtype).removeprefix("torch."))
         arrays[slot] = _to_flax(slot, tensor.numpy())
     metadata = {"source": str(path.resolve()), "source_format": "pytorch", **info}
     return assemble(slots, arrays), layout.model_config(), metadata

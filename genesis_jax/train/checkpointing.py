@@ -86,10 +86,21 @@ def load_weights(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any],
         variables = ocp.StandardCheckpointer().restore(directory / VARIABLES_DIR)
     except Exception as err:  # orbax raises several types for a damaged checkpoint
         raise CheckpointError(f"{directory / VARIABLES_DIR}: cannot restore the weights: {err}") from err
-    model_config = json.loads((directory / MODEL_CONFIG_FILE).read_text())
+    model_config = _read_json(directory / MODEL_CONFIG_FILE)
     metadata_path = directory / METADATA_FILE
-    metadata = json.loads(metadata_path.read_text()) if metadata_path.is_file() else {}
+    metadata = _read_json(metadata_path) if metadata_path.is_file() else {}
     return _to_numpy(variables), model_config, metadata
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a weights directory; a damaged one raises CheckpointError naming it."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 class TrainCheckpoints:

@@ -62,6 +62,7 @@ def run_demo(workdir: str | Path, *, pretrain_steps: int = 30, finetune_steps: i
         f"--config.input_shape={(*cube, 1)}", f"--config.global_batch_size={batch}", f"--config.max_steps={pretrain_steps}",
         "--config.steps_per_epoch=10", "--config.validation_batches=2", f"--config.logging.preview_every_steps={pretrain_steps}",
         f"--config.checkpoint.every_steps={pretrain_steps}", "--config.optimizer.learning_rate=0.3",
+        "--config.model.base_width=4", "--config.model.depth=3",  # wider than :tiny; fine-tuning reuses this network
     ])
     config.data = data
     log(f"demo: pre-training {pretrain_steps} steps (Genesis U-Net, pytorch variant, base width {config.model.base_width}, "

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from genesis_jax.config_checks import validate_finetune_config, warn_changed_settings
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import (
     evaluate_classification,
@@ -203,8 +204,7 @@ def _transferred_from_report(workdir: Path) -> set[str]:
 def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskData | None = None) -> dict[str, Any]:
     """Run (or resume) fine-tuning as ``config`` describes, writing everything under ``workdir``; returns the
     summary (also in ``workdir/summary.json``). ``data`` replaces ``config.data`` (tests and studies pass it)."""
-    if config.task not in ("segmentation", "classification"):
-        raise ValueError(f"config.task must be 'segmentation' or 'classification', got {config.task!r}")
+    validate_finetune_config(config, data=data is None)
     workdir = Path(workdir).expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     primary = jax.process_index() == 0
@@ -264,6 +264,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
         lr_schedule.load_state_dict(meta["lr_schedule"])
         early_stopping.load_state_dict(meta["early_stopping"])
         history, best, finished = meta["history"], meta["best"], meta.get("finished")
+        warn_changed_settings(meta.get("config") or {}, config, workdir)
     else:
         state = create_train_state(model, tx, key, input_shape, mesh, variables=init_vars)
 

@@ -27,7 +27,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from genesis_jax.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
+from genesis_jax.fs import ensure_writable
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
 from genesis_jax.train.distributed import any_process, to_host
@@ -156,6 +158,7 @@ class _Run:
             "processes": jax.process_count(),
             "devices": jax.device_count(),
             "finished": self.finished,
+            "last_loss": self.last_loss if math.isfinite(self.last_loss) else None,
         }
 
     def load_meta(self, meta: Mapping[str, Any]) -> None:
@@ -164,6 +167,8 @@ class _Run:
         self.best_val = float(meta["best_val_loss"])
         self.best_step = meta.get("best_step")
         self.finished = meta.get("finished")
+        self.last_loss = float(meta["last_loss"]) if meta.get("last_loss") is not None else math.nan
+        warn_changed_settings(meta.get("config") or {}, _config_dict(self.config), self.workdir)
 
 
 def pretrain(
@@ -180,8 +185,11 @@ def pretrain(
     genesis_jax.transforms.restoration_batch with ``config.transforms``); ``train_source``/``val_source``
     (random-access sequences of (X, Y, Z) cubes or {"cube": ...} dicts) replace ``config.data``. Returns a summary dict.
     """
+    validate_pretrain_config(config, data=train_source is None or val_source is None)
     workdir = Path(workdir).expanduser().resolve()
     primary = jax.process_index() == 0
+    if primary:
+        ensure_writable(workdir)  # before the data and the network are built
     started = time.time()
 
     mesh = make_mesh(config.get("num_devices"))
@@ -384,7 +392,7 @@ def pretrain(
         "epoch": step // steps_per_epoch,
         "steps_per_epoch": steps_per_epoch,
         "resumed_from": resumed_from,
-        "final_loss": run.last_loss,
+        "final_loss": run.last_loss if math.isfinite(run.last_loss) else None,  # None: no step ran (valid JSON)
         "best_val_loss": run.best_val if math.isfinite(run.best_val) else None,
         "best_step": run.best_step,
         "global_batch_size": global_bs,

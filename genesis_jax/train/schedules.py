@@ -17,6 +17,10 @@ import jax.numpy as jnp
 import optax
 
 
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("plateau", "step", "constant")
+
+
 def build_optimizer(
     name: str = "sgd",
     learning_rate: float = 1.0,
@@ -33,7 +37,7 @@ def build_optimizer(
     1e-3). ``weight_decay`` is added to the gradient as PyTorch's SGD/Adam do (coupled L2). ``then`` is chained after
     the optimiser inside the learning-rate injection (fine-tuning: per-group update scaling), so the learning rate
     stays at ``opt_state.hyperparams``."""
-    if name not in ("sgd", "adam"):
+    if name not in OPTIMIZERS:
         raise ValueError(f"optimizer.name must be 'sgd' or 'adam', got {name!r}")
 
     def make(learning_rate: float) -> optax.GradientTransformation:
@@ -125,7 +129,7 @@ def build_lr_schedule(
         return StepHalving(base_lr, every_epochs, factor)
     if kind == "constant":
         return ConstantRate()
-    raise ValueError(f"schedule.kind must be 'plateau', 'step' or 'constant', got {kind!r}")
+    raise ValueError(f"schedule.kind must be one of {SCHEDULES}, got {kind!r}")
 
 
 class EarlyStopping:

@@ -88,3 +88,5 @@ def test_plateau_halving_and_early_stopping_end_the_run_for_good(tmp_path):
     assert [r["learning_rate"] for r in validation] == pytest.approx([1e-12, 5e-13, 2.5e-13])
     again = pretrain(config, tmp_path, transform=noise_transform)
     assert again["stopped"] == "early_stopping" and again["step"] == 3 and again["resumed_from"] == 3
+    # the rerun trained no step: it reports the checkpointed last loss, and its summary is valid JSON (no NaN)
+    assert again["final_loss"] == summary["final_loss"] and json.dumps(again, allow_nan=False)

@@ -17,10 +17,12 @@ end, so a failed build never leaves a finished-looking dataset.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -71,7 +73,22 @@ def progress(items: list, desc: str):
     """A tqdm bar over scans (TFDS' own bars count examples, not scans)."""
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="scan", leave=False, mininterval=1.0)
+    # disable=None: no bar when stderr is not a terminal (a log file, a test), where it is only noise
+    return tqdm(items, desc=desc, unit="scan", leave=False, mininterval=1.0, disable=None)
+
+
+@contextlib.contextmanager
+def terminal_progress() -> Iterator[None]:
+    """TFDS' own progress bars only while stderr is a terminal (they would bury the one-line errors of a log);
+    TFDS' previous setting is restored on exit."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    previous = tqdm_utils._active
+    tqdm_utils.display_progress_bar(previous and sys.stderr.isatty())
+    try:
+        yield
+    finally:
+        tqdm_utils.display_progress_bar(previous)
 
 
 def scan_seed(seed: int, scan_id: str) -> int:
@@ -92,7 +109,8 @@ def discover_volumes(root: str | os.PathLike) -> list[Path]:
         files = sorted(filenames)
         volumes = [Path(dirpath) / f for f in files if is_volume_file(f)]
         found.extend(volumes)
-        if not volumes and files and any(is_dicom_file(Path(dirpath) / f) for f in files[:3]):
+        # any file, not only the first few: a series whose first files are damaged (or not DICOM) is still found
+        if not volumes and files and any(is_dicom_file(Path(dirpath) / f) for f in files):
             found.append(Path(dirpath))
     return sorted(found)
 
@@ -146,9 +164,9 @@ class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         try:
             return fn()
         except SCAN_ERRORS as err:
-            if self.params.get("on_error", "skip") != "skip":
-                raise
             reason = str(err) if str(err).startswith(what) else f"{what}: {err}"
+            if self.params.get("on_error", "skip") != "skip":
+                raise DatasetError(f"{reason} (on_error='raise')") from err
             log.warning("skipped %s", reason)
             self.report.skipped.append((what, reason))
             return None

@@ -88,10 +88,22 @@ class LitsLiver(_VolumeLabelBuilder, skip_registration=True):
         lesion = int(self.params.get("lesion_label", 0))
         return np.where(label == 1, 1, np.where(label == 2, lesion, 0))
 
+    def _indexed(self, paths) -> dict[int, Path]:
+        """{case index: file} of LiTS' ``<kind>-<i>.nii[.gz]`` names; other names (``volume-abc.nii.gz``) are
+        skipped and reported, not a crash of the whole build."""
+        out = {}
+        for path in sorted(paths):
+            index = _strip_nii(path.name).split("-", 1)[1]
+            if index.isdigit():
+                out[int(index)] = path
+            else:
+                self.report.skipped.append((str(path), f"{path}: not a LiTS <kind>-<number>.nii[.gz] name"))
+        return out
+
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
-        volumes = {int(_strip_nii(p.name).split("-")[1]): p for p in root.rglob("volume-*.nii*")}
-        segs = {int(_strip_nii(p.name).split("-")[1]): p for p in root.rglob("segmentation-*.nii*")}
+        volumes = self._indexed(root.rglob("volume-*.nii*"))
+        segs = self._indexed(root.rglob("segmentation-*.nii*"))
         if not volumes:
             raise DatasetError(f"{root}: no LiTS volume-<i>.nii[.gz] files found")
         for i in sorted(set(volumes) - set(segs)):
