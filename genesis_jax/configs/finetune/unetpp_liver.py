@@ -16,7 +16,7 @@ Expected: a summary line with the test Dice/IoU of the full (deep-supervised, he
 command prints the same metrics for the pruned network. experiments/notebooks/unetpp.ipynb tabulates all levels.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):

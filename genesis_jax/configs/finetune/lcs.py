@@ -14,7 +14,7 @@ CPU check (synthetic phantom liver, width-2 network, 2 epochs of 2 steps; metric
 Expected: a summary line with test Dice/IoU/mean IoU; workdir holds weights/best, summary.json, predictions/*.png.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):

@@ -18,7 +18,7 @@ Run:
 Expected: a summary line with the test Dice/IoU on ct_dicom; predictions/ct_dicom_overlay.png shows the outlines.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, tiny
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, tiny
 
 
 def get_config(arg: str = ""):

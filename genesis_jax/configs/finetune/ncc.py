@@ -13,7 +13,7 @@ CPU check (nodule vs non-nodule crops of the synthetic phantom):
 Expected: a summary line with the test AUC and accuracy.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):

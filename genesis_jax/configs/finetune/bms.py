@@ -11,7 +11,7 @@ CPU check (the synthetic CT phantom stands in for the MR data: it only exercises
 Expected: a summary line with test Dice/IoU/mean IoU; workdir holds weights/best and summary.json.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):

@@ -13,7 +13,7 @@ CPU check (crops around the synthetic phantom's nodules):
 Expected: a summary line with the test mean IoU, IoU and Dice of the crops.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
 def get_config(arg: str = ""):
