@@ -1,4 +1,4 @@
-"""Fine-tuning recipes: the published Models Genesis target tasks, UNet++ liver, the sample-CT demo (`genesis-jax finetune`).
+"""Fine-tuning recipes: the published Models Genesis target tasks, UNet++ liver, the sample-CT demo.
 
-``common`` holds the schema every recipe here fills in.
+Run with `genesis-jax finetune`; ``common`` holds the schema every recipe here fills in.
 """
