@@ -90,7 +90,7 @@ def _packaged_name(name: str, spec: str) -> str:
         return name
     close = difflib.get_close_matches(name, available, n=3)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ConfigError(f"--config={spec}: no such config file, and {name!r} is not a packaged config; {hint}"
+    raise ConfigError(f"config {spec!r} not found: no such file, and {name!r} is not a packaged config; {hint}"
                       "`genesis-jax configs` lists the packaged ones")
 
 
@@ -158,17 +158,19 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         raise ConfigError(f"{label}: get_config returned {type(config).__name__}, not an ml_collections.ConfigDict")
     argv = ["genesis-jax", *overrides]
     flag_values = flags.FlagValues()
-    # sys_argv: config_flags decides which override flags exist from the argv it is given (default: sys.argv).
-    config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=flag_values,
-                                    lock_config=True, sys_argv=argv)
     try:
+        # sys_argv: config_flags decides which override flags exist from the argv it is given (default: sys.argv),
+        # and types them from the config's fields when the flag is defined.
+        config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=flag_values,
+                                        lock_config=True, sys_argv=argv)
         flag_values(argv)
         return flag_values.config
     except flags.Error as err:
         raise ConfigError(f"{label}: {err}") from None
-    except KeyError as err:
+    except (KeyError, AttributeError) as err:  # config_flags reports a missing field as either
         raise ConfigError(
-            f"{label}: an override names a field the config does not have: {err}; overrides were {list(overrides)}"
+            f"{label}: an override names a field the config does not have: {str(err).strip(chr(34) + chr(39))}; "
+            f"overrides were {list(overrides)}"
         ) from None
-    except (AttributeError, TypeError, ValueError) as err:
+    except (TypeError, ValueError) as err:
         raise ConfigError(f"{label}: {err}") from None
