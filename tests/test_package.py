@@ -51,7 +51,7 @@ def _repository_paths(path: Path, root: Path = REPO) -> list[str]:
     found = []
     for node in ast.walk(tree):
         where = f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Name) and node.id in ("REPO_ROOT", "REPO", "ROOT"):
+        if isinstance(node, ast.Name) and node.id in ("REPO_ROOT", "REPO", "REPOSITORY"):
             found.append(f"{where}: name {node.id}")
         elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "parents":
             found.append(f"{where}: .parents[...]")
