@@ -12,7 +12,7 @@ The saving at equal performance: the labels the active arm needs (linear interpo
 the random arm's final mean AUC, against the labels the random arm needs for it. Last printed line:
 ``annotation_saving_vs_random: <percent>%``.
 
-  python experiments/active_learning_sim.py --config=configs/active/simulation.py:tiny
+  python experiments/active_learning_sim.py --config=active/simulation:tiny
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def plot(results: dict, baseline: str, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/active/simulation.py:tiny")
+    parser.add_argument("--config", default="active/simulation:tiny")
     args, overrides = parser.parse_known_args(argv)
     config = load_config(args.config, overrides)
     sim = config.sim

@@ -15,7 +15,7 @@ Run:
   python experiments/annotation_efficiency.py --tiny
       the liver sample CTs (train ct_abdomen, test ct_dicom), tiny budget; the pre-trained weights of
       experiments/liver_demo.py when present (runs/liver_demo/pretrain/weights), else a short pre-training first.
-  python experiments/annotation_efficiency.py --config=configs/finetune/lcs.py --unit=examples \
+  python experiments/annotation_efficiency.py --config=finetune/lcs --unit=examples \
       --init=<Genesis weights> --seeds 0 1 2 3 4      # LiTS prepared by genesis-jax data prepare (GPU)
 Writes experiments/results/annotation_efficiency.{md,csv,json,png}; the last printed line is
   annotation_saving: pretrained matches scratch@100% with <x>% of the labels
@@ -122,7 +122,7 @@ def pretrained_weights(args, config) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/finetune/liver_sample.py")
+    p.add_argument("--config", default="finetune/liver_sample")
     p.add_argument("--init", default=None, help="pre-trained weights (default: the liver demo's, or pre-train)")
     p.add_argument("--unit", choices=("patches", "examples"), default="patches")
     p.add_argument("--pool-size", type=int, default=80, help="--unit=patches: labelled patches at 100%%")

@@ -43,7 +43,7 @@ import json, resource, sys
 sys.path.insert(0, {repo!r})
 from genesis_jax.config_loader import load_config
 from genesis_jax.data.prepare import prepare
-config = load_config("configs/data/genesis_cubes.py:tiny", {overrides!r}).data
+config = load_config("data/genesis_cubes:tiny", {overrides!r}).data
 summary = prepare(config)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")]
 peak_kib = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

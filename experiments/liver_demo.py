@@ -2,7 +2,7 @@
 
 Data: the TotalSegmentator 2.18.0 sample CTs (PyPI sdist, fetched by genesis_jax.data.samples), resampled to 3 mm.
 Fine-tuning trains on `ct_abdomen` and is tested on the whole `ct_dicom` series, another patient
-(configs/finetune/liver_sample.py). Pre-training: a short Models Genesis restoration run with
+(finetune/liver_sample). Pre-training: a short Models Genesis restoration run with
 genesis_jax.train.pretrain on 32x32x16 cubes of `ct_abdomen` (its image only) and `ct_chest` (validation); the test
 scan is never seen. Both arms use the same network (Genesis U-Net, keras variant, base width 4, depth 3), optimiser,
 patches and number of steps; only the initial weights differ (He-uniform scratch vs the pre-trained encoder-decoder
@@ -40,11 +40,11 @@ from genesis_jax.train.pretrain import pretrain  # noqa: E402
 
 def pretrain_config(steps: int, finetune_config):
     """The tiny Genesis pre-training recipe on cubes of the sample CTs (same network as the fine-tuning)."""
-    c = load_config("configs/pretrain/genesis_chest_ct.py:tiny,keras")
+    c = load_config("pretrain/genesis_chest_ct:tiny,keras")
     c.model.base_width = finetune_config.model.base_width
     c.model.depth = finetune_config.model.depth
     c.input_shape = tuple(finetune_config.input_shape)
-    samples = load_config("configs/data/genesis_cubes.py:samples").data
+    samples = load_config("data/genesis_cubes:samples").data
     samples.samples = dict(train=("ct_abdomen",), validation=("ct_chest",), test=())  # never the test scan
     samples.target_spacing = tuple(finetune_config.data.target_spacing)
     samples.cubes.cube_shape = tuple(finetune_config.input_shape[:-1])
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         print(f"liver_demo: the sample CTs are not available: {err}", file=sys.stderr)
         return 2
 
-    config = load_config("configs/finetune/liver_sample.py")
+    config = load_config("finetune/liver_sample")
     config.max_steps = args.finetune_steps
     config.steps_per_epoch = max(1, min(config.steps_per_epoch, args.finetune_steps // 2))
     config.logging.progress = False

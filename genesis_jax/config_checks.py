@@ -24,8 +24,8 @@ _KIND_MARKERS: dict[str, tuple[str, ...]] = {
     "pre-training": ("transforms", "per_device_batch_size"),
     "active-learning": ("learner", "pool"),
 }
-_KIND_DIRS = {"fine-tuning": "configs/finetune/", "pre-training": "configs/pretrain/",
-              "active-learning": "configs/active/", "data": "configs/data/"}
+# The packaged config group of each kind (--config=<group>/<name>; see genesis-jax configs).
+_KIND_DIRS = {"fine-tuning": "finetune/", "pre-training": "pretrain/", "active-learning": "active/", "data": "data/"}
 
 
 def _get(config: Any, dotted: str) -> Any:

@@ -1,83 +1,176 @@
-"""Load ml_collections experiment configs (``path.py[:arg]`` plus ``--config.x=y`` overrides) and list them.
+"""Find, load and list experiment configs: packaged names, a user's own config file, ``--config.x=y`` overrides.
 
-Config files live in the repository's top-level ``configs/``. A relative path is looked up from the current
-directory first, then from the repository root, so ``--config=configs/models/unet3d.py:pytorch`` works from
-anywhere in an editable install.
+A spec is ``NAME[:ARG]``; ``ARG`` goes to the config's ``get_config(ARG)`` (``get_config()`` when there is no
+colon; see :func:`genesis_jax.configs.common.parse_arg`). ``NAME`` is, in this order:
+
+1. an existing file (absolute, or relative to the current directory): a user's own config, run by path in
+   :func:`_run_config_file` (it may import the packaged ones, ``from genesis_jax.configs.pretrain import
+   genesis_chest_ct``). A file that is itself one of the packaged configs (the checkout's top-level ``configs``
+   folder links to them) is imported as the packaged module instead, so a config never exists under two names.
+2. a packaged config of :mod:`genesis_jax.configs`, with or without ``.py`` and an optional leading ``configs/``:
+   ``models/unet3d``, ``models/unet3d.py`` and ``configs/models/unet3d.py`` all name
+   ``genesis_jax.configs.models.unet3d``. These ship inside the package, so they work from any directory and from
+   a wheel.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
+import difflib
+import importlib
+import re
+import runpy
+from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIGS_DIR = REPO_ROOT / "configs"
+PACKAGE = "genesis_jax.configs"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class ConfigError(ValueError):
-    """A config file that cannot be found or loaded, or an override that does not apply."""
+    """A config that cannot be found or loaded, or an override that does not apply."""
 
 
-def resolve_config_path(spec: str) -> tuple[Path, str | None]:
-    """Split ``path.py[:arg]`` and find the file (cwd first, then the repository root)."""
-    path_str, sep, arg = spec.partition(":")
-    path = Path(path_str).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve(), (arg if sep else None)
-    raise ConfigError(
-        f"config file {path_str!r} not found (looked in {', '.join(str(c) for c in candidates)}); "
-        f"`genesis-jax configs` lists the available ones"
-    )
+@dataclasses.dataclass(frozen=True)
+class ConfigSource:
+    """Where a config comes from: a packaged module (``name`` like 'models/unet3d') or a user's file (``path``)."""
+
+    name: str
+    path: Path | None = None
+
+    @property
+    def module(self) -> str | None:
+        return None if self.path else f"{PACKAGE}.{self.name.replace('/', '.')}"
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path else self.name
+
+
+def _packaged_root() -> Path:
+    return Path(str(resources.files(PACKAGE)))
+
+
+def _defines_get_config(source: str) -> bool:
+    tree = ast.parse(source)
+    return any(isinstance(node, ast.FunctionDef) and node.name == "get_config" for node in tree.body)
+
+
+def list_configs() -> list[tuple[str, str]]:
+    """(packaged name, first docstring line) of every packaged config: each module that defines ``get_config``.
+
+    Read from the package's files without executing them; helpers (``common.py``, ``__init__.py``) are not listed.
+    """
+    out = []
+    root = resources.files(PACKAGE)
+    stack = [(root, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.name.startswith(("_", ".")):
+                stack.append((entry, f"{prefix}{entry.name}/"))
+            elif entry.name.endswith(".py") and not entry.name.startswith("_"):
+                text = entry.read_text(encoding="utf-8")
+                if _defines_get_config(text):
+                    doc = (ast.get_docstring(ast.parse(text)) or "").strip()
+                    out.append((prefix + entry.name[:-3], doc.splitlines()[0] if doc else ""))
+    return sorted(out)
+
+
+def _packaged_name(name: str, spec: str) -> str:
+    name = name.removeprefix("./").removeprefix("configs/").removesuffix(".py")
+    available = [n for n, _ in list_configs()]
+    if _NAME.fullmatch(name) and name in available:
+        return name
+    close = difflib.get_close_matches(name, available, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ConfigError(f"config {spec!r} not found: no such file, and {name!r} is not a packaged config; {hint}"
+                      "`genesis-jax configs` lists the packaged ones")
+
+
+def resolve_config(spec: str) -> tuple[ConfigSource, str | None]:
+    """Split ``NAME[:ARG]`` and find the config (an existing file first, then a packaged name)."""
+    name, sep, arg = spec.partition(":")
+    if not name:
+        raise ConfigError(f"empty config name in {spec!r}; e.g. --config=pretrain/genesis_chest_ct:tiny")
+    path = Path(name).expanduser()
+    if path.is_file():
+        path = path.resolve()
+        try:
+            rel = path.relative_to(_packaged_root().resolve())
+        except ValueError:
+            return ConfigSource(name=str(path), path=path), (arg if sep else None)
+        return ConfigSource(name=_packaged_name(rel.as_posix(), spec)), (arg if sep else None)
+    return ConfigSource(name=_packaged_name(name, spec)), (arg if sep else None)
+
+
+def _run_config_file(path: Path) -> dict[str, Any]:
+    """Run a user's config file by path and return its globals: the one place a file is executed as code."""
+    try:
+        return runpy.run_path(str(path), run_name="genesis_jax_user_config")
+    except (SyntaxError, ImportError, OSError) as err:
+        raise ConfigError(f"{path}: cannot load the config file ({type(err).__name__}: {err})") from None
+
+
+def _get_config_function(source: ConfigSource) -> Callable[..., Any]:
+    if source.path is not None:
+        namespace = _run_config_file(source.path)
+    else:
+        namespace = vars(importlib.import_module(source.module))
+    get_config = namespace.get("get_config")
+    if not callable(get_config):
+        raise ConfigError(f"{source}: a config file must define get_config(arg=None) returning a ConfigDict")
+    return get_config
+
+
+def config_docstring(spec: str) -> str:
+    """The module docstring of a config (packaged name or file), read without executing it."""
+    source, _ = resolve_config(spec)
+    if source.path is not None:
+        text = source.path.read_text(encoding="utf-8")
+    else:
+        text = resources.files(PACKAGE).joinpath(f"{source.name}.py").read_text(encoding="utf-8")
+    return ast.get_docstring(ast.parse(text)) or ""
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-    """Load ``path.py[:arg]`` and apply ``--config.a.b=value`` overrides (typed as the field's current value).
+    """Load ``NAME[:ARG]`` and apply ``--config.a.b=value`` overrides (typed as the field's current value).
 
-    Raises ConfigError naming the file or the override when either is wrong.
+    Raises ConfigError naming the config or the override when either is wrong.
     """
-    path, arg = resolve_config_path(spec)
+    source, arg = resolve_config(spec)
+    label = f"{source}{':' + arg if arg else ''}"
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
         raise ConfigError(f"unexpected argument(s) {bad}: overrides take the form --config.field=value")
-    full_spec = str(path) + (f":{arg}" if arg is not None else "")
-    argv = ["genesis-jax", f"--config={full_spec}", *overrides]
-    flag_values = flags.FlagValues()
-    # sys_argv: config_flags decides which override flags exist from the argv it is given (default: sys.argv).
-    config_flags.DEFINE_config_file(
-        "config", None, "experiment config", flag_values=flag_values, lock_config=True, sys_argv=argv
-    )
+    get_config = _get_config_function(source)
     try:
+        config = get_config() if arg is None else get_config(arg)
+    except (AttributeError, ImportError, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{label}: {err}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{label}: get_config returned {type(config).__name__}, not an ml_collections.ConfigDict")
+    argv = ["genesis-jax", *overrides]
+    flag_values = flags.FlagValues()
+    try:
+        # sys_argv: config_flags decides which override flags exist from the argv it is given (default: sys.argv),
+        # and types them from the config's fields when the flag is defined.
+        config_flags.DEFINE_config_dict("config", config, "experiment config", flag_values=flag_values,
+                                        lock_config=True, sys_argv=argv)
         flag_values(argv)
-        config = flag_values.config
+        return flag_values.config
     except flags.Error as err:
-        raise ConfigError(f"{path}: {err}") from None
-    except KeyError as err:
+        raise ConfigError(f"{label}: {err}") from None
+    except (KeyError, AttributeError) as err:  # config_flags reports a missing field as either
         raise ConfigError(
-            f"{path}: an override names a field the config does not have: {err}; overrides were {list(overrides)}"
+            f"{label}: an override names a field the config does not have: {str(err).strip(chr(34) + chr(39))}; "
+            f"overrides were {list(overrides)}"
         ) from None
-    except (AttributeError, TypeError, ValueError) as err:
-        raise ConfigError(f"{path}{':' + arg if arg else ''}: {err}") from None
-    return config
-
-
-def config_docstring(path: Path) -> str:
-    """The module docstring of a config file, read without executing it."""
-    return ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
-
-
-def list_configs(root: Path = CONFIGS_DIR) -> list[tuple[str, str]]:
-    """(path relative to the repository, first docstring line) for every config file under ``root``."""
-    out = []
-    for path in sorted(root.rglob("*.py")):
-        if path.name == "__init__.py" or path.name.startswith("_"):
-            continue
-        doc = config_docstring(path)
-        out.append((str(path.relative_to(root.parent)), doc.strip().splitlines()[0] if doc.strip() else ""))
-    return out
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{label}: {err}") from None

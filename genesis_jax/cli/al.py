@@ -1,8 +1,8 @@
 """`genesis-jax al`: the human-in-the-loop active, continual fine-tuning loop (select -> label -> step).
 
-  genesis-jax al select --config=configs/active/acft.py:tiny --workdir=DIR --budget=8
+  genesis-jax al select --config=active/acft:tiny --workdir=DIR --budget=8
   genesis-jax al label  --workdir=DIR --file=DIR/selections/round_0000.csv
-  genesis-jax al step   --config=configs/active/acft.py:tiny --workdir=DIR
+  genesis-jax al step   --config=active/acft:tiny --workdir=DIR
   genesis-jax al status --workdir=DIR
 """
 

@@ -1,7 +1,7 @@
 """`genesis-jax data`: `samples` (fetch the real sample volumes) and `prepare` (build a TFDS ArrayRecord dataset).
 
   genesis-jax data samples [--cache-dir DIR]
-  genesis-jax data prepare --config=configs/data/genesis_cubes.py:tiny [--config.data.x=y ...]
+  genesis-jax data prepare --config=data/genesis_cubes:tiny [--config.data.x=y ...]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                       "~/.cache/genesis_jax)")
     s.set_defaults(func=run_samples)
     r = sub.add_parser("prepare", help="read volumes, extract cubes/crops and write a TFDS ArrayRecord dataset")
-    r.add_argument("--config", required=True, help="data config, e.g. configs/data/genesis_cubes.py:tiny")
+    r.add_argument("--config", required=True, help="data config, e.g. data/genesis_cubes:tiny")
     r.set_defaults(func=run_prepare, accepts_config_overrides=True)
 
 

@@ -10,7 +10,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="evaluate weights on a config's test set: metrics JSON, overlay PNGs, optional NIfTI predictions",
-        description="Example: genesis-jax evaluate --config=configs/finetune/lcs.py:tiny --weights=/tmp/lcs "
+        description="Example: genesis-jax evaluate --config=finetune/lcs:tiny --weights=/tmp/lcs "
         "--out=/tmp/lcs_eval [--save-nifti] [--config.eval.prune_level=2]",
     )
     p.add_argument("--config", required=True, help="the fine-tuning config whose data and eval sections apply")

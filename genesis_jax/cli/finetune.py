@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "finetune",
         help="fine-tune a segmentation or classification network; rerun with the same --workdir to resume",
-        description="Example: genesis-jax finetune --config=configs/finetune/lcs.py:tiny --workdir=/tmp/lcs "
+        description="Example: genesis-jax finetune --config=finetune/lcs:tiny --workdir=/tmp/lcs "
         "--init=scratch  (--init=<weights dir or pre-training workdir> for Genesis weights)",
     )
     p.add_argument("--config", required=True,

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain",
         help="self-supervised restoration pre-training; rerun with the same --workdir to resume",
-        description="Example: genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py:tiny "
+        description="Example: genesis-jax pretrain --config=pretrain/genesis_chest_ct:tiny "
         "--workdir=/tmp/genesis_tiny [--config.optimizer.learning_rate=0.5 ...]",
     )
     p.add_argument("--config", required=True, help="pre-training config, path.py[:arg]; --config.x=y overrides follow")

@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "summary",
         help="per-layer table (output shapes, parameters) of a model config; nothing is run",
-        description="Example: genesis-jax summary --config=configs/models/unet3d.py:pytorch",
+        description="Example: genesis-jax summary --config=models/unet3d:pytorch",
     )
     p.add_argument("--config", required=True, help="model config, path.py[:variant]; --config.x=y overrides follow")
     p.set_defaults(func=run, accepts_config_overrides=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genesis_jax.data.readers import VolumeError
+from genesis_jax.data.errors import VolumeError
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from genesis_jax.data.readers import VolumeError
+from genesis_jax.data.errors import VolumeError
 
 _ELEMENT_TYPES = {
     "MET_CHAR": np.int8, "MET_UCHAR": np.uint8, "MET_SHORT": np.int16, "MET_USHORT": np.uint16,

@@ -19,13 +19,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from genesis_jax.data.dicom import read_dicom_series
+from genesis_jax.data.errors import VolumeError
+from genesis_jax.data.metaimage import read_metaimage
+
 log = logging.getLogger(__name__)
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".img", ".hdr")
-
-
-class VolumeError(ValueError):
-    """A volume file that cannot be used; the message names the file and the reason."""
 
 
 @dataclasses.dataclass
@@ -148,14 +148,10 @@ def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "i
     if not path.exists():
         raise VolumeError(f"{path}: no such file or directory")
     if path.is_dir():
-        from genesis_jax.data.dicom import read_dicom_series
-
         array, affine = read_dicom_series(path)
     else:
         name = path.name.lower()
         if name.endswith((".mhd", ".mha")):
-            from genesis_jax.data.metaimage import read_metaimage
-
             array, affine = read_metaimage(path)
         elif name.endswith((".nii", ".nii.gz", ".img", ".hdr")):
             array, affine = _read_nifti(path)

@@ -35,12 +35,12 @@ def demo_data_config(cube: tuple[int, int, int] = DEMO_CUBE, log: Callable[[str]
             fetch_samples()
         except (SampleDataUnavailable, OSError) as err:
             raise _NoSamples(str(err).splitlines()[0]) from err
-        data = load_config("configs/data/genesis_cubes.py:samples", [*overrides, "--config.data.cubes.cubes_per_scan=48"]
+        data = load_config("data/genesis_cubes:samples", [*overrides, "--config.data.cubes.cubes_per_scan=48"]
                            ).data
         return data, "real CT: TotalSegmentator sample scans (ct_abdomen for training, ct_chest for validation)"
     except _NoSamples as err:
         log(f"demo: the sample CTs could not be fetched ({err}); using synthetic CT phantoms instead")
-        data = load_config("configs/data/genesis_cubes.py:tiny", overrides).data
+        data = load_config("data/genesis_cubes:tiny", overrides).data
         return data, "synthetic CT phantoms (the sample CTs were not available)"
 
 
@@ -58,7 +58,7 @@ def run_demo(workdir: str | Path, *, pretrain_steps: int = 30, finetune_steps: i
 
     devices = jax.device_count()
     batch = -(-4 // devices) * devices  # 4 cubes a step, rounded up to fill every device
-    config = load_config("configs/pretrain/genesis_chest_ct.py:tiny", [
+    config = load_config("pretrain/genesis_chest_ct:tiny", [
         f"--config.input_shape={(*cube, 1)}", f"--config.global_batch_size={batch}", f"--config.max_steps={pretrain_steps}",
         "--config.steps_per_epoch=10", "--config.validation_batches=2", f"--config.logging.preview_every_steps={pretrain_steps}",
         f"--config.checkpoint.every_steps={pretrain_steps}", "--config.optimizer.learning_rate=0.3",
@@ -84,7 +84,7 @@ def _finetune(weights: str, model_config: dict[str, Any], workdir: Path, steps: 
     """Liver segmentation (lcs.py:tiny) from the pre-trained weights: same network, a fresh head."""
     from genesis_jax.train.finetune import finetune
 
-    config = load_config("configs/finetune/lcs.py:tiny")
+    config = load_config("finetune/lcs:tiny")
     config.model = {**model_config, "num_classes": 1, "head_activation": "sigmoid"}
     config.init.checkpoint = weights
     config.steps_per_epoch = max(1, steps // 2)

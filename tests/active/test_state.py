@@ -95,7 +95,7 @@ def test_a_crash_while_importing_loses_and_duplicates_nothing(tmp_path, monkeypa
 
 
 def test_select_label_step_loop_survives_a_crash_in_step(tmp_path, monkeypatch):
-    config = load_config("configs/active/acft.py:tiny", TINY)
+    config = load_config("active/acft:tiny", TINY)
     wd = tmp_path / "loop"
     paths = session.select(config, wd, budget=6)
     rows = list(csv.DictReader(paths["csv"].open()))
@@ -141,7 +141,7 @@ def test_m0_from_a_genesis_encoder_keeps_its_weights(tmp_path):
     from genesis_jax.models import build_model
     from genesis_jax.train.checkpointing import save_weights
 
-    config = load_config("configs/active/acft.py:tiny", TINY)
+    config = load_config("active/acft:tiny", TINY)
     unet_cfg = {"name": "genesis_unet", "variant": "keras", "ndim": 3, "base_width": 2, "depth": 1}
     unet = build_model(unet_cfg)
     weights = jax.jit(unet.init)(jax.random.key(5), np.zeros((1, 4, 4, 4, 1), np.float32))

@@ -18,10 +18,10 @@ import pytest
 
 from genesis_jax.cli import main
 
-PRETRAIN = "--config=configs/pretrain/genesis_chest_ct.py:tiny"
-FINETUNE = "--config=configs/finetune/lcs.py:tiny"
-CUBES = "--config=configs/data/genesis_cubes.py:tiny"
-ACTIVE = "--config=configs/active/acft.py:tiny"
+PRETRAIN = "--config=pretrain/genesis_chest_ct:tiny"
+FINETUNE = "--config=finetune/lcs:tiny"
+CUBES = "--config=data/genesis_cubes:tiny"
+ACTIVE = "--config=active/acft:tiny"
 
 
 @pytest.fixture(scope="module")
@@ -93,17 +93,17 @@ ROWS = [
      "config.input_shape"),
     ("batch_negative", ["finetune", FINETUNE, "--workdir={root}/w", "--config.global_batch_size=-2"],
      "global_batch_size"),
-    ("variant_unknown", ["finetune", "--config=configs/finetune/lcs.py:huge", "--workdir={root}/w"], "lcs.py"),
+    ("variant_unknown", ["finetune", "--config=finetune/lcs:huge", "--workdir={root}/w"], "huge"),
     ("kind_finetune_for_pretrain", ["pretrain", FINETUNE, "--workdir={root}/w"], "fine-tuning config"),
     ("kind_active_for_finetune", ["finetune", ACTIVE, "--workdir={root}/w"], "active-learning config"),
     ("kind_pretrain_for_al", ["al", "step", PRETRAIN, "--workdir={root}/w"], "pre-training config"),
-    ("too_small_volume", ["data", "prepare", "--config=configs/data/genesis_cubes.py:directory",
+    ("too_small_volume", ["data", "prepare", "--config=data/genesis_cubes:directory",
                           "--config.data.manual_dir={small}", "--config.data.on_error=raise",
                           "--config.data.data_dir={root}/tfds"], "small_scan.nii.gz"),
-    ("lying_nifti_header", ["data", "prepare", "--config=configs/data/genesis_cubes.py:directory",
+    ("lying_nifti_header", ["data", "prepare", "--config=data/genesis_cubes:directory",
                             "--config.data.manual_dir={lying}", "--config.data.on_error=raise",
                             "--config.data.data_dir={root}/tfds"], "liar_scan.nii.gz"),
-    ("lits_stray_name", ["data", "prepare", "--config=configs/data/downstream.py:lits",
+    ("lits_stray_name", ["data", "prepare", "--config=data/downstream:lits",
                          "--config.data.manual_dir={lits}", "--config.data.data_dir={root}/tfds"], "lits"),
     ("empty_pt", ["convert", "--from={root}/empty.pt", "--to={root}/c1"], "empty.pt"),
     ("random_bytes_pt", ["convert", "--from={root}/random.pt", "--to={root}/c2"], "random.pt"),
@@ -114,7 +114,7 @@ ROWS = [
     ("evaluate_missing_weights", ["evaluate", FINETUNE, "--weights={root}/nowhere", "--out={root}/e"], "nowhere"),
     ("evaluate_broken_model_config", ["evaluate", FINETUNE, "--weights={broken_weights}", "--out={root}/e"],
      "model_config.json"),
-    ("evaluate_segmentation_as_classifier", ["evaluate", "--config=configs/finetune/ncc.py:tiny",
+    ("evaluate_segmentation_as_classifier", ["evaluate", "--config=finetune/ncc:tiny",
                                              "--weights={seg_weights}", "--out={root}/e"], "seg_weights"),
     ("evaluate_pretrain_weights_as_segmenter", ["evaluate", FINETUNE, "--weights={pretrain_weights}",
                                                 "--out={root}/e"], "pretrain_weights"),

@@ -18,7 +18,7 @@ def tiny_data_config(tmp_path: Path, **overrides):
     """The `:tiny` data config shrunk for tests (64^3 phantoms, 16x16x8 cubes), writing under tmp_path."""
     from genesis_jax.config_loader import load_config
 
-    config = load_config("configs/data/genesis_cubes.py:tiny").data
+    config = load_config("data/genesis_cubes:tiny").data
     config.unlock()
     config.data_dir = str(tmp_path / "tfds")
     config.synthetic.shape = (64, 64, 64)

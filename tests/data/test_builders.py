@@ -19,7 +19,7 @@ def _downstream(tmp_path, builder, manual_dir, **extra):
 
     variant = {"lits_liver": "lits", "brats18_flair": "brats", "lidc_nodule_crops": "lidc",
                "luna16_candidates": "luna16_candidates"}[builder]
-    config = load_config(f"configs/data/downstream.py:{variant}").data
+    config = load_config(f"data/downstream:{variant}").data
     config.unlock()
     config.data_dir, config.manual_dir = str(tmp_path / "tfds"), str(manual_dir)
     for key, value in extra.items():

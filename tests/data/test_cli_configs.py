@@ -3,7 +3,7 @@
 import pytest
 
 from genesis_jax.cli import main
-from genesis_jax.config_loader import config_docstring, load_config, resolve_config_path
+from genesis_jax.config_loader import config_docstring, load_config
 from genesis_jax.data import samples
 
 
@@ -11,16 +11,16 @@ def test_data_prepare_prints_a_summary(tmp_path, capsys):
     overrides = [f"--config.data.data_dir={tmp_path}", "--config.data.synthetic.shape=(64,64,64)",
                  "--config.data.synthetic.num_scans=3", "--config.data.cubes.cube_shape=(16,16,8)",
                  "--config.data.cubes.margins=(4,4,2)", "--config.data.cubes.cubes_per_scan=5"]
-    assert main(["data", "prepare", "--config=configs/data/genesis_cubes.py:tiny", *overrides]) == 0
+    assert main(["data", "prepare", "--config=data/genesis_cubes:tiny", *overrides]) == 0
     out = capsys.readouterr().out
     assert "scans read: 3" in out and "skipped: 0" in out and "examples written: 15 (train 10, validation 5)" in out
     assert "bytes on disk:" in out and str(tmp_path) in out
-    assert main(["data", "prepare", "--config=configs/data/genesis_cubes.py:tiny", *overrides]) == 0
+    assert main(["data", "prepare", "--config=data/genesis_cubes:tiny", *overrides]) == 0
     assert "already prepared: reused" in capsys.readouterr().out
 
 
 def test_data_prepare_reports_a_missing_directory(tmp_path, capsys):
-    code = main(["data", "prepare", "--config=configs/data/downstream.py:lits",
+    code = main(["data", "prepare", "--config=data/downstream:lits",
                  f"--config.data.manual_dir={tmp_path / 'nowhere'}", f"--config.data.data_dir={tmp_path}"])
     assert code == 1 and "nowhere: manual directory does not exist" in capsys.readouterr().err
 
@@ -36,22 +36,22 @@ def test_data_samples_lists_the_real_volumes(capsys):
     assert "not manual annotations" in out
 
 
-@pytest.mark.parametrize("spec", ["configs/data/genesis_cubes.py:tiny", "configs/data/genesis_cubes.py:samples",
-                                  "configs/data/genesis_cubes.py:directory", "configs/data/luna16.py",
-                                  "configs/data/downstream.py:lits", "configs/data/downstream.py:brats",
-                                  "configs/data/downstream.py:lidc", "configs/data/downstream.py:luna16_candidates",
-                                  "configs/data/downstream.py:liver_samples",
-                                  "configs/data/downstream.py:liver_synthetic"])
+@pytest.mark.parametrize("spec", ["data/genesis_cubes:tiny", "data/genesis_cubes:samples",
+                                  "data/genesis_cubes:directory", "data/luna16",
+                                  "data/downstream:lits", "data/downstream:brats",
+                                  "data/downstream:lidc", "data/downstream:luna16_candidates",
+                                  "data/downstream:liver_samples",
+                                  "data/downstream:liver_synthetic"])
 def test_data_configs_load_and_document_their_command(spec):
     config = load_config(spec)
     assert config.data.builder and config.data.name
-    assert "genesis-jax data prepare --config=configs/data/" in config_docstring(resolve_config_path(spec)[0])
+    assert "genesis-jax data prepare --config=data/" in config_docstring(spec)
 
 
 def test_liver_synthetic_volumes_for_finetuning():
     from genesis_jax.data.sources import volume_source
 
-    config = load_config("configs/data/downstream.py:liver_synthetic",
+    config = load_config("data/downstream:liver_synthetic",
                          ["--config.data.synthetic.shape=(48,48,40)"]).data
     train, val = volume_source(config, "train"), volume_source(config, "validation")
     assert (len(train), len(val)) == (4, 2) and all(v["label"].any() for v in train)

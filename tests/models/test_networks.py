@@ -33,11 +33,11 @@ def test_published_parameter_counts(model, shape, expected):
 @pytest.mark.parametrize(
     "spec, expected",
     [
-        (["configs/models/unet3d.py:pytorch"], "19,073,665"),
-        (["configs/models/unet3d.py:keras"], "16,320,257"),
-        (["configs/models/unetpp.py:2d"], "9,041,700"),
-        (["configs/models/unetpp.py:2d", "--config.model.prune_level=1"], "100,961"),
-        (["configs/models/unetpp.py:3d", "--config.model.deep_supervision=False"], "26,198,273"),
+        (["models/unet3d:pytorch"], "19,073,665"),
+        (["models/unet3d:keras"], "16,320,257"),
+        (["models/unetpp:2d"], "9,041,700"),
+        (["models/unetpp:2d", "--config.model.prune_level=1"], "100,961"),
+        (["models/unetpp:3d", "--config.model.deep_supervision=False"], "26,198,273"),
     ],
 )
 def test_summary_cli_prints_published_counts(capsys, spec, expected):
@@ -48,7 +48,7 @@ def test_summary_cli_prints_published_counts(capsys, spec, expected):
 
 
 def test_summary_cli_rejects_unknown_override(capsys):
-    assert cli_main(["summary", "--config=configs/models/unet3d.py:pytorch", "--config.model.no_such_field=1"]) == 2
+    assert cli_main(["summary", "--config=models/unet3d:pytorch", "--config.model.no_such_field=1"]) == 2
     assert "no_such_field" in capsys.readouterr().err
 
 

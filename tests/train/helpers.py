@@ -35,7 +35,7 @@ TINY_OVERRIDES = [
 def tiny_config(*overrides: str):
     from genesis_jax.config_loader import load_config
 
-    return load_config("configs/pretrain/genesis_chest_ct.py:tiny", [*TINY_OVERRIDES, *overrides])
+    return load_config("pretrain/genesis_chest_ct:tiny", [*TINY_OVERRIDES, *overrides])
 
 
 def noise_transform(key: jax.Array, cubes: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -18,12 +18,12 @@ from genesis_jax.train.state import abstract_train_state
 from genesis_jax.train.steps import make_train_step, mse_loss
 from tests.train.helpers import TINY_OVERRIDES, noise_transform
 
-SPECS = ["genesis_chest_ct.py", "genesis_chest_ct.py:keras,step,bf16", "genesis_2d.py", "unetpp.py", "unetpp.py:2d"]
+SPECS = ["genesis_chest_ct", "genesis_chest_ct:keras,step,bf16", "genesis_2d", "unetpp", "unetpp:2d"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_full_size_step_shapes(spec):
-    config = load_config(f"configs/pretrain/{spec}")
+    config = load_config(f"pretrain/{spec}")
     mesh = make_mesh()
     model = build_model(config.model)
     tx = build_optimizer(**config.optimizer.to_dict())
@@ -39,12 +39,12 @@ def test_full_size_step_shapes(spec):
 
 def test_bad_option_is_named():
     with pytest.raises(Exception, match="unknown option"):
-        load_config("configs/pretrain/genesis_chest_ct.py:huge")
+        load_config("pretrain/genesis_chest_ct:huge")
 
 
 def test_cli_trains_genesis_2d_tiny_with_the_published_deformations(tmp_path, capsys):
     """The whole CLI path with the real on-device transforms (3D deformations, then one axial slice per sample)."""
-    rc = main(["pretrain", "--config=configs/pretrain/genesis_2d.py:tiny", f"--workdir={tmp_path}", *TINY_OVERRIDES[1:],
+    rc = main(["pretrain", "--config=pretrain/genesis_2d:tiny", f"--workdir={tmp_path}", *TINY_OVERRIDES[1:],
                "--config.max_steps=4", "--config.global_batch_size=16", "--config.logging.preview_every_steps=4"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)

@@ -26,11 +26,11 @@ def test_incomplete_or_inconsistent_settings_name_what_is_missing():
 
 
 def test_cli_reports_bad_flags_and_configs(tmp_path, capsys):
-    assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={tmp_path}",
+    assert main(["pretrain", "--config=pretrain/genesis_chest_ct:tiny", f"--workdir={tmp_path}",
                  "--num_processes=2"]) == 2
     assert "missing: coordinator_address, process_id" in capsys.readouterr().err
-    assert main(["pretrain", "--config=configs/pretrain/nope.py", f"--workdir={tmp_path}"]) == 2
+    assert main(["pretrain", "--config=pretrain/nope", f"--workdir={tmp_path}"]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={tmp_path}",
+    assert main(["pretrain", "--config=pretrain/genesis_chest_ct:tiny", f"--workdir={tmp_path}",
                  "--config.optimizer.nmae=sgd"]) == 2
     assert "nmae" in capsys.readouterr().err

@@ -25,7 +25,7 @@ PUBLISHED = {  # Models Genesis §5.3: optimizer lr, batch, input, early-stoppin
 @pytest.mark.parametrize("task", sorted(PUBLISHED))
 def test_published_task_configs(task):
     lr, batch, shape, patience, loss, kind = PUBLISHED[task]
-    c = load_config(f"configs/finetune/{task}.py")
+    c = load_config(f"finetune/{task}")
     assert (c.optimizer.name, c.optimizer.learning_rate, c.global_batch_size, tuple(c.input_shape)) == (
         "adam", lr, batch, shape)
     assert (c.early_stopping.patience, c.loss, c.task) == (patience, loss, kind)
@@ -34,13 +34,13 @@ def test_published_task_configs(task):
     n = count_params(build_model(c.model), (1, *shape))
     # keras Genesis U-Net 16,320,257; the classifier = encoder + Dense 1024 + Dense 1
     assert n == (16_320_257 if kind == "segmentation" else 7_027_776 + 512 * 1024 + 1024 + 1024 + 1)
-    tiny = load_config(f"configs/finetune/{task}.py:tiny")
+    tiny = load_config(f"finetune/{task}:tiny")
     assert tiny.model.base_width == 2 and tiny.data.source == "synthetic"
 
 
 @pytest.mark.parametrize("task, mode", [("ncs", "crops"), ("ncc", "candidates")])
 def test_tiny_crop_tasks_cut_crops_from_phantoms(task, mode):
-    c = load_config(f"configs/finetune/{task}.py:tiny")
+    c = load_config(f"finetune/{task}:tiny")
     data = load_task_data(c)
     assert c.sampling.mode == mode and data.patch_shape is None
     x, y = data.test_arrays
@@ -54,7 +54,7 @@ def test_tiny_crop_tasks_cut_crops_from_phantoms(task, mode):
 
 def test_finetune_and_evaluate_commands(tmp_path, capsys):
     workdir = tmp_path / "ncc"
-    rc = cli_main(["finetune", "--config=configs/finetune/ncc.py:tiny", f"--workdir={workdir}", "--init=scratch",
+    rc = cli_main(["finetune", "--config=finetune/ncc:tiny", f"--workdir={workdir}", "--init=scratch",
                    "--config.logging.progress=False", "--config.num_devices=1"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -63,7 +63,7 @@ def test_finetune_and_evaluate_commands(tmp_path, capsys):
     assert set(summary["test"]) == {"auc", "accuracy", "n", "positives"}
 
     # evaluate that run from its workdir (the weights it evaluated) on the same test set
-    rc = cli_main(["evaluate", "--config=configs/finetune/ncc.py:tiny", f"--weights={workdir}",
+    rc = cli_main(["evaluate", "--config=finetune/ncc:tiny", f"--weights={workdir}",
                    f"--out={tmp_path / 'eval'}", "--config.logging.progress=False"])
     assert rc == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -72,13 +72,13 @@ def test_finetune_and_evaluate_commands(tmp_path, capsys):
 
 
 def test_evaluate_segmentation_writes_overlays_and_nifti(tmp_path):
-    c = load_config("configs/finetune/lcs.py:tiny")
+    c = load_config("finetune/lcs:tiny")
     model = build_model(c.model)
     variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, *c.input_shape), np.float32))
     from genesis_jax.train.checkpointing import save_weights
 
     save_weights(tmp_path / "w", variables, c.model.to_dict())
-    rc = cli_main(["evaluate", "--config=configs/finetune/lcs.py:tiny", f"--weights={tmp_path / 'w'}",
+    rc = cli_main(["evaluate", "--config=finetune/lcs:tiny", f"--weights={tmp_path / 'w'}",
                    f"--out={tmp_path / 'eval'}", "--save-nifti", "--config.logging.progress=False"])
     assert rc == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -93,7 +93,7 @@ def test_evaluate_segmentation_writes_overlays_and_nifti(tmp_path):
 
 
 def test_finetune_command_reports_a_bad_init(tmp_path, capsys):
-    rc = cli_main(["finetune", "--config=configs/finetune/lcs.py:tiny", f"--workdir={tmp_path / 'w'}",
+    rc = cli_main(["finetune", "--config=finetune/lcs:tiny", f"--workdir={tmp_path / 'w'}",
                    f"--init={tmp_path / 'missing'}", "--config.logging.progress=False", "--config.num_devices=1"])
     assert rc == 2
     assert "missing" in capsys.readouterr().err

@@ -42,13 +42,13 @@ def restore_jax_cache_config():
 
 
 def test_annotation_efficiency_tiny_end_to_end(tmp_path, capsys, restore_jax_cache_config):
-    config = load_config("configs/finetune/lcs.py:tiny")
+    config = load_config("finetune/lcs:tiny")
     model = build_model(config.model)
     variables = jax.jit(model.init)(jax.random.key(1), np.zeros((1, *config.input_shape), np.float32))
     save_weights(tmp_path / "pretrained", variables, config.model.to_dict())  # stands in for Genesis weights
 
     study = _module("annotation_efficiency")
-    rc = study.main(["--config=configs/finetune/lcs.py:tiny", f"--init={tmp_path / 'pretrained'}",
+    rc = study.main(["--config=finetune/lcs:tiny", f"--init={tmp_path / 'pretrained'}",
                      "--fractions", "0.5", "1.0", "--seeds", "0", "--steps", "2", "--pool-size", "8",
                      f"--workdir={tmp_path / 'runs'}", f"--results={tmp_path / 'results'}"])
     assert rc == 0

@@ -4,15 +4,15 @@ Variants: `:lits` (LCS), `:brats` (BMS), `:lidc` (NCS), `:luna16_candidates` (NC
 `:liver_synthetic`.
 
 Run (each needs its dataset in a directory, in the layout it is distributed as):
-  genesis-jax data prepare --config=configs/data/downstream.py:lits --config.data.manual_dir=/data/LiTS
+  genesis-jax data prepare --config=data/downstream:lits --config.data.manual_dir=/data/LiTS
       volume-<i>.nii + segmentation-<i>.nii -> whole volumes, liver = 1 (lesion merged into background as published;
       --config.data.lesion_label=1 counts it as liver); split 0-99 / 100-114 / 115-129.
-  genesis-jax data prepare --config=configs/data/downstream.py:brats --config.data.manual_dir=/data/BraTS2018
+  genesis-jax data prepare --config=data/downstream:brats --config.data.manual_dir=/data/BraTS2018
       <case>/<case>_flair.nii.gz + _seg.nii.gz -> whole FLAIR volumes (per-patient min-max), tumour = 1; folds from
       fold_1.csv ... fold_3.csv (the published files) when present, else a seeded 3-way split.
-  genesis-jax data prepare --config=configs/data/downstream.py:lidc --config.data.manual_dir=/data/ncs_data
+  genesis-jax data prepare --config=data/downstream:lidc --config.data.manual_dir=/data/ncs_data
       x_{train,valid,test}_64x64x32.npy + m_... -> one example per published crop.
-  genesis-jax data prepare --config=configs/data/downstream.py:luna16_candidates --config.data.manual_dir=/data/luna16
+  genesis-jax data prepare --config=data/downstream:luna16_candidates --config.data.manual_dir=/data/luna16
       candidates.csv + subset*/ -> one 64x64x32 crop per candidate (label = class); subsets 0-4 / 5-6 / 7-9.
       --config.data.max_negatives_per_scan=50 subsamples the ~550k negatives (seeded).
 Each prints scans read, skipped (with reasons), examples per split and bytes.
@@ -23,12 +23,10 @@ In memory, no download by hand (fine-tuning demos; ``volume_source(config.data, 
 ``genesis_jax.data.pipeline.volume_source`` (whole volumes) or ``open_split`` (crops), then ``finetune_dataset``.
 """
 
-import importlib.util
-import pathlib
+import ml_collections
 
-_spec = importlib.util.spec_from_file_location("_genesis_cubes", pathlib.Path(__file__).with_name("genesis_cubes.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.data import genesis_cubes
 
 VARIANTS = {
     "lits": dict(builder="lits_liver", modality="ct", lesion_label=0,
@@ -46,9 +44,8 @@ VARIANTS = {
 }
 
 
-def get_config(variant: str = "lits"):
-    if variant not in VARIANTS:
-        raise ValueError(f"downstream.py: variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-    config = _base.get_config("directory")
-    config.data.update(dict(dict(name=variant, storage="tfds"), **VARIANTS[variant]))
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, dataset=tuple(VARIANTS))
+    config = genesis_cubes.get_config("directory")
+    config.data.update(dict(dict(name=opts.dataset, storage="tfds"), **VARIANTS[opts.dataset]))
     return config

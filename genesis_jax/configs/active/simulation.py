@@ -1,7 +1,7 @@
 """Simulated annotation: AIFT scores + ACFT(HQ) vs random selection (RFT), with an oracle on labelled pools.
 
 Run:
-  python experiments/active_learning_sim.py --config=configs/active/simulation.py:tiny
+  python experiments/active_learning_sim.py --config=active/simulation:tiny
 Expected (tiny): 221 s of CPU (551 s wall on the shared, loaded 2-core CPU this was written on); per pool
 (synthetic, and liver cubes of the sample CT when it is cached or downloadable), the test AUC after every round of
 every arm and seed, experiments/results/active_learning_sim/{curves.png,results.json}, and the last printed line
@@ -13,24 +13,15 @@ The default variant (no `:tiny`) uses the published constants and network size (
 and needs a GPU. Overrides: --config.sim.seeds=5 --config.sim.rounds=10 --config.sim.budget=16 ...
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
-
-def _acft_config(variant: str) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("_acft_config", Path(__file__).with_name("acft.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+from genesis_jax.configs.active import acft
+from genesis_jax.configs.common import parse_arg
 
 
-def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"simulation.py: variant must be 'default' or 'tiny', got {variant!r}")
-    tiny = variant == "tiny"
-    c = _acft_config(variant)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    tiny = parse_arg(arg, tiny=False).tiny  # the options of acft.py
+    c = acft.get_config(arg)
     if tiny:
         c.patches.flips_rotations = 4  # 2 scales x 4 flips = 8 patches, so alpha*m = 2 patches are scored
         c.learner.epochs = 2.0

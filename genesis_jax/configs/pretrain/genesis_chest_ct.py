@@ -1,8 +1,8 @@
 """Models Genesis Chest CT pre-training: the published recipe (restore 64x64x32 CT cubes deformed on the device).
 
 Run (GPU/TPU), after extracting the LUNA16 cubes once with the published rule (subsets 0-4 train, 5-6 validation):
-  genesis-jax data prepare --config=configs/data/luna16.py --config.data.manual_dir=/data/luna16
-  genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py --workdir=runs/genesis_chest_ct
+  genesis-jax data prepare --config=data/luna16 --config.data.manual_dir=/data/luna16
+  genesis-jax pretrain --config=pretrain/genesis_chest_ct --workdir=runs/genesis_chest_ct
   ... :keras     the paper's network (nearest up-sampling, 16,320,257 parameters) instead of the PyTorch one
   ... :step      LR halved every 40 epochs (the PyTorch script) instead of on a 10-epoch validation plateau
 Expected: the validation MSE falls over the first tens of epochs; the run ends by early stopping (patience 50) and
@@ -10,11 +10,11 @@ writes runs/.../weights (best validation loss; usable as --init for fine-tuning)
 resumes from the latest checkpoint.
 
 CPU smoke run:
-  genesis-jax pretrain --config=configs/pretrain/genesis_chest_ct.py:tiny --workdir=/tmp/genesis_tiny
+  genesis-jax pretrain --config=pretrain/genesis_chest_ct:tiny --workdir=/tmp/genesis_tiny
 Expected: about a minute on a 2-core CPU (16x16x8 cubes from 6 synthetic CT phantoms, a base-width-2, depth-2 U-Net,
 40 steps in 4 epochs), the validation loss falling, a preview PNG in /tmp/genesis_tiny/previews. The network has the
 width and depth of the fine-tuning :tiny configs, so its weights/ can be their --init:
-  genesis-jax finetune --config=configs/finetune/lcs.py:tiny --workdir=/tmp/lcs_tiny --init=/tmp/genesis_tiny/weights
+  genesis-jax finetune --config=finetune/lcs:tiny --workdir=/tmp/lcs_tiny --init=/tmp/genesis_tiny/weights
 
 Recipe (models_genesis.md section 4): PyTorch UNet3D, MSE on the sigmoid output, SGD lr 1.0 momentum 0.9 no weight
 decay, batch 6 per device (the global batch scales with the devices), N_train // batch steps per epoch, validation
@@ -22,38 +22,35 @@ on randomly deformed validation cubes (here with a fixed key, so epochs are comp
 patience 10, min_delta 1e-4, min_lr 1e-6), early stopping patience 50, up to 10,000 epochs.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.data import genesis_cubes, luna16
 from genesis_jax.transforms import default_config
 
-
-def _data_configs(name: str):
-    spec = importlib.util.spec_from_file_location(f"_data_{name}", pathlib.Path(__file__).parents[1] / "data" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The variant options (genesis_2d.py takes the same ones); e.g. ":tiny", ":keras,step,bf16".
+OPTIONS = dict(tiny=False, variant=("pytorch", "keras"), schedule=("plateau", "step"), bf16=False)
 
 
-def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    options = set(filter(None, arg.split(",")))
-    unknown = options - {"tiny", "keras", "pytorch", "step", "plateau", "bf16"}
-    if unknown:
-        raise ValueError(f"genesis_chest_ct.py: unknown option(s) {sorted(unknown)}; "
-                         "use tiny, keras, pytorch, step, plateau, bf16 (comma-separated)")
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, **OPTIONS)
+    return recipe(tiny=opts.tiny, variant=opts.variant, schedule=opts.schedule, bf16=opts.bf16)
+
+
+def recipe(*, tiny: bool = False, variant: str = "pytorch", schedule: str = "plateau",
+           bf16: bool = False) -> ml_collections.ConfigDict:
+    """The recipe with its options as arguments (the other pre-training configs build on it)."""
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.prng_impl = "threefry2x32"  # "rbg" compiles much faster on CPU; the checkpoint's key follows this choice
     c.model = ml_collections.ConfigDict(dict(
-        name="genesis_unet", variant="keras" if "keras" in options else "pytorch", ndim=3, base_width=32, depth=4,
-        in_channels=1, num_classes=1, head_activation="sigmoid", dtype="bfloat16" if "bf16" in options else "float32",
+        name="genesis_unet", variant=variant, ndim=3, base_width=32, depth=4,
+        in_channels=1, num_classes=1, head_activation="sigmoid", dtype="bfloat16" if bf16 else "float32",
     ))
     c.input_shape = (64, 64, 32, 1)  # the network's input: the data cubes plus a channel (a slice for 2D configs)
     c.slice_2d = False
-    # genesis_jax.data's block: the prepared LUNA16 cubes (configs/data/luna16.py), read from their ArrayRecords
-    c.data = _data_configs("luna16.py").get_config().data
+    # genesis_jax.data's block: the prepared LUNA16 cubes (data/luna16), read from their ArrayRecords
+    c.data = luna16.get_config().data
     c.data.storage = "tfds"
     # The deformations' rates (published) and the two documented choices (flip_mode 'all'|'published', windows)
     c.transforms = default_config()
@@ -65,7 +62,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         name="sgd", learning_rate=1.0, momentum=0.9, nesterov=False, weight_decay=0.0
     ))
     c.schedule = ml_collections.ConfigDict(dict(
-        kind="step" if "step" in options else "plateau", factor=0.5, patience=10, min_delta=1e-4, min_lr=1e-6,
+        kind=schedule, factor=0.5, patience=10, min_delta=1e-4, min_lr=1e-6,
         every_epochs=40,
     ))
     c.early_stopping = ml_collections.ConfigDict(dict(patience=50, min_delta=0.0))
@@ -84,13 +81,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         progress=True, tensorboard=True, every_steps=1, preview_every_steps=2000, preview_samples=4
     ))
 
-    if "tiny" in options:
+    if tiny:
         c.prng_impl = "rbg"
         c.model.base_width = 2  # the width and depth of the fine-tuning :tiny configs, so these weights --init them
         c.model.depth = 2
         c.input_shape = (16, 16, 8, 1)
         # 6 synthetic CT phantoms of 64^3, cubes extracted in memory (96 train, 48 validation; about a second)
-        c.data = _data_configs("genesis_cubes.py").get_config("tiny").data
+        c.data = genesis_cubes.get_config("tiny").data
         c.data.cubes.cube_shape = (16, 16, 8)
         c.data.cubes.margins = (8, 8, 4)
         c.data.synthetic.shape = (64, 64, 64)

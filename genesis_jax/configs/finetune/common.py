@@ -1,30 +1,26 @@
-"""The fine-tuning config schema in one place: the config files under ``configs/finetune/`` call these.
+"""The fine-tuning config schema in one place: every recipe in ``genesis_jax.configs.finetune`` calls these.
 
 ``finetune_config(...)`` returns the full ml_collections config with the published defaults of Models Genesis §5
 (Adam; ReduceLROnPlateau factor 0.5, patience 6, min_delta 1e-4, min lr 1e-6; Keras early stopping on the
 validation loss; best-by-validation weights kept) and the same run settings as pre-training (mesh, checkpoints,
 logging). ``data`` is a :mod:`genesis_jax.data` block, normally :func:`downstream_data` (the target-task variants of
-``configs/data/downstream.py``, so a prepared dataset is found with the settings it was prepared with).
+``genesis_jax.configs.data.downstream``, so a prepared dataset is found with the settings it was prepared with).
 ``tiny(config)`` shrinks a config to something that trains in seconds on a CPU (tests and CI).
 """
 
 from __future__ import annotations
 
-import importlib.util
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 
-from genesis_jax.config_loader import CONFIGS_DIR
+from genesis_jax.configs.data import downstream
 
 
 def downstream_data(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
-    """``config.data`` of ``configs/data/downstream.py:<variant>`` with ``overrides`` applied."""
-    path = CONFIGS_DIR / "data" / "downstream.py"
-    spec = importlib.util.spec_from_file_location("_genesis_downstream_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    data = module.get_config(variant).data
+    """``config.data`` of ``data/downstream:<variant>`` with ``overrides`` applied."""
+    data = downstream.get_config(variant).data
     data.update(overrides)
     return data
 

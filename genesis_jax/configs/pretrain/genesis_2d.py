@@ -1,8 +1,8 @@
 """Models Genesis 2D: the same restoration pre-training on axial slices (64x64) of the deformed CT cubes.
 
 Run:
-  genesis-jax pretrain --config=configs/pretrain/genesis_2d.py --workdir=runs/genesis_2d   # LUNA16 cubes prepared
-  genesis-jax pretrain --config=configs/pretrain/genesis_2d.py:tiny --workdir=/tmp/genesis_2d_tiny    # CPU smoke run
+  genesis-jax pretrain --config=pretrain/genesis_2d --workdir=runs/genesis_2d   # LUNA16 cubes prepared
+  genesis-jax pretrain --config=pretrain/genesis_2d:tiny --workdir=/tmp/genesis_2d_tiny    # CPU smoke run
 Expected: as the 3D recipe, with a 2D Genesis U-Net (base width 32, 4 levels) on (64, 64, 1) slices; the tiny run
 takes well under a minute on a 2-core CPU and ends with a preview PNG of slices.
 
@@ -11,24 +11,22 @@ out-painting boxes, local shuffling and the Bezier map are those of the 3D recip
 slice per sample of the (input, target) pair. The published 2D variant (an ablation in the paper) used 2D
 versions of the transforms; this is our equivalent, not a byte-level reproduction. Batch: 16 slices per device
 (our choice; the published 2D batch size is not documented). Everything else (optimizer, schedule, early
-stopping, checkpoints) follows configs/pretrain/genesis_chest_ct.py, which this file imports.
+stopping, checkpoints) follows pretrain/genesis_chest_ct, which this file imports.
 """
 
-import importlib.util
-import pathlib
+import ml_collections
 
-_spec = importlib.util.spec_from_file_location("_genesis_chest_ct", pathlib.Path(__file__).with_name(
-    "genesis_chest_ct.py"))
-_base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_base)
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.pretrain import genesis_chest_ct
 
 
-def get_config(arg: str = ""):
-    c = _base.get_config(arg)
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, **genesis_chest_ct.OPTIONS)
+    c = genesis_chest_ct.recipe(tiny=opts.tiny, variant=opts.variant, schedule=opts.schedule, bf16=opts.bf16)
     c.model.ndim = 2
     c.slice_2d = True
     c.input_shape = (*c.input_shape[:2], 1)
     c.per_device_batch_size = 16
-    if "tiny" in arg:
+    if opts.tiny:
         c.global_batch_size = 16
     return c

@@ -1,23 +1,24 @@
 """UNet++ (nested dense skips, deep supervision, pruning) in 2D or 3D, widths 32..512, depth 4.
 
 Run:
-  genesis-jax summary --config=configs/models/unetpp.py:2d                                      # 9,041,700 (4 heads)
-  genesis-jax summary --config=configs/models/unetpp.py:2d --config.model.prune_level=1         # 100,961 (L1)
-  genesis-jax summary --config=configs/models/unetpp.py:3d --config.model.deep_supervision=False  # 26,198,273
+  genesis-jax summary --config=models/unetpp:2d                                      # 9,041,700 (4 heads)
+  genesis-jax summary --config=models/unetpp:2d --config.model.prune_level=1         # 100,961 (L1)
+  genesis-jax summary --config=models/unetpp:3d --config.model.deep_supervision=False  # 26,198,273
 Expected: a per-layer table ending with "Total params: N"; pruning builds only the nodes with i + j <= L.
 """
 
 import ml_collections
 
+from genesis_jax.configs.common import parse_arg
 
-def get_config(dims: str = "2d") -> ml_collections.ConfigDict:
-    if dims not in ("2d", "3d"):
-        raise ValueError(f"unetpp.py: argument must be '2d' or '3d', got {dims!r}")
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, dims=("2d", "3d"))
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict(
         dict(
             name="unetpp",
-            ndim=2 if dims == "2d" else 3,
+            ndim=2 if opts.dims == "2d" else 3,
             base_width=32,
             depth=4,
             in_channels=1,
@@ -31,5 +32,5 @@ def get_config(dims: str = "2d") -> ml_collections.ConfigDict:
             dtype="float32",
         )
     )
-    config.input_shape = (96, 96, 1) if dims == "2d" else (64, 64, 32, 1)
+    config.input_shape = (96, 96, 1) if opts.dims == "2d" else (64, 64, 32, 1)
     return config

@@ -11,17 +11,21 @@ Network: the paper's Genesis U-Net (keras variant) at base width 4, depth 3, on 
 Optimiser: Adam 1e-3, batch 4, plateau halving as published.
 
 Run:
-  genesis-jax finetune --config=configs/finetune/liver_sample.py --workdir=/tmp/liver --init=scratch
-  genesis-jax finetune --config=configs/finetune/liver_sample.py --workdir=/tmp/liver_g --init=<Genesis weights>
+  genesis-jax finetune --config=finetune/liver_sample --workdir=/tmp/liver --init=scratch
+  genesis-jax finetune --config=finetune/liver_sample --workdir=/tmp/liver_g --init=<Genesis weights>
   python experiments/liver_demo.py      # pre-trains, then scratch vs pretrained over several seeds (the table)
   :tiny  the same data with 8 steps of a width-2 network (a CPU smoke run of the real-data path)
 Expected: a summary line with the test Dice/IoU on ct_dicom; predictions/ct_dicom_overlay.png shows the outlines.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, tiny
+import ml_collections
+
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, tiny
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, tiny=False)
     config = finetune_config(
         task="segmentation",
         model=dict(name="genesis_unet", variant="keras", ndim=3, base_width=4, depth=3, in_channels=1, num_classes=1,
@@ -43,10 +47,8 @@ def get_config(arg: str = ""):
     config.sampling.patches_per_volume = 8
     config.sampling.validation_patches = 16
     config.eval.batch_size = 8
-    if arg == "tiny":
+    if opts.tiny:
         config = tiny(config, input_shape=(32, 32, 16, 1), base_width=2, depth=3)
         config.max_steps = 8
         config.steps_per_epoch = 4
-    elif arg:
-        raise ValueError(f"liver_sample.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

@@ -7,16 +7,20 @@ foreground IoU over thresholds 0.5:0.05:0.95), reported as `set.mean_iou`. Publi
 77.62 +- 0.64, scratch He init 76.44 +- 0.45.
 
 Run (LIDC crops prepared by `genesis-jax data prepare` from a manual download):
-  genesis-jax finetune --config=configs/finetune/ncs.py --workdir=runs/ncs --init=<Genesis weights dir>
+  genesis-jax finetune --config=finetune/ncs --workdir=runs/ncs --init=<Genesis weights dir>
 CPU check (crops around the synthetic phantom's nodules):
-  genesis-jax finetune --config=configs/finetune/ncs.py:tiny --workdir=/tmp/ncs_tiny --init=scratch
+  genesis-jax finetune --config=finetune/ncs:tiny --workdir=/tmp/ncs_tiny --init=scratch
 Expected: a summary line with the test mean IoU, IoU and Dice of the crops.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+import ml_collections
+
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, tiny=False)
     config = finetune_config(
         task="segmentation",
         model=dict(name="genesis_unet", variant="keras", ndim=3, base_width=32, depth=4, in_channels=1, num_classes=1,
@@ -31,11 +35,9 @@ def get_config(arg: str = ""):
         sampling_mode="given",
     )
     config.init.keep_head = True
-    if arg == "tiny":
+    if opts.tiny:
         config = tiny(config)
         config.data = synthetic_data("nodule")
         config.sampling.splits.test = "validation"
         config.sampling.mode = "crops"
-    elif arg:
-        raise ValueError(f"ncs.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

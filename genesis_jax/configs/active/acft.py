@@ -1,12 +1,12 @@
 """Active, continual fine-tuning (ACFT(HQ) with AIFT scores) of a Genesis-encoder classifier, human in the loop.
 
 Run (one round; `:tiny` is a CPU-sized network on a synthetic 3D pool, each command takes well under a minute):
-  genesis-jax al select --config=configs/active/acft.py:tiny --workdir=/tmp/al --budget=8
+  genesis-jax al select --config=active/acft:tiny --workdir=/tmp/al --budget=8
       -> /tmp/al/selections/round_0000.{csv,json,png}: 8 candidate ids with scores, an empty 'label' column
          and a thumbnail sheet (central slices)
   (fill in the 'label' column: 0/1 or negative/positive)
   genesis-jax al label --workdir=/tmp/al --file=/tmp/al/selections/round_0000.csv   # idempotent
-  genesis-jax al step --config=configs/active/acft.py:tiny --workdir=/tmp/al
+  genesis-jax al step --config=active/acft:tiny --workdir=/tmp/al
       -> fine-tunes M_0 into M_1 (models/round_0001), scores the remaining pool (scores/round_0001.npz)
   genesis-jax al status --workdir=/tmp/al
 
@@ -19,11 +19,11 @@ This size needs a GPU.
 
 import ml_collections
 
+from genesis_jax.configs.common import parse_arg
 
-def get_config(variant: str = "default") -> ml_collections.ConfigDict:
-    if variant not in ("default", "tiny"):
-        raise ValueError(f"acft.py: variant must be 'default' or 'tiny', got {variant!r}")
-    tiny = variant == "tiny"
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    tiny = parse_arg(arg, tiny=False).tiny
     c = ml_collections.ConfigDict()
     c.workdir = "/tmp/genesis_jax_al"
     c.seed = 0

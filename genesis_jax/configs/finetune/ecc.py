@@ -7,17 +7,21 @@ candidates) are private: this config reads candidates in the LUNA16-candidates d
 Published result (AUC %): Genesis Chest CT 87.20 +- 2.87, scratch uniform init 80.36 +- 3.58.
 
 Run:
-  genesis-jax finetune --config=configs/finetune/ecc.py --workdir=runs/ecc --init=<Genesis weights dir> \
+  genesis-jax finetune --config=finetune/ecc --workdir=runs/ecc --init=<Genesis weights dir> \
       --config.data.data_dir=<your prepared candidates>
 CPU check (nodule vs non-nodule crops of the synthetic phantom stand in for emboli):
-  genesis-jax finetune --config=configs/finetune/ecc.py:tiny --workdir=/tmp/ecc_tiny --init=scratch
+  genesis-jax finetune --config=finetune/ecc:tiny --workdir=/tmp/ecc_tiny --init=scratch
 Expected: a summary line with the test AUC and accuracy.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+import ml_collections
+
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, tiny=False)
     config = finetune_config(
         task="classification",
         model=dict(name="genesis_classifier", variant="keras", ndim=3, base_width=32, depth=4, in_channels=1,
@@ -31,11 +35,9 @@ def get_config(arg: str = ""):
         data=downstream_data("luna16_candidates", name="ecc", crop_shape=(64, 64, 64)),
         sampling_mode="given",
     )
-    if arg == "tiny":
+    if opts.tiny:
         config = tiny(config, input_shape=(16, 16, 16, 1))
         config.data = synthetic_data("nodule")
         config.sampling.splits.test = "validation"
         config.sampling.mode = "candidates"
-    elif arg:
-        raise ValueError(f"ecc.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config

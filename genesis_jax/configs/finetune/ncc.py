@@ -6,17 +6,21 @@ patience 10, binary cross-entropy, candidate-level ROC AUC; LUNA16 subsets 0-4 t
 Published result (AUC %): Genesis Chest CT 98.34 +- 0.44, scratch He init 96.03 +- 1.82.
 
 Run (LUNA16 candidates prepared by `genesis-jax data prepare` from a manual download):
-  genesis-jax finetune --config=configs/finetune/ncc.py --workdir=runs/ncc --init=<Genesis weights dir>
+  genesis-jax finetune --config=finetune/ncc --workdir=runs/ncc --init=<Genesis weights dir>
   (linear probe: --config.init.freeze_encoder=True; slower encoder: --config.init.transferred_lr_scale=0.1)
 CPU check (nodule vs non-nodule crops of the synthetic phantom):
-  genesis-jax finetune --config=configs/finetune/ncc.py:tiny --workdir=/tmp/ncc_tiny --init=scratch
+  genesis-jax finetune --config=finetune/ncc:tiny --workdir=/tmp/ncc_tiny --init=scratch
 Expected: a summary line with the test AUC and accuracy.
 """
 
-from genesis_jax.train.finetune_config import downstream_data, finetune_config, synthetic_data, tiny
+import ml_collections
+
+from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.finetune.common import downstream_data, finetune_config, synthetic_data, tiny
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, tiny=False)
     config = finetune_config(
         task="classification",
         model=dict(name="genesis_classifier", variant="keras", ndim=3, base_width=32, depth=4, in_channels=1,
@@ -30,11 +34,9 @@ def get_config(arg: str = ""):
         data=downstream_data("luna16_candidates"),
         sampling_mode="given",
     )
-    if arg == "tiny":
+    if opts.tiny:
         config = tiny(config)
         config.data = synthetic_data("nodule")
         config.sampling.splits.test = "validation"
         config.sampling.mode = "candidates"
-    elif arg:
-        raise ValueError(f"ncc.py: unknown variant {arg!r}; use '' or 'tiny'")
     return config
