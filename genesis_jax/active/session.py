@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import io
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +133,7 @@ def _pool_check(workdir: Path, pool: CandidatePool) -> None:
 
 def _save_model(workdir: Path, round_: int, variables: Any, config: Any, metadata: dict) -> str:
     rel = st.model_dir_name(round_)
-    final = workdir / rel
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    save_weights(tmp, variables, config.model.to_dict(), metadata)
-    st.replace_directory(tmp, final)
+    save_weights(workdir / rel, variables, config.model.to_dict(), metadata)  # atomic; state.json points to it after
     return rel
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from genesis_jax.workdir import fsync_dir
 
 STATE_FILE = "state.json"
 POOL_IDS_FILE = "pool_ids.json"
@@ -35,17 +36,6 @@ STATE_VERSION = 1
 
 class StateError(ValueError):
     """A work directory or an annotation file that cannot be used; the message names the file and the problem."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on every platform/filesystem
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -62,7 +52,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -72,16 +62,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
-
-
-def replace_directory(tmp_dir: Path, final_dir: Path) -> Path:
-    """Move a completely written ``tmp_dir`` to ``final_dir`` (a stale one left by an earlier crash is removed
-    first; nothing refers to it, since state.json is only updated after this)."""
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
-    _fsync_dir(final_dir.parent)
-    return final_dir
 
 
 @dataclasses.dataclass

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from genesis_jax.config_loader import ConfigError
+    from genesis_jax.workdir import WorkdirBusy
 
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"genesis-jax {args.command}: config error: {err}", file=sys.stderr)
         return 2
+    except WorkdirBusy as err:  # raised by every command that writes a workdir or dataset, so handled once here
+        print(f"genesis-jax {args.command}: {err}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":
