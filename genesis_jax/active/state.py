@@ -22,11 +22,11 @@ import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from genesis_jax.workdir import fsync_dir
+from genesis_jax.workdir import fsync_dir, hold
 
 STATE_FILE = "state.json"
 POOL_IDS_FILE = "pool_ids.json"
@@ -182,14 +182,24 @@ class ImportSummary:
     round: int
 
 
-def import_annotations(workdir: str | Path, file: str | Path, overwrite: bool = False) -> ImportSummary:
+def import_annotations(
+    workdir: str | Path, file: str | Path, overwrite: bool = False, on_wait: Callable[[str], None] | None = None
+) -> ImportSummary:
     """Add the annotations of ``file`` to the labelled set (one atomic state write).
 
     Idempotent: re-importing the same annotations changes nothing. Unknown ids reject the whole file (nothing is
     imported) with a message listing them. A different label for an already labelled id is an error unless
-    ``overwrite``; an overwritten label counts as new at the current round.
+    ``overwrite``; an overwritten label counts as new at the current round. While another command (``al step``)
+    holds the work directory's lock this waits for it (``on_wait(message)`` is told once) and then imports into
+    the state that command committed, so no label is lost.
     """
     workdir = Path(workdir)
+    load_state(workdir)  # a clear error for a directory that is not a work directory, before locking it
+    with hold(workdir, "al label", wait=True, on_wait=on_wait):
+        return _import_annotations(workdir, file, overwrite)
+
+
+def _import_annotations(workdir: Path, file: str | Path, overwrite: bool) -> ImportSummary:
     state = load_state(workdir)
     annotations = parse_annotations(file, state.class_names)
     known = set(load_pool_ids(workdir))
