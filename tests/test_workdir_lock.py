@@ -55,10 +55,12 @@ def commands(tmp_path: Path, wd: Path) -> dict[str, list[str]]:
         "al step": ["al", "step", *al],
         "data prepare": ["data", "prepare", "--config=configs/data/genesis_cubes.py:tiny",
                          f"--config.data.data_dir={tmp_path / 'tfds'}"],
+        "evaluate": ["evaluate", "--config=configs/finetune/ncc.py:tiny", f"--weights={tmp_path / 'none'}",
+                     f"--out={wd}"],
     }
 
 
-@pytest.mark.parametrize("name", ["pretrain", "finetune", "al select", "al step", "data prepare"])
+@pytest.mark.parametrize("name", ["pretrain", "finetune", "al select", "al step", "data prepare", "evaluate"])
 def test_a_second_writer_is_refused_at_once_naming_the_holder(name, tmp_path, capsys):
     wd = tmp_path / "wd"
     locked = dataset_lock_dir(tmp_path) if name == "data prepare" else wd

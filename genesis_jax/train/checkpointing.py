@@ -76,15 +76,28 @@ def save_weights(
     """Write ``variables`` ({'params', 'batch_stats'?}) and the model config to ``directory`` (created; an
     existing weights directory there is replaced). Returns the directory."""
     directory = Path(directory).expanduser().resolve()
-    tmp = sibling_tmp_dir(directory)
+    primary, multi = jax.process_index() == 0, jax.process_count() > 1
+    if multi:  # orbax writes collectively: every process needs the same directory (the workdir lock is held)
+        tmp = directory.with_name(f".{directory.name}.tmp-shared")
+        if primary:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        ocp.multihost.sync_global_processes("genesis_jax_save_weights_start")
+    else:
+        tmp = sibling_tmp_dir(directory)
     try:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp / VARIABLES_DIR, _to_numpy(dict(variables)), force=True)
         checkpointer.wait_until_finished()
-        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True, default=list))
-        crash_point("export")
-        (tmp / METADATA_FILE).write_text(json.dumps(dict(metadata or {}), indent=2, sort_keys=True, default=str))
-        return replace_directory(tmp, directory)
+        if primary:
+            (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True,
+                                                            default=list))
+            crash_point("export")
+            (tmp / METADATA_FILE).write_text(json.dumps(dict(metadata or {}), indent=2, sort_keys=True, default=str))
+            replace_directory(tmp, directory)
+        if multi:
+            ocp.multihost.sync_global_processes("genesis_jax_save_weights_done")
+        return directory
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(err):
@@ -246,7 +259,10 @@ class TrainCheckpoints:
         target.parent.mkdir(parents=True, exist_ok=True)
         self.latest.close()
         self.best.close()
-        os.replace(self.workdir / CHECKPOINTS_DIR / str(step), target)
+        if jax.process_index() == 0:
+            os.replace(self.workdir / CHECKPOINTS_DIR / str(step), target)
+        if jax.process_count() > 1:  # every process reopens after the move
+            ocp.multihost.sync_global_processes(f"genesis_jax_discard_{step}")
         self._open()
         log.warning("checkpoint step %d cannot be restored (%s); moved it to %s, trying step %s", step, reason,
                     target, self.latest_step())
