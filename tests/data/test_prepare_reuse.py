@@ -1,5 +1,8 @@
-"""`data prepare` on an existing dataset: reused only with the same settings (else one line naming them), an
-overwrite whose rebuild fails keeps the old dataset, and one prepare per dataset at a time."""
+"""`data prepare` on an existing dataset: reused only with the same settings (else one line naming them; `pretrain`
+on it too), an overwrite whose rebuild fails or is killed keeps the old dataset."""
+
+import os
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +36,24 @@ def test_changed_settings_are_refused_and_a_failed_overwrite_keeps_the_old_datas
 
     rebuilt = prepare(tiny_data_config(tmp_path, overwrite=True, **{"cubes.cubes_per_scan": 4}))
     assert not rebuilt.reused and sum(rebuilt.examples.values()) < sum(first.examples.values())
+
+
+def test_an_overwrite_killed_midway_gives_the_old_dataset_back(tmp_path):
+    config = tiny_data_config(tmp_path)
+    first = prepare(config)
+    dataset = Path(first.dataset_dir)
+    # what a kill -9 during the rebuild leaves: the old dataset moved beside, the new one not finished
+    os.replace(dataset, dataset.with_name(f".{dataset.name}.previous"))
+    again = prepare(config)
+    assert again.reused and again.examples == first.examples
+    assert not dataset.with_name(f".{dataset.name}.previous").exists()
+
+
+def test_pretrain_on_a_dataset_prepared_with_other_settings_is_one_line(tmp_path, capsys):
+    data_dir = f"--config.data.data_dir={tmp_path}"
+    assert main(["data", "prepare", "--config=configs/pretrain/genesis_chest_ct.py:tiny", data_dir]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={tmp_path / 'w'}",
+                 data_dir, "--config.data.storage=tfds", "--config.data.seed=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "prepared with other settings (seed)" in err, err
