@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -31,11 +32,16 @@ from pathlib import Path
 LOCK_FILE = ".genesis_jax.lock"
 CRASH_ENV = "GENESIS_JAX_CRASH_AT"
 
+log = logging.getLogger(__name__)
 _held: dict[Path, int] = {}  # lock file -> nesting depth, for this process
 _crash_counts: dict[str, int] = {}
 
 
-class WorkdirBusy(RuntimeError):
+class WorkdirError(RuntimeError):
+    """A directory a command must write cannot be used (read-only, not a directory, ...); one line naming it."""
+
+
+class WorkdirBusy(WorkdirError):
     """Another process holds the directory's lock; the message names the directory and the holder's pid."""
 
 
@@ -74,8 +80,11 @@ def hold(
         return
     import fcntl
 
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # checked before any work starts, so a read-only directory fails at once
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise WorkdirError(f"{directory}: cannot write here ({err.strerror or err})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -87,6 +96,9 @@ def hold(
             if on_wait is not None:
                 on_wait(f"{message}; waiting for it to finish")
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # a filesystem without locks (some network/FUSE mounts): run, but say so
+            log.warning("%s: cannot lock (%s); nothing stops a second command writing it meanwhile", directory,
+                        err.strerror or err)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
         _held[lock_path] = 1
@@ -96,11 +108,6 @@ def hold(
             del _held[lock_path]
     finally:
         os.close(fd)  # releases the flock
-
-
-def is_held(directory: str | Path) -> bool:
-    """Whether THIS process holds the lock of ``directory``."""
-    return _held.get(Path(directory).expanduser().resolve() / LOCK_FILE, 0) > 0
 
 
 def _exchange(a: Path, b: Path) -> bool:

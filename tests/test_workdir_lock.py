@@ -1,5 +1,6 @@
 """One writer per work directory or dataset (genesis_jax.workdir.hold): every writing command refuses at once, in
-one line naming the holder's pid, while another process holds the lock; the lock dies with its holder (kill -9);
+one line naming the holder's pid, while another process holds the lock (and in one line when it cannot write
+there); the lock dies with its holder (kill -9);
 `al label` during `al step` waits for the step and loses no label; directories are swapped in atomically."""
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(name, tmp_path, ca
     finally:
         holder.communicate("")
     assert not (wd / "checkpoints").exists() and not (wd / st.STATE_FILE).exists()
+
+
+def test_an_unwritable_workdir_is_one_line_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    started = time.time()
+    assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={blocker / 'w'}"]) == 3
+    err = capsys.readouterr().err
+    assert time.time() - started < 30 and err.count("\n") == 1 and f"{blocker / 'w'}: cannot write here" in err, err
 
 
 def test_the_lock_dies_with_its_holder_and_nests_in_one_process(tmp_path):

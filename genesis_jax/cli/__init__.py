@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from genesis_jax.config_loader import ConfigError
-    from genesis_jax.workdir import WorkdirBusy
+    from genesis_jax.workdir import WorkdirError
 
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"genesis-jax {args.command}: config error: {err}", file=sys.stderr)
         return 2
-    except WorkdirBusy as err:  # raised by every command that writes a workdir or dataset, so handled once here
+    except WorkdirError as err:  # busy or unwritable: raised by every command that writes a workdir or dataset
         print(f"genesis-jax {args.command}: {err}", file=sys.stderr)
         return 3
 
