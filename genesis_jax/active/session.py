@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import io
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +32,9 @@ from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.config_checks import validate_active_config
-from genesis_jax.fs import ensure_writable
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import load_weights, save_weights
+from genesis_jax.workdir import hold
 
 
 # -- builders from a config ----------------------------------------------------------------------------------
@@ -150,12 +149,7 @@ def _model_check(workdir: Path, config: Any) -> None:
 
 def _save_model(workdir: Path, round_: int, variables: Any, config: Any, metadata: dict) -> str:
     rel = st.model_dir_name(round_)
-    final = workdir / rel
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    tmp.chmod(st.DIR_MODE)  # mkdtemp makes it 0700
-    save_weights(tmp, variables, config.model.to_dict(), metadata)
-    st.replace_directory(tmp, final)
+    save_weights(workdir / rel, variables, config.model.to_dict(), metadata)  # atomic; state.json points to it after
     return rel
 
 
@@ -206,7 +200,6 @@ def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_tra
     workdir = Path(workdir)
     if st.has_state(workdir):
         _model_check(workdir, config)
-    ensure_writable(workdir)  # before any training: a read-only workdir fails now
     learner = cached_learner(config, max_traces)
     pool = build_pool(config.pool, learner.patch_set.ndim)
     if pool.contexts.shape[-1] != config.model.in_channels:
@@ -253,7 +246,12 @@ def select(
     config: ml_collections.ConfigDict, workdir: str | Path, budget: int, method: str | None = None
 ) -> dict[str, Path]:
     """Write the ``budget`` candidates to annotate at the current round. Repeating it at the same round with the
-    same labels gives the same selection (the key is fixed per round)."""
+    same labels gives the same selection (the key is fixed per round). Holds the work directory's lock."""
+    with hold(workdir, "al select"):
+        return _select(config, workdir, budget, method)
+
+
+def _select(config: ml_collections.ConfigDict, workdir: str | Path, budget: int, method: str | None) -> dict[str, Path]:
     session = open_session(config, workdir)
     state = session.state
     scores, mean_probs = session.current_scores()
@@ -307,7 +305,13 @@ class StepSummary:
 
 
 def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int | None = None) -> StepSummary:
-    """Fine-tune M_t on this round's labels (per the strategy), commit round t+1, score the remaining pool."""
+    """Fine-tune M_t on this round's labels (per the strategy), commit round t+1, score the remaining pool.
+    Holds the work directory's lock: ``al label`` meanwhile waits, and imports into the committed state."""
+    with hold(workdir, "al step"):
+        return _step(config, workdir, max_traces)
+
+
+def _step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int | None) -> StepSummary:
     session = open_session(config, workdir, max_traces)
     state, pool = session.state, session.pool
     new_ids, old_ids = state.new_ids(), state.old_ids()
@@ -333,6 +337,11 @@ def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int
         session.workdir, next_round, new_vars, config,
         {"round": next_round, "strategy": session.learner.strategy, "trained_on": len(plan.train_indices)},
     )
+    trained_round = state.round
+    state = st.load_state(session.workdir)  # re-read under the lock: commit on top of what is on disk now
+    if state.round != trained_round:
+        raise st.StateError(f"{session.workdir / st.STATE_FILE}: moved to round {state.round} while round "
+                            f"{trained_round} was trained; nothing was committed")
     state.history.append(
         {
             "round": state.round,
@@ -345,6 +354,7 @@ def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int
         }
     )
     state.round, state.model = next_round, rel
+    session.state = state
     st.save_state(session.workdir, state)  # the commit point
     scores, mean_probs = session.score_pool(new_vars)
     session.save_scores(next_round, scores, mean_probs)

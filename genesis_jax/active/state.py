@@ -21,11 +21,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from genesis_jax.workdir import FILE_MODE, fsync_dir, hold
 
 STATE_FILE = "state.json"
 POOL_IDS_FILE = "pool_ids.json"
@@ -35,28 +36,6 @@ STATE_VERSION = 1
 
 class StateError(ValueError):
     """A work directory or an annotation file that cannot be used; the message names the file and the problem."""
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not supported on every platform/filesystem
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() and mkdir() give; mkstemp/mkdtemp would give 0600/0700
-DIR_MODE = 0o777 & ~_umask()
-
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -74,7 +53,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -84,16 +63,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
-
-
-def replace_directory(tmp_dir: Path, final_dir: Path) -> Path:
-    """Move a completely written ``tmp_dir`` to ``final_dir`` (a stale one left by an earlier crash is removed
-    first; nothing refers to it, since state.json is only updated after this)."""
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    os.replace(tmp_dir, final_dir)
-    _fsync_dir(final_dir.parent)
-    return final_dir
 
 
 @dataclasses.dataclass
@@ -219,14 +188,24 @@ class ImportSummary:
     round: int
 
 
-def import_annotations(workdir: str | Path, file: str | Path, overwrite: bool = False) -> ImportSummary:
+def import_annotations(
+    workdir: str | Path, file: str | Path, overwrite: bool = False, on_wait: Callable[[str], None] | None = None
+) -> ImportSummary:
     """Add the annotations of ``file`` to the labelled set (one atomic state write).
 
     Idempotent: re-importing the same annotations changes nothing. Unknown ids reject the whole file (nothing is
     imported) with a message listing them. A different label for an already labelled id is an error unless
-    ``overwrite``; an overwritten label counts as new at the current round.
+    ``overwrite``; an overwritten label counts as new at the current round. While another command (``al step``)
+    holds the work directory's lock this waits for it (``on_wait(message)`` is told once) and then imports into
+    the state that command committed, so no label is lost.
     """
     workdir = Path(workdir)
+    load_state(workdir)  # a clear error for a directory that is not a work directory, before locking it
+    with hold(workdir, "al label", wait=True, on_wait=on_wait):
+        return _import_annotations(workdir, file, overwrite)
+
+
+def _import_annotations(workdir: Path, file: str | Path, overwrite: bool) -> ImportSummary:
     state = load_state(workdir)
     annotations = parse_annotations(file, state.class_names)
     known = set(load_pool_ids(workdir))

@@ -49,7 +49,10 @@ def _one_line(err: BaseException) -> str:
 
 def _exit_status(err: BaseException) -> int:
     from genesis_jax.config_loader import ConfigError
+    from genesis_jax.workdir import WorkdirError
 
+    if isinstance(err, WorkdirError):  # busy (another writer holds the lock) or unwritable
+        return 3
     return 2 if isinstance(err, ConfigError) else 1
 
 

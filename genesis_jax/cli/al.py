@@ -88,7 +88,9 @@ def run_label(args: argparse.Namespace, overrides: list[str]) -> int:
 
     _, workdir = _config_and_workdir(args, overrides)
     try:
-        summary = import_annotations(workdir, args.file, overwrite=args.overwrite)
+        summary = import_annotations(workdir, args.file, overwrite=args.overwrite,
+                                     on_wait=lambda message: print(f"genesis-jax al label: {message}",
+                                                                   file=sys.stderr, flush=True))
     except StateError as err:
         return _fail(args, err)
     print(f"round {summary.round}: {summary.added} added, {summary.changed} changed, "

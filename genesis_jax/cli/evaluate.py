@@ -24,21 +24,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
+    from genesis_jax.config_checks import validate_finetune_config
+    from genesis_jax.config_loader import load_config
+    from genesis_jax.workdir import hold
+
+    config = load_config(args.config, overrides)
+    validate_finetune_config(config, command="evaluate")
+    with hold(args.out, "evaluate"):  # also proves --out writable before the evaluation, not after it  # one writer per output directory
+        return _evaluate(args, config)
+
+
+def _evaluate(args: argparse.Namespace, config) -> int:
     import json
     from pathlib import Path
 
     from genesis_jax.cli._logging import setup_logging
-    from genesis_jax.config_checks import check_weights_for_task, validate_finetune_config
-    from genesis_jax.config_loader import load_config
+    from genesis_jax.config_checks import check_weights_for_task
     from genesis_jax.evaluation.evaluate import export_predictions
-    from genesis_jax.fs import ensure_writable
     from genesis_jax.train.checkpointing import is_weights_dir, load_init_weights
     from genesis_jax.train.finetune import evaluate_test_set
     from genesis_jax.train.finetune_data import load_task_data
 
-    config = load_config(args.config, overrides)
-    validate_finetune_config(config, command="evaluate")
-    ensure_writable(args.out, "output directory")  # before the evaluation, not after it
     setup_logging()
     weights = Path(args.weights)
     if is_weights_dir(weights / "weights"):  # a fine-tuning workdir: the weights its summary.json reports

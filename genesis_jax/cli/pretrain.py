@@ -39,6 +39,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     import jax
 
     from genesis_jax.config_loader import load_config
+    from genesis_jax.data.builders import DatasetError
     from genesis_jax.train.checkpointing import CheckpointError
     from genesis_jax.train.pretrain import TrainingDiverged, pretrain
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     except TrainingDiverged as err:
         print(f"genesis-jax pretrain: stopped: {err}", file=sys.stderr)
         return 1
-    except CheckpointError as err:
+    except (CheckpointError, DatasetError) as err:  # e.g. a dataset prepared with other settings
         print(f"genesis-jax pretrain: {err}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:

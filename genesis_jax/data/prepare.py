@@ -6,7 +6,10 @@ a summary: scans read, skipped (with the reason), examples written per split, by
 
 Memory stays bounded whatever the number of scans: builders stream one scan at a time, and TFDS' write buffer
 (1 GiB by default, after which it spills to 1,000 temporary bucket files, read back one at a time) is capped at
-``data_config.memory_buffer_mb`` while preparing; without TensorFlow the spill goes through ``_LocalFiles``. A failed build leaves only TFDS' ``incomplete.*`` directory, removed on the way out.
+``data_config.memory_buffer_mb`` while preparing; without TensorFlow the spill goes through ``_LocalFiles``.
+A failed build leaves only TFDS' ``incomplete.*`` directory, removed on the way out, and an overwrite that fails
+leaves the previous dataset in place. A dataset is reused only when the settings recorded with it match the
+config's.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,9 +28,10 @@ from typing import Any, Iterator
 import numpy as np
 
 from genesis_jax.config_checks import validate_data_config
-from genesis_jax.data.builders import DatasetError, make_builder, resolve_data_dir
+from genesis_jax.data.builders import DatasetError, make_builder, resolve_data_dir, settings_diff
 from genesis_jax.data.builders.base import terminal_progress
 from genesis_jax.data.sources import split_scans
+from genesis_jax.workdir import hold
 
 REPORT_FILE = "prepare_report.json"
 log = logging.getLogger(__name__)
@@ -140,9 +145,7 @@ def _dir_bytes(path: Path) -> int:
 def remove_stale_builds(dataset_dir: Path) -> list[Path]:
     """Delete the ``incomplete.<XXXXXX>_<version>`` directories TFDS leaves beside ``dataset_dir`` when a build is
     killed (kill -9, power loss: its own clean-up never ran); called right before a new build of that dataset, so
-    they cannot pile up. Assumes one writer per dataset. Returns what was removed."""
-    import shutil
-
+    they cannot pile up. Safe because the caller holds the dataset's lock (one writer). Returns what was removed."""
     stale = sorted(dataset_dir.parent.glob(f"incomplete.*_{dataset_dir.name}")) if dataset_dir.parent.is_dir() else []
     for path in stale:
         log.warning("%s: removing the unfinished build of an earlier, interrupted run", path)
@@ -151,31 +154,62 @@ def remove_stale_builds(dataset_dir: Path) -> list[Path]:
 
 
 def prepare(data_config) -> PrepareSummary:
-    """Build the dataset ``data_config`` describes (or reuse it) and return the summary."""
+    """Build the dataset ``data_config`` describes (or reuse it) and return the summary.
+
+    Holds the dataset's lock (one ``data prepare`` per dataset at a time). A dataset prepared with other settings
+    is an error naming them, unless ``overwrite``; an overwrite builds the new dataset while the old one waits
+    beside it (``.<version>.previous``), so a failed or killed rebuild leaves the old one in place.
+    """
+    validate_data_config(data_config)
+    dataset_dir = Path(make_builder(data_config).data_dir)
+    with hold(dataset_dir.parent, "data prepare"):
+        return _prepare(data_config, dataset_dir)
+
+
+def _prepare(data_config, dataset_dir: Path) -> PrepareSummary:
     import tensorflow_datasets as tfds
 
-    validate_data_config(data_config)
     start = time.time()
+    previous = dataset_dir.with_name(f".{dataset_dir.name}.previous")
+    if previous.exists() and not dataset_dir.exists():  # an overwrite killed midway: the old dataset comes back
+        os.replace(previous, dataset_dir)
+    shutil.rmtree(previous, ignore_errors=True)
     builder = make_builder(data_config, split_inputs=_split_inputs(data_config))
-    dataset_dir = Path(builder.data_dir)
     reused = builder.is_prepared() and not data_config.overwrite
-    mode = (tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS if not data_config.overwrite
-            else tfds.download.GenerateMode.FORCE_REDOWNLOAD)
-    download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None, download_mode=mode)
+    if reused and (diff := settings_diff(builder, data_config)):
+        raise DatasetError(f"{dataset_dir} was prepared with other settings ({', '.join(diff)}); nothing was "
+                           "rebuilt: pass --config.data.overwrite=True to rebuild it, or choose another "
+                           "--config.data.name to keep both")
     if not reused:
         remove_stale_builds(dataset_dir)
+        if dataset_dir.exists():  # overwrite: keep the old dataset beside until the new one is complete
+            os.replace(dataset_dir, previous)
+            builder = make_builder(data_config, split_inputs=_split_inputs(data_config))
+        download_config = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir or None,
+                                                       download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
         try:
-            with bounded_write_buffer(int(data_config.memory_buffer_mb)), terminal_progress():
-                builder.download_and_prepare(download_config=download_config)
-        except AssertionError as err:
-            if "No examples were yielded" not in str(err):
-                raise
-            reasons = "; ".join(r for _, r in builder.report.skipped) or "no scan gave an example"
-            raise DatasetError(f"{data_config.builder}/{data_config.name}: a split got no example ({reasons})") from None
-        (dataset_dir / REPORT_FILE).write_text(json.dumps(builder.report.to_json(), indent=1))
+            _build(builder, data_config, download_config, dataset_dir)
+        except BaseException:
+            if previous.exists():
+                shutil.rmtree(dataset_dir, ignore_errors=True)
+                os.replace(previous, dataset_dir)
+            raise
+        shutil.rmtree(previous, ignore_errors=True)
     report: dict[str, Any] = json.loads((dataset_dir / REPORT_FILE).read_text()) if (
         dataset_dir / REPORT_FILE).exists() else builder.report.to_json()
     examples = {name: int(split.num_examples) for name, split in builder.info.splits.items()}
     return PrepareSummary(dataset_dir=str(dataset_dir), scans_read=int(report["scans_read"]),
                           skipped=[tuple(s) for s in report["skipped"]], examples=examples,
                           bytes_on_disk=_dir_bytes(dataset_dir), seconds=time.time() - start, reused=reused)
+
+
+def _build(builder: Any, data_config, download_config: Any, dataset_dir: Path) -> None:
+    try:
+        with bounded_write_buffer(int(data_config.memory_buffer_mb)), terminal_progress():
+            builder.download_and_prepare(download_config=download_config)
+    except AssertionError as err:
+        if "No examples were yielded" not in str(err):
+            raise
+        reasons = "; ".join(r for _, r in builder.report.skipped) or "no scan gave an example"
+        raise DatasetError(f"{data_config.builder}/{data_config.name}: a split got no example ({reasons})") from None
+    (dataset_dir / REPORT_FILE).write_text(json.dumps(builder.report.to_json(), indent=1))

@@ -9,6 +9,10 @@ Training runs (:class:`TrainCheckpoints`) keep two orbax ``CheckpointManager`` d
                          /meta           JSON as above plus the validation loss
 
 ``checkpoints/`` keeps the latest N (periodic by steps and by time, on SIGTERM, at the end); ``best/`` keeps one.
+Resuming rolls the workdir back to the restored step: a ``best/`` step after it (written before a crash) is
+discarded, since the rerun recomputes it. A latest checkpoint that cannot be restored is moved to
+``corrupt_checkpoints/`` with a warning and the one before it is used. A failed write (disk full) raises
+:class:`CheckpointError` with one line ("no space left on <path>"); the checkpoints before it stay usable.
 Saves are asynchronous: the arrays are copied to the host when ``save`` returns, written in the background. The
 state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
 resumes on 1 and the reverse.
@@ -19,18 +23,31 @@ Model weights are exchanged in one directory format, written by pre-training exp
     <dir>/model_config.json     the ``config.model`` section that builds the network (genesis_jax.models)
     <dir>/variables/            orbax checkpoint of {'params': ..., 'batch_stats': ...} (numpy arrays)
     <dir>/metadata.json         free-form provenance (source file, converter, step, ...)
+
+It is written beside the target and swapped into place (:func:`genesis_jax.workdir.replace_directory`), so a
+crash during a re-export leaves the old weights or the new ones.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from genesis_jax.workdir import crash_point, replace_directory, sibling_tmp_dir
+
+log = logging.getLogger(__name__)
 
 MODEL_CONFIG_FILE = "model_config.json"
 METADATA_FILE = "metadata.json"
@@ -38,6 +55,7 @@ VARIABLES_DIR = "variables"
 
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
+CORRUPT_DIR = "corrupt_checkpoints"
 STATE_ITEM, DATA_ITEM, META_ITEM, VARIABLES_ITEM = "state", "data", "meta", "variables"
 
 
@@ -58,13 +76,34 @@ def save_weights(
     """Write ``variables`` ({'params', 'batch_stats'?}) and the model config to ``directory`` (created; an
     existing weights directory there is replaced). Returns the directory."""
     directory = Path(directory).expanduser().resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(directory / VARIABLES_DIR, _to_numpy(dict(variables)), force=True)
-    checkpointer.wait_until_finished()
-    (directory / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True, default=list))
-    (directory / METADATA_FILE).write_text(json.dumps(dict(metadata or {}), indent=2, sort_keys=True, default=str))
-    return directory
+    primary, multi = jax.process_index() == 0, jax.process_count() > 1
+    if multi:  # orbax writes collectively: every process needs the same directory (the workdir lock is held)
+        tmp = directory.with_name(f".{directory.name}.tmp-shared")
+        if primary:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        ocp.multihost.sync_global_processes("genesis_jax_save_weights_start")
+    else:
+        tmp = sibling_tmp_dir(directory)
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp / VARIABLES_DIR, _to_numpy(dict(variables)), force=True)
+        checkpointer.wait_until_finished()
+        if primary:
+            (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True,
+                                                            default=list))
+            crash_point("export")
+            (tmp / METADATA_FILE).write_text(json.dumps(dict(metadata or {}), indent=2, sort_keys=True, default=str))
+            replace_directory(tmp, directory)
+        if multi:
+            ocp.multihost.sync_global_processes("genesis_jax_save_weights_done")
+        return directory
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):
+            raise CheckpointError(f"no space left on {directory}: the weights were not exported (the previous "
+                                  "ones, if any, are kept); free space and rerun") from None
+        raise
 
 
 def is_weights_dir(path: str | Path) -> bool:
@@ -103,20 +142,51 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) reports a full disk or quota: an ``OSError`` with
+    ENOSPC/EDQUOT, or TensorStore's text for it (its errors are not OSErrors)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops orbax's own logged tracebacks of a failed background save: the failure is raised once, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and "orbax" in record.pathname)
+
+
 class TrainCheckpoints:
     """The latest-N and best-by-validation checkpoints of one training workdir (see the module docstring).
 
     Every process of a multi-host run must make the same calls in the same order (orbax synchronises them).
+    Only one process writes a workdir at a time (the caller holds :func:`genesis_jax.workdir.hold`), so left-over
+    temporary directories of a killed save are removed on opening.
     """
 
     def __init__(self, workdir: str | Path, *, keep: int = 3, async_save: bool = True):
         self.workdir = Path(workdir).expanduser().resolve()
+        self._keep, self._async = max(int(keep), 1), async_save
+        self._failed: CheckpointError | None = None
+        self._quiet = _QuietOrbax()
+        for name in ("absl", "orbax"):
+            logging.getLogger(name).addFilter(self._quiet)
+        self._open()
+
+    def _open(self) -> None:
         latest_options = ocp.CheckpointManagerOptions(
-            max_to_keep=max(int(keep), 1), enable_async_checkpointing=async_save, create=True
+            max_to_keep=self._keep, enable_async_checkpointing=self._async, create=True, cleanup_tmp_directories=True
         )
         best_options = ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m["val_loss"], best_mode="min", keep_checkpoints_without_metrics=False,
-            enable_async_checkpointing=async_save, create=True,
+            enable_async_checkpointing=self._async, create=True, cleanup_tmp_directories=True,
         )
         self.latest = ocp.CheckpointManager(self.workdir / CHECKPOINTS_DIR, options=latest_options)
         self.best = ocp.CheckpointManager(self.workdir / BEST_DIR, options=best_options)
@@ -127,6 +197,29 @@ class TrainCheckpoints:
     def best_step(self) -> int | None:
         return self.best.best_step()
 
+    def _guard(self, what: str, action: Callable[[], Any]) -> Any:
+        """Run a save/wait; a failure of this or an earlier background write becomes one CheckpointError."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return action()
+        except Exception as err:  # noqa: BLE001 (orbax re-raises a background write's error at the next save/wait)
+            kept = self._last_intact()
+            where = f"the last intact checkpoint is step {kept}" if kept is not None else "no checkpoint was kept"
+            if is_disk_full(err):
+                self._failed = CheckpointError(
+                    f"no space left on {self.workdir}: {what} failed; {where}. Free space and rerun the same command "
+                    "to resume")
+            else:
+                self._failed = CheckpointError(f"{self.workdir}: {what} failed ({type(err).__name__}: "
+                                               f"{str(err).splitlines()[0] if str(err) else ''}); {where}")
+            raise self._failed from None
+
+    def _last_intact(self) -> int | None:
+        root = self.workdir / CHECKPOINTS_DIR  # finished steps are plain integer names; in-flight ones have suffixes
+        steps = [int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.is_dir() else []
+        return max(steps) if steps else None
+
     def save(
         self, step: int, state_tree: Any, *, meta: Mapping[str, Any], data_iterator: Any = None
     ) -> None:
@@ -134,16 +227,31 @@ class TrainCheckpoints:
         items = {STATE_ITEM: ocp.args.StandardSave(state_tree), META_ITEM: ocp.args.JsonSave(_jsonable(meta))}
         if data_iterator is not None:
             items[DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iterator)
-        self.latest.save(step, args=ocp.args.Composite(**items), force=True)
+        self._guard(f"writing the checkpoints up to step {step}",
+                    lambda: self.latest.save(step, args=ocp.args.Composite(**items), force=True))
+        crash_point("periodic_save")  # test-only: the write is still in flight here
 
     def restore(
         self, abstract_state: Any, *, data_iterator: Any = None, step: int | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        """Restore checkpoint ``step`` (default: the latest) into ``abstract_state`` (ShapeDtypeStructs with the
-        target shardings) and, when given, move ``data_iterator`` to the saved position. Returns (state, meta)."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"{self.workdir / CHECKPOINTS_DIR}: no checkpoint to restore")
+        """Restore checkpoint ``step`` (default: the latest intact one: a latest one that cannot be restored is
+        moved to ``corrupt_checkpoints/`` with a warning and the one before is tried) into ``abstract_state``
+        (ShapeDtypeStructs with the target shardings) and, when given, move ``data_iterator`` to the saved position.
+        Returns (state, meta)."""
+        if step is not None:
+            return self._restore(step, abstract_state, data_iterator)
+        while (latest := self.latest_step()) is not None:
+            try:
+                return self._restore(latest, abstract_state, data_iterator)
+            except CheckpointError as err:
+                if len(self.latest.all_steps()) < 2:
+                    raise CheckpointError(f"{err}. It is the only checkpoint: move it away (mv "
+                                          f"{self.workdir / CHECKPOINTS_DIR / str(latest)} /somewhere/else) to "
+                                          "start afresh") from None
+                self._discard(latest, str(err).splitlines()[0][:200])
+        raise CheckpointError(f"{self.workdir / CHECKPOINTS_DIR}: no checkpoint to restore")
+
+    def _restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict[str, Any]]:
         step_dir = self.workdir / CHECKPOINTS_DIR / str(step)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state), META_ITEM: ocp.args.JsonRestore()}
         if data_iterator is not None:
@@ -156,23 +264,70 @@ class TrainCheckpoints:
             raise CheckpointError(f"{step_dir}: cannot restore the train state: {err}") from err
         return restored[STATE_ITEM], dict(restored[META_ITEM])
 
+    def _discard(self, step: int, reason: str) -> None:
+        """Move checkpoint ``step`` out of ``checkpoints/`` (kept for inspection) and reopen the managers."""
+        target = self.workdir / CORRUPT_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.latest.close()
+        self.best.close()
+        if jax.process_index() == 0:
+            os.replace(self.workdir / CHECKPOINTS_DIR / str(step), target)
+        if jax.process_count() > 1:  # every process reopens after the move
+            ocp.multihost.sync_global_processes(f"genesis_jax_discard_{step}")
+        self._open()
+        log.warning("checkpoint step %d cannot be restored (%s); moved it to %s, trying step %s", step, reason,
+                    target, self.latest_step())
+
+    def resume(self, abstract_state: Callable[[], Any], data_iterator: Any = None) -> tuple[Any, dict[str, Any]] | None:
+        """Restore the latest intact checkpoint into ``abstract_state()`` (a TrainState of ShapeDtypeStructs, built
+        only when there is one) and roll the workdir back to its step (:meth:`roll_back_to`). Returns
+        (state, meta), or None on a fresh start, after discarding a ``best/`` left by a run killed before its
+        first periodic checkpoint."""
+        if self.latest_step() is None:
+            self.roll_back_to(None)
+            return None
+        abstract = abstract_state()
+        tree, meta = self.restore(abstract.checkpoint_tree(), data_iterator=data_iterator)
+        self.roll_back_to(int(meta["step"]))
+        return abstract.with_checkpoint_tree(tree), meta
+
+    def roll_back_to(self, step: int | None) -> None:
+        """Discard the ``best/`` steps after ``step`` (all with None): a run killed after saving them resumes from
+        an earlier state and recomputes them, and orbax refuses to write a step that exists."""
+        for s in self.best.all_steps():
+            if step is None or s > step:
+                self.best.delete(s)
+        self.best.reload()
+
     def save_best(self, step: int, variables: Mapping[str, Any], *, val_loss: float, meta: Mapping[str, Any]) -> None:
         """Keep ``variables`` as the best checkpoint when ``val_loss`` beats the one kept so far."""
         items = {
             VARIABLES_ITEM: ocp.args.StandardSave(_to_numpy(dict(variables))),
             META_ITEM: ocp.args.JsonSave(_jsonable({**meta, "val_loss": float(val_loss)})),
         }
-        self.best.save(step, args=ocp.args.Composite(**items), metrics={"val_loss": float(val_loss)}, force=True)
+        self._guard(f"writing the checkpoints up to step {step}", lambda: self.best.save(
+            step, args=ocp.args.Composite(**items), metrics={"val_loss": float(val_loss)}, force=True))
+        crash_point("best", before=self.best.wait_until_finished)  # test-only: right after best/<step> is committed
 
     def wait(self) -> None:
         """Block until every pending asynchronous save is on disk."""
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        self._guard("writing the last checkpoints", lambda: (self.latest.wait_until_finished(),
+                                                     self.best.wait_until_finished()))
 
     def close(self) -> None:
-        self.wait()
-        self.latest.close()
-        self.best.close()
+        """Finish pending saves and release the managers; after a failed save only the release (the error was
+        raised already)."""
+        try:
+            if self._failed is None:
+                self.wait()
+        finally:
+            for manager in (self.latest, self.best):
+                try:
+                    manager.close()
+                except Exception as err:  # noqa: BLE001 (the write failure was reported once; must not be masked)
+                    log.debug("closing %s after a failed save: %s", manager.directory, err)
+            for name in ("absl", "orbax"):
+                logging.getLogger(name).removeFilter(self._quiet)
 
 
 def _jsonable(tree: Any) -> Any:
@@ -184,7 +339,7 @@ def _numpy_target(item_metadata: Any) -> Any:
     return jax.tree.map(lambda m: np.empty(m.shape, m.dtype), tree)
 
 
-def _restore_item_as_numpy(manager: "ocp.CheckpointManager", step: int, item: str) -> tuple[Any, dict[str, Any]]:
+def _restore_item_as_numpy(manager: ocp.CheckpointManager, step: int, item: str) -> tuple[Any, dict[str, Any]]:
     target = _numpy_target(manager.item_metadata(step)[item])
     restored = manager.restore(
         step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(target), META_ITEM: ocp.args.JsonRestore()})

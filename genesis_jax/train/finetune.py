@@ -49,7 +49,7 @@ from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optim
 from genesis_jax.train.logging import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.distributed import any_process, to_host
-from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged
+from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, params_fingerprint
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
 from genesis_jax.train.steps import make_train_step
@@ -59,6 +59,7 @@ from genesis_jax.train.transfer import (
     scratch_model_config,
     transfer_variables,
 )
+from genesis_jax.workdir import crash_point, hold
 
 log = logging.getLogger(__name__)
 SCRATCH = ("", "scratch", None)
@@ -203,10 +204,16 @@ def _transferred_from_report(workdir: Path) -> set[str]:
 
 def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskData | None = None) -> dict[str, Any]:
     """Run (or resume) fine-tuning as ``config`` describes, writing everything under ``workdir``; returns the
-    summary (also in ``workdir/summary.json``). ``data`` replaces ``config.data`` (tests and studies pass it)."""
+    summary (also in ``workdir/summary.json``). ``data`` replaces ``config.data`` (tests and studies pass it).
+    The workdir is locked for the run (:func:`genesis_jax.workdir.hold`): a second writer gets ``WorkdirBusy``."""
     validate_finetune_config(config, data=data is None)
     workdir = Path(workdir).expanduser().resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    with hold(workdir, "finetune", enabled=jax.process_index() == 0):
+        crash_point("startup")
+        return _finetune(config, workdir, data)
+
+
+def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData | None) -> dict[str, Any]:
     primary = jax.process_index() == 0
     started = time.time()
     if primary:
@@ -257,10 +264,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     history: list[dict[str, Any]] = []
     best = {"val_loss": math.inf, "step": None}
     finished = None
-    if resumed_from is not None:
-        abstract = abstract_train_state(model, tx, key, input_shape, mesh)
-        tree, meta = ckpts.restore(abstract.checkpoint_tree(), data_iterator=train_iter)
-        state = abstract.with_checkpoint_tree(tree)
+    resumed = ckpts.resume(lambda: abstract_train_state(model, tx, key, input_shape, mesh), train_iter)
+    if resumed is not None:
+        state, meta = resumed
+        resumed_from = int(meta["step"])
         lr_schedule.load_state_dict(meta["lr_schedule"])
         early_stopping.load_state_dict(meta["early_stopping"])
         history, best, finished = meta["history"], meta["best"], meta.get("finished")
@@ -307,6 +314,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                 batch = global_batch(next(train_iter), sharding)
                 state, metrics = train_step(state, batch)
                 step += 1
+                crash_point("step")  # test-only (genesis_jax.workdir): a kill while a step is in flight
                 values = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 if not values["finite"]:
                     ckpts.wait()
@@ -365,7 +373,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
         "resumed_from": resumed_from, "init": "scratch" if is_scratch(config.init.checkpoint) else
         str(config.init.checkpoint), "label_fraction": float(config.label_fraction),
         "train_examples": len(train_source), "best": best, "history": history, "global_batch_size": global_bs,
-        "devices": jax.device_count(),
+        "devices": jax.device_count(), "params_fingerprint": params_fingerprint(state.params),
     }
     if stopped != "preempted":
         if config.select_best and best["step"] is not None:

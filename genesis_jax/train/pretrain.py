@@ -29,7 +29,6 @@ import numpy as np
 
 from genesis_jax.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
-from genesis_jax.fs import ensure_writable
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
 from genesis_jax.train.distributed import any_process, to_host
@@ -39,6 +38,7 @@ from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_
     set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
 from genesis_jax.train.steps import make_eval_step, make_train_step, mse_loss
+from genesis_jax.workdir import crash_point, hold
 
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
@@ -184,12 +184,18 @@ def pretrain(
     ``transform(key, cubes) -> (inputs, targets)`` replaces the published deformations (default:
     genesis_jax.transforms.restoration_batch with ``config.transforms``); ``train_source``/``val_source``
     (random-access sequences of (X, Y, Z) cubes or {"cube": ...} dicts) replace ``config.data``. Returns a summary dict.
+    The workdir is locked for the run (:func:`genesis_jax.workdir.hold`): a second writer gets ``WorkdirBusy``.
     """
     validate_pretrain_config(config, data=train_source is None or val_source is None)
     workdir = Path(workdir).expanduser().resolve()
+    with hold(workdir, "pretrain", enabled=jax.process_index() == 0):
+        crash_point("startup")
+        return _pretrain(config, workdir, transform, train_source, val_source)
+
+
+def _pretrain(config: ml_collections.ConfigDict, workdir: Path, transform: TransformFn | None, train_source: Any,
+              val_source: Any) -> dict[str, Any]:
     primary = jax.process_index() == 0
-    if primary:
-        ensure_writable(workdir)  # before the data and the network are built
     started = time.time()
 
     mesh = make_mesh(config.get("num_devices"))
@@ -219,11 +225,10 @@ def pretrain(
     ckpts = checkpointing.TrainCheckpoints(workdir, keep=ckpt_cfg.keep, async_save=ckpt_cfg.async_save)
     input_shape = tuple(config.input_shape)
     key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
-    resumed_from = ckpts.latest_step()
-    if resumed_from is not None:
-        abstract = abstract_train_state(model, tx, key, input_shape, mesh)
-        tree, meta = ckpts.restore(abstract.checkpoint_tree(), data_iterator=train_iter)
-        state = abstract.with_checkpoint_tree(tree)
+    resumed = ckpts.resume(lambda: abstract_train_state(model, tx, key, input_shape, mesh), train_iter)
+    resumed_from = None if resumed is None else int(resumed[1]["step"])
+    if resumed is not None:
+        state, meta = resumed
         run.load_meta(meta)
     else:
         init_vars = None
@@ -313,6 +318,7 @@ def pretrain(
                 batch = global_batch(next(train_iter), sharding)
                 state, metrics = train_step(state, batch)
                 step += 1
+                crash_point("step")  # test-only (genesis_jax.workdir): a kill while a step is in flight
                 if pending is not None:
                     handle(pending)
                 pending = (step, metrics)

@@ -1,12 +1,15 @@
 """TrainCheckpoints (state + grain iterator + meta, latest-N and best) and load_init_weights for --init."""
 
+import errno
+
 import grain
 import jax
 import numpy as np
 import pytest
 
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import CheckpointError, TrainCheckpoints, load_init_weights, save_weights
+from genesis_jax.train.checkpointing import CheckpointError, TrainCheckpoints, is_disk_full, load_init_weights, \
+    save_weights
 from genesis_jax.train.mesh import make_mesh
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import abstract_train_state, create_train_state
@@ -60,3 +63,26 @@ def test_load_init_weights_accepts_weights_dirs_and_names_bad_paths(tmp_path):
         load_init_weights(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="no checkpoint to restore"):
         TrainCheckpoints(tmp_path / "fresh").restore({})
+
+
+def test_best_steps_after_the_resumed_one_are_rolled_back(tmp_path):
+    ckpts = TrainCheckpoints(tmp_path, async_save=False)
+    variables = {"params": {"w": np.ones(3, np.float32)}}
+    ckpts.save_best(4, variables, val_loss=2.0, meta={})
+    ckpts.save_best(8, variables, val_loss=1.0, meta={})
+    ckpts.roll_back_to(6)  # a rerun resuming at step 6 recomputes step 8
+    assert ckpts.best.all_steps() == []  # best/ keeps one step: 8 (4 was dropped when 8 beat it)
+    ckpts.save_best(8, variables, val_loss=1.0, meta={})  # no StepAlreadyExistsError
+    assert ckpts.best_step() == 8
+    ckpts.roll_back_to(None)  # a fresh start keeps no best checkpoint
+    assert ckpts.best.all_steps() == []
+    ckpts.close()
+
+
+def test_disk_full_is_recognised_through_causes_and_tensorstore_text():
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    wrapped = RuntimeError("commit failed")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert is_disk_full(wrapped)
+    assert is_disk_full(ValueError("Error writing local file \"/w/d/1\": [OS error: No space left on device]"))
+    assert not is_disk_full(ValueError("Checkpoint for step 4 already exists."))

@@ -91,6 +91,7 @@ def recipe(*, tiny: bool = False, variant: str = "pytorch", schedule: str = "pla
         c.data.cubes.cube_shape = (16, 16, 8)
         c.data.cubes.margins = (8, 8, 4)
         c.data.synthetic.shape = (64, 64, 64)
+        c.data.name = "pretrain_tiny"  # other cubes than genesis_cubes.py:tiny's, so another prepared dataset
         c.global_batch_size = 8
         c.steps_per_epoch = 10
         c.max_epochs = 4

@@ -24,7 +24,8 @@ logging.getLogger("absl").addFilter(lambda record: "Using custom data configurat
 # Paths differ between machines without changing the data: not compared when a prepared dataset is opened.
 _PATH_PARAMS = ("manual_dir",)
 
-__all__ = ["BUILDERS", "DatasetError", "PrepareReport", "make_builder", "open_split", "resolve_data_dir"]
+__all__ = ["BUILDERS", "DatasetError", "PrepareReport", "make_builder", "open_split", "resolve_data_dir",
+           "settings_diff"]
 
 
 def resolve_data_dir(data_dir: str) -> Path:
@@ -57,19 +58,25 @@ def make_builder(data_config, *, split_inputs: dict[str, Sequence[tuple[str, str
                file_format="array_record")
 
 
+def settings_diff(builder: GenesisBuilder, data_config) -> list[str]:
+    """The data settings (seed, cubes, num_scans, modality, ...) in which the prepared dataset of ``builder``
+    differs from ``data_config`` (recorded in its dataset info when it was written); [] when they agree."""
+    recorded = dict(builder.info.metadata.get("params", {}))
+    current = data_params(_jsonable(data_config.to_dict()))
+    for key in _PATH_PARAMS:
+        recorded.pop(key, None)
+        current.pop(key, None)
+    return sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+
+
 def open_split(data_config, split: str):
     """Random-access ArrayRecord source of a prepared split; errors say how to prepare or what differs."""
     builder = make_builder(data_config)
     if not builder.is_prepared():
         raise DatasetError(f"dataset {data_config.builder}/{data_config.name} is not prepared in {builder.data_dir}; "
                            f"run `genesis-jax data prepare --config=<this config>` first")
-    recorded = dict(builder.info.metadata.get("params", {}))
-    current = data_params(_jsonable(data_config.to_dict()))
-    for key in _PATH_PARAMS:
-        recorded.pop(key, None)
-        current.pop(key, None)
-    if recorded != current:
-        diff = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+    diff = settings_diff(builder, data_config)
+    if diff:
         raise DatasetError(f"{builder.data_dir} was prepared with other settings ({', '.join(diff)}); prepare again "
                            f"with --config.data.overwrite=True or choose another --config.data.name")
     splits = list(builder.info.splits.keys())
