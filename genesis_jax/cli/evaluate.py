@@ -28,11 +28,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from pathlib import Path
 
     from genesis_jax.cli._logging import setup_logging
-    from genesis_jax.config_checks import check_weights_for_task, validate_finetune_config
     from genesis_jax.config_loader import load_config
     from genesis_jax.evaluation.evaluate import export_predictions
     from genesis_jax.fs import ensure_writable
     from genesis_jax.train.checkpointing import is_weights_dir, load_init_weights
+    from genesis_jax.train.config_checks import check_weights_for_task, validate_finetune_config
     from genesis_jax.train.finetune import evaluate_test_set
     from genesis_jax.train.finetune_data import load_task_data
 
