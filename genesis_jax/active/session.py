@@ -26,12 +26,12 @@ import ml_collections
 import numpy as np
 
 from genesis_jax.active import state as st
+from genesis_jax.active.config_checks import validate_active_config
 from genesis_jax.active.learner import ContinualLearner
 from genesis_jax.active.patches import make_patch_set
 from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
-from genesis_jax.config_checks import validate_active_config
 from genesis_jax.models import build_model
 from genesis_jax.train.checkpointing import load_weights, save_weights
 from genesis_jax.workdir import hold

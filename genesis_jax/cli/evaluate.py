@@ -24,13 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
-    from genesis_jax.config_checks import validate_finetune_config
     from genesis_jax.config_loader import load_config
+    from genesis_jax.train.config_checks import validate_finetune_config
     from genesis_jax.workdir import hold
 
     config = load_config(args.config, overrides)
     validate_finetune_config(config, command="evaluate")
-    with hold(args.out, "evaluate"):  # also proves --out writable before the evaluation, not after it  # one writer per output directory
+    with hold(args.out, "evaluate"):  # one writer per output directory; proves it writable before the evaluation
         return _evaluate(args, config)
 
 
@@ -39,9 +39,9 @@ def _evaluate(args: argparse.Namespace, config) -> int:
     from pathlib import Path
 
     from genesis_jax.cli._logging import setup_logging
-    from genesis_jax.config_checks import check_weights_for_task
     from genesis_jax.evaluation.evaluate import export_predictions
     from genesis_jax.train.checkpointing import is_weights_dir, load_init_weights
+    from genesis_jax.train.config_checks import check_weights_for_task
     from genesis_jax.train.finetune import evaluate_test_set
     from genesis_jax.train.finetune_data import load_task_data
 

@@ -32,7 +32,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from genesis_jax.config_checks import validate_finetune_config, warn_changed_settings
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import (
     evaluate_classification,
@@ -44,6 +43,7 @@ from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
+from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
 from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
 from genesis_jax.train.logging import MetricsLog, Progress

@@ -27,10 +27,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from genesis_jax.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
 from genesis_jax.train import checkpointing
+from genesis_jax.train.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.logging import MetricsLog, Progress, save_preview
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size

@@ -83,7 +83,7 @@ def test_al_files_get_the_umask_permissions(tmp_path):
 
 
 def test_resume_with_another_seed_warns(caplog):
-    from genesis_jax.config_checks import warn_changed_settings
+    from genesis_jax.train.config_checks import warn_changed_settings
 
     with caplog.at_level(logging.WARNING, logger="genesis_jax"):
         assert warn_changed_settings({"seed": 0, "global_batch_size": 8}, {"seed": 1, "global_batch_size": 8},
