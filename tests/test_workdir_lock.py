@@ -83,7 +83,7 @@ def test_an_unwritable_workdir_is_one_line_before_any_work(tmp_path, capsys):
     started = time.time()
     assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={blocker / 'w'}"]) == 3
     err = capsys.readouterr().err
-    assert time.time() - started < 30 and err.count("\n") == 1 and f"{blocker / 'w'}: cannot write here" in err, err
+    assert time.time() - started < 30 and err.count("\n") == 1 and f"{blocker / 'w'}: cannot write to the work directory" in err, err
 
 
 def test_the_lock_dies_with_its_holder_and_nests_in_one_process(tmp_path):
