@@ -43,20 +43,20 @@ def hold_in_other_process(directory: Path) -> subprocess.Popen:
 def dataset_lock_dir(tmp_path: Path) -> Path:
     from genesis_jax.data.builders import make_builder
 
-    data = load_config("configs/data/genesis_cubes.py:tiny", [f"--config.data.data_dir={tmp_path / 'tfds'}"]).data
+    data = load_config("data/genesis_cubes:tiny", [f"--config.data.data_dir={tmp_path / 'tfds'}"]).data
     return Path(make_builder(data).data_dir).parent
 
 
 def commands(tmp_path: Path, wd: Path) -> dict[str, list[str]]:
-    al = ["--config=configs/active/acft.py:tiny", f"--workdir={wd}", *AL_TINY]
+    al = ["--config=active/acft:tiny", f"--workdir={wd}", *AL_TINY]
     return {
-        "pretrain": ["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={wd}"],
-        "finetune": ["finetune", "--config=configs/finetune/ncc.py:tiny", f"--workdir={wd}", "--init=scratch"],
+        "pretrain": ["pretrain", "--config=pretrain/genesis_chest_ct:tiny", f"--workdir={wd}"],
+        "finetune": ["finetune", "--config=finetune/ncc:tiny", f"--workdir={wd}", "--init=scratch"],
         "al select": ["al", "select", *al, "--budget=4"],
         "al step": ["al", "step", *al],
-        "data prepare": ["data", "prepare", "--config=configs/data/genesis_cubes.py:tiny",
+        "data prepare": ["data", "prepare", "--config=data/genesis_cubes:tiny",
                          f"--config.data.data_dir={tmp_path / 'tfds'}"],
-        "evaluate": ["evaluate", "--config=configs/finetune/ncc.py:tiny", f"--weights={tmp_path / 'none'}",
+        "evaluate": ["evaluate", "--config=finetune/ncc:tiny", f"--weights={tmp_path / 'none'}",
                      f"--out={wd}"],
     }
 
@@ -81,7 +81,7 @@ def test_an_unwritable_workdir_is_one_line_before_any_work(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     started = time.time()
-    assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={blocker / 'w'}"]) == 3
+    assert main(["pretrain", "--config=pretrain/genesis_chest_ct:tiny", f"--workdir={blocker / 'w'}"]) == 3
     err = capsys.readouterr().err
     assert time.time() - started < 30 and err.count("\n") == 1 and f"{blocker / 'w'}: cannot write to the work directory" in err, err
 
@@ -114,7 +114,7 @@ def _labels_file(path: Path, ids: list[str], oracle: dict) -> Path:
 
 
 def test_al_label_during_al_step_waits_and_no_label_is_lost(tmp_path, capsys):
-    config = load_config("configs/active/acft.py:tiny", AL_TINY)
+    config = load_config("active/acft:tiny", AL_TINY)
     wd = tmp_path / "loop"
     first = [r["id"] for r in csv.DictReader(session.select(config, wd, budget=8)["csv"].open())]
     pool = session.build_pool(config.pool)
@@ -124,7 +124,7 @@ def test_al_label_during_al_step_waits_and_no_label_is_lost(tmp_path, capsys):
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     step = subprocess.Popen([sys.executable, "-m", "genesis_jax.cli", "al", "step",
-                             "--config=configs/active/acft.py:tiny", f"--workdir={wd}", *AL_TINY],
+                             "--config=active/acft:tiny", f"--workdir={wd}", *AL_TINY],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while "al step" not in ((wd / LOCK_FILE).read_text() if (wd / LOCK_FILE).exists() else ""):

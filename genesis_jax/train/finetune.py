@@ -42,7 +42,7 @@ from genesis_jax.evaluation.evaluate import (
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model
-from genesis_jax.train import checkpointing
+from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
 from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
@@ -141,6 +141,28 @@ def _validation_batches(config, data: TaskData, patch_shape, local_bs: int, glob
         raise ValueError(f"the validation split has {len(data.validation)} examples, fewer than one global batch "
                          f"({global_bs}); lower config.global_batch_size")
     return list(finetune_dataset(data.validation, repeat=False, **common))
+
+
+def _precise_bn(config, model, train_source, patch_shape, local_bs: int, sharding):
+    """``recalibrate(variables)``: ``variables`` with BatchNorm statistics re-estimated on
+    ``config.precise_bn.num_batches`` batches of the TRAINING images (:mod:`genesis_jax.train.precise_bn`; the
+    same seeded batches every call; patches uniform over the volumes, as the sliding window sees them, so no label
+    is read), or unchanged when that is 0 or the network has no running averages. Its own iterator: the
+    checkpointed training one is not advanced."""
+    n = precise_bn.configured_num_batches(config)
+    ndim = int(config.model.get("ndim", 3))
+
+    def network_input(x: jax.Array) -> jax.Array:  # a 2D network reads (B, X, Y, 1, C) patches as (B, X, Y, C)
+        return x[:, :, :, 0] if ndim == 2 and x.ndim == 5 else x
+
+    def images(count: int):
+        it = iter(finetune_dataset(train_source, batch_size=local_bs, seed=int(config.seed) + 2, patch_shape=patch_shape,
+                                   foreground_fraction=0.0, patches_per_volume=config.sampling.patches_per_volume,
+                                   shard_index=jax.process_index(), shard_count=jax.process_count(), prefetch=2))
+        return (global_batch({"image": next(it)["image"]}, sharding)["image"] for _ in range(count))
+
+    return lambda variables: precise_bn.recalibrate(model, variables, n, images, tuple(config.input_shape),
+                                                    prepare=network_input)
 
 
 def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
@@ -286,6 +308,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
     sharding = batch_sharding(mesh)
     val_batches = [global_batch(b, sharding)
                    for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
+    recalibrate = _precise_bn(config, model, train_source, patch_shape, local_bs, sharding)
 
     def meta(at: int) -> dict[str, Any]:
         return {"step": at, "epoch": at // steps_per_epoch, "config": config.to_dict(), "model_config": model_config,
@@ -332,7 +355,9 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
                 save_due = step % config.checkpoint.every_steps == 0 or time_due or preempted or step == max_steps
                 if epoch_end:
                     epoch = step // steps_per_epoch
-                    val = _validate(eval_step, state, val_batches, config.task)
+                    # validated with recalibrated statistics; the state that trains on and is saved keeps its own
+                    val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
+                    val = _validate(eval_step, val_state, val_batches, config.task)
                     if early_stopping(epoch, val["val_loss"]):
                         finished = "early_stopping"
                     if val["val_loss"] < best["val_loss"]:
@@ -382,6 +407,8 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
         else:
             variables = jax.tree.map(to_host, state.variables)
             source = {"kind": "final", "step": step}
+        variables, source["precise_bn_batches"] = recalibrate(variables)  # what weights/ holds and the test sees
+        variables = jax.tree.map(to_host, variables)
         weights = checkpointing.save_weights(workdir / "weights", variables, model_config,
                                              {"source": "genesis_jax finetune", "workdir": str(workdir), **source})
         summary["weights"] = str(weights)

@@ -20,7 +20,7 @@ def test_changed_settings_are_refused_and_a_failed_overwrite_keeps_the_old_datas
     changed = tiny_data_config(tmp_path, seed=1, **{"cubes.cubes_per_scan": 4})
     with pytest.raises(DatasetError, match=r"prepared with other settings \(cubes, seed\); nothing was rebuilt"):
         prepare(changed)
-    cli = ["data", "prepare", "--config=configs/data/genesis_cubes.py:tiny", f"--config.data.data_dir={tmp_path}/c"]
+    cli = ["data", "prepare", "--config=data/genesis_cubes:tiny", f"--config.data.data_dir={tmp_path}/c"]
     assert main(cli) == 0
     capsys.readouterr()
     assert main([*cli, "--config.data.seed=7"]) == 1
@@ -51,9 +51,9 @@ def test_an_overwrite_killed_midway_gives_the_old_dataset_back(tmp_path):
 
 def test_pretrain_on_a_dataset_prepared_with_other_settings_is_one_line(tmp_path, capsys):
     data_dir = f"--config.data.data_dir={tmp_path}"
-    assert main(["data", "prepare", "--config=configs/pretrain/genesis_chest_ct.py:tiny", data_dir]) == 0
+    assert main(["data", "prepare", "--config=pretrain/genesis_chest_ct:tiny", data_dir]) == 0
     capsys.readouterr()
-    assert main(["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", f"--workdir={tmp_path / 'w'}",
+    assert main(["pretrain", "--config=pretrain/genesis_chest_ct:tiny", f"--workdir={tmp_path / 'w'}",
                  data_dir, "--config.data.storage=tfds", "--config.data.seed=3"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "prepared with other settings (seed)" in err, err

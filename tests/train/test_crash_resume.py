@@ -26,9 +26,9 @@ from genesis_jax.train.checkpointing import is_weights_dir, load_weights
 from tests.train.helpers import REPO, TINY_OVERRIDES, driver_env
 
 CRASH_DRIVER = Path(__file__).with_name("crash_driver.py")
-PRETRAIN = ["pretrain", "--config=configs/pretrain/genesis_chest_ct.py:tiny", *TINY_OVERRIDES,
+PRETRAIN = ["pretrain", "--config=pretrain/genesis_chest_ct:tiny", *TINY_OVERRIDES,
             "--config.max_steps=12", "--config.checkpoint.every_steps=8", "--config.checkpoint.async_save=True"]
-FINETUNE = ["finetune", "--config=configs/finetune/ncc.py:tiny", "--init=scratch", "--config.num_devices=1",
+FINETUNE = ["finetune", "--config=finetune/ncc:tiny", "--init=scratch", "--config.num_devices=1",
             "--config.logging.progress=False", "--config.logging.tensorboard=False", "--config.max_epochs=3",
             "--config.checkpoint.async_save=True"]
 PHASES = ["startup", "step@3", "best@1", "periodic_save@1", "export"]
