@@ -14,6 +14,8 @@ import jax.numpy as jnp
 
 Dtype = Any
 BatchNormMode = Literal["batch", "standard"]
+# Collection a 'standard' BatchNorm records its batch's {'mean', 'var'} in when it is mutable (precise BatchNorm).
+MOMENTS_COLLECTION = "batch_moments"
 
 
 class BatchNorm(nn.Module):
@@ -26,7 +28,9 @@ class BatchNorm(nn.Module):
     ``mutable=`` argument.
 
     mode='standard': Keras/Flax behaviour: batch statistics and running-average updates when ``train``,
-    the running averages at inference.
+    the running averages at inference. With the ``batch_moments`` collection mutable it normalises with the batch's
+    statistics and records them there (also when not ``train``), for
+    :func:`genesis_jax.train.precise_bn.recompute_batch_stats`.
 
     Statistics are reduced in float32 whatever the compute dtype; under ``jit`` with a batch-sharded global array
     the mean is taken over the global batch.
@@ -46,7 +50,9 @@ class BatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
 
-        use_batch_stats = self.mode == "batch" or train
+        record = (self.mode == "standard" and self.is_mutable_collection(MOMENTS_COLLECTION)
+                  and not self.is_initializing())
+        use_batch_stats = self.mode == "batch" or train or record
         if use_batch_stats:
             axes = tuple(range(x.ndim - 1))
             x32 = x.astype(jnp.float32)
@@ -55,6 +61,9 @@ class BatchNorm(nn.Module):
             if not self.is_initializing() and self.is_mutable_collection("batch_stats"):
                 ra_mean.value = self.momentum * ra_mean.value + (1.0 - self.momentum) * mean
                 ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
+            if record:
+                self.put_variable(MOMENTS_COLLECTION, "mean", mean)
+                self.put_variable(MOMENTS_COLLECTION, "var", var)
         else:
             mean, var = ra_mean.value, ra_var.value
         mul = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.epsilon)
