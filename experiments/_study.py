@@ -184,7 +184,7 @@ def finetune_config_2d(organ: str, steps: int, steps_per_epoch: int, model: dict
     c.model.update(model)
     c.input_shape = (*SLICE_SHAPE, 1)
     c.data.organ = organ
-    c.global_batch_size = 8
+    c.global_batch_size = 4
     c.max_steps = steps
     c.steps_per_epoch = steps_per_epoch
     c.select_best = False
@@ -265,3 +265,48 @@ def finetune_slices(config, data: SliceStudyData, z_train: Sequence[int], init: 
     return {"dice": float(vol["dice"]), "iou": float(vol["iou"]), "hd95_mm": float(vol["hd95"]),
             "seconds": float(summary["seconds"]), "steps": int(summary["step"]),
             "validation": validation_curve(workdir)}
+
+
+def cached_run(run_dir: Path, key: dict[str, Any], run: Any) -> dict[str, Any]:
+    """``run()``'s result, stored as ``run_dir/result.json`` with ``key``; a later call with the same key (the
+    same organ, labelled slices, seed, initial weights and recipe) reads it instead of training again, so the
+    liver demo and the annotation study share their identical runs. A different key starts the run over."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    path = run_dir / "result.json"
+    key = json.loads(json.dumps(key, default=str))
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["result"]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # never resume a run of another recipe
+    result = run(run_dir)
+    path.write_text(json.dumps({"key": key, "result": result}, default=float))
+    return result
+
+
+def study_runs(organ: str, ks: Sequence[int | None], seeds: Sequence[int], steps: int, steps_per_epoch: int,
+               init: str, init_tag: str, workdir: Path,
+               model: dict[str, Any] = STUDY_MODEL) -> tuple[list[dict], SliceStudyData]:
+    """Scratch and pretrained fine-tuning of ``organ`` for every k (labelled slices; None = all) and seed, paired:
+    both arms of a (k, seed) train on the same slices with the same seed and budget. ``init_tag`` identifies the
+    pre-trained weights (their fingerprint) in the run cache."""
+    config = finetune_config_2d(organ, steps, steps_per_epoch, model)
+    data = slice_study_data(config)
+    runs = []
+    for k in ks:
+        for seed in seeds:
+            z = labelled_subset(data.train_z, k, seed)
+            for arm, source in (("scratch", "scratch"), ("pretrained", init)):
+                key = {"organ": organ, "slices": z, "seed": seed, "init": source,
+                       "init_tag": init_tag if arm == "pretrained" else "", "steps": steps,
+                       "steps_per_epoch": steps_per_epoch, "model": model, "val_z": data.val_z}
+                name = f"{organ}_{'all' if k is None else k}_{arm}_seed{seed}"
+                result = cached_run(Path(workdir) / name, key,
+                                    lambda d: finetune_slices(config, data, z, source, seed, d))
+                runs.append({"organ": organ, "k": len(z), "all": k is None, "seed": seed, "arm": arm, **result})
+                print(f"{organ:6s} {len(z):3d} slices seed {seed} {arm:10s}: test Dice {result['dice']:.4f} "
+                      f"({result['seconds']:.0f} s)", flush=True)
+    return runs, data
