@@ -87,6 +87,10 @@ def finetune_config(
         augment_flips=True,
         subset_seed=0,  # which examples keep their labels when label_fraction < 1
     ))
+    # Precise BatchNorm (genesis_jax.train.precise_bn): before each validation, the export to weights/ and the test
+    # evaluation, running averages are replaced by the exact statistics of this many unlabelled training batches
+    # under the current weights (networks whose BatchNorm always uses batch statistics are left alone); 0 = off.
+    c.precise_bn = ml_collections.ConfigDict(dict(num_batches=50))
     c.eval = ml_collections.ConfigDict(dict(
         window=tuple(input_shape[:-1]), overlap=0.5, blend="gaussian", batch_size=4, threshold=0.5,
         prune_level=ml_collections.FieldReference(None, field_type=int),  # UNet++: evaluate pruned to L1..L4
@@ -106,7 +110,8 @@ def tiny(
     base_width: int = 2,
     depth: int = 2,
 ) -> ml_collections.ConfigDict:
-    """A CPU-sized copy: narrow network, small patches, 2 epochs of 2 steps, batch 2, the rbg PRNG."""
+    """A CPU-sized copy: narrow network, small patches, 2 epochs of 2 steps, batch 2, the rbg PRNG, precise
+    BatchNorm on 2 batches."""
     c = ml_collections.ConfigDict(c.to_dict())
     c.prng_impl = "rbg"
     c.model.base_width = base_width
@@ -120,6 +125,7 @@ def tiny(
     c.steps_per_epoch = 2
     c.max_epochs = 2
     c.sampling.validation_patches = 4
+    c.precise_bn.num_batches = 2
     c.sampling.crops_per_volume = 4
     c.eval.window = tuple(input_shape[:-1])
     c.eval.overlap = 0.0  # tiling without overlap: a few windows per test volume

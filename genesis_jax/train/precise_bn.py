@@ -142,3 +142,13 @@ def uses_running_averages(model: nn.Module, variables: Variables, example: jax.A
         return False
     shapes = jax.eval_shape(lambda v, x: batch_moments(model, v, x, **apply_kwargs), variables, example)
     return bool(shapes)
+
+
+def configured_num_batches(config: Mapping[str, Any]) -> int:
+    """``config.precise_bn.num_batches`` (0 = off; a config without the block is off too); raises a ValueError
+    naming the field when it is negative."""
+    block = config.get("precise_bn") or {}
+    n = int(block.get("num_batches", 0) or 0)
+    if n < 0:
+        raise ValueError(f"config.precise_bn.num_batches must be >= 0 (0 = off), got {n}")
+    return n
