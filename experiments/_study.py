@@ -5,8 +5,8 @@
   (train) and ct_chest (validation), never the test scan ct_dicom, and caches the weights for every study;
   ``slice_study_data`` cuts the labelled training scan into organ slices (a training and a validation block) and
   ``finetune_slices`` fine-tunes on k of them and tests on the whole ct_dicom volume.
-- Statistics: mean/sd, paired bootstrap confidence intervals, area under a learning curve, the label-saving
-  estimate; result tables (Markdown + CSV + JSON).
+- Statistics: mean/sd, paired bootstrap confidence intervals, area under a learning curve;
+  result tables (Markdown + CSV + JSON); a run cache shared by the studies.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import dataclasses
 import json
 import math
 import platform
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,20 +62,6 @@ def write_table(name: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
         writer.writerows(rows)
     paths[2].write_text(json.dumps(raw, indent=2, default=float))
     return paths
-
-
-def fraction_to_match(fractions: Sequence[float], curve: Sequence[float], target: float) -> float | None:
-    """The smallest label fraction at which ``curve`` (means, one per fraction, fractions ascending) reaches
-    ``target``, interpolating linearly between measured fractions; None when it never does."""
-    f = np.asarray(fractions, np.float64)
-    c = np.asarray(curve, np.float64)
-    if c[0] >= target:
-        return float(f[0])
-    for i in range(1, len(f)):
-        if c[i] >= target:
-            t = (target - c[i - 1]) / (c[i] - c[i - 1])
-            return float(f[i - 1] + t * (f[i] - f[i - 1]))
-    return None
 
 
 # -- statistics of paired studies ------------------------------------------------------------------------------
@@ -192,6 +179,7 @@ def finetune_config_2d(organ: str, steps: int, steps_per_epoch: int, model: dict
     c.logging.progress = False
     c.logging.tensorboard = False
     c.sampling.validation_patches = 32
+    c.precise_bn.num_batches = 16  # 64 unlabelled training patches per re-estimation (CPU budget)
     c.eval.window = SLICE_SHAPE  # slice by slice over the test volume
     c.eval.overlays = False
     return c
@@ -267,8 +255,8 @@ def finetune_slices(config, data: SliceStudyData, z_train: Sequence[int], init: 
             "validation": validation_curve(workdir)}
 
 
-def cached_run(run_dir: Path, key: dict[str, Any], run: Any) -> dict[str, Any]:
-    """``run()``'s result, stored as ``run_dir/result.json`` with ``key``; a later call with the same key (the
+def cached_run(run_dir: Path, key: dict[str, Any], run: Any) -> tuple[dict[str, Any], bool]:
+    """(``run(run_dir)``'s result, whether it came from the cache), the result stored as ``run_dir/result.json`` with ``key``; a later call with the same key (the
     same organ, labelled slices, seed, initial weights and recipe) reads it instead of training again, so the
     liver demo and the annotation study share their identical runs. A different key starts the run over."""
     import shutil
@@ -279,12 +267,12 @@ def cached_run(run_dir: Path, key: dict[str, Any], run: Any) -> dict[str, Any]:
     if path.is_file():
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
-            return stored["result"]
+            return stored["result"], True
     if run_dir.exists():
         shutil.rmtree(run_dir)  # never resume a run of another recipe
     result = run(run_dir)
     path.write_text(json.dumps({"key": key, "result": result}, default=float))
-    return result
+    return result, False
 
 
 def study_runs(organ: str, ks: Sequence[int | None], seeds: Sequence[int], steps: int, steps_per_epoch: int,
@@ -304,9 +292,10 @@ def study_runs(organ: str, ks: Sequence[int | None], seeds: Sequence[int], steps
                        "init_tag": init_tag if arm == "pretrained" else "", "steps": steps,
                        "steps_per_epoch": steps_per_epoch, "model": model, "val_z": data.val_z}
                 name = f"{organ}_{'all' if k is None else k}_{arm}_seed{seed}"
-                result = cached_run(Path(workdir) / name, key,
-                                    lambda d: finetune_slices(config, data, z, source, seed, d))
+                result, cached = cached_run(Path(workdir) / name, key,
+                                    lambda d, z=z, source=source, seed=seed:
+                                    finetune_slices(config, data, z, source, seed, d))
                 runs.append({"organ": organ, "k": len(z), "all": k is None, "seed": seed, "arm": arm, **result})
                 print(f"{organ:6s} {len(z):3d} slices seed {seed} {arm:10s}: test Dice {result['dice']:.4f} "
-                      f"({result['seconds']:.0f} s)", flush=True)
+                      f"({result['seconds']:.0f} s{', cached' if cached else ''})", flush=True)
     return runs, data
