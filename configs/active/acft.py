@@ -11,10 +11,13 @@ Run (one round; `:tiny` is a CPU-sized network on a synthetic 3D pool, each comm
   genesis-jax al status --workdir=/tmp/al
 
 Default (no variant): the published constants (alpha = 1/4, omega = 5, Matlab score convention, 24 patches per
-candidate: scales 1.0/1.2/1.5 x 8 flips/rotations with 10% random translations, ACFT learning rate 1/10 of the
-restart one) on 32^3 patches of a full-width (32) Genesis encoder; set --config.init to a Models Genesis weights
+candidate: scales 1.0/1.2/1.5 x 8 flips/rotations with 10% random translations) on 32^3 patches of a full-width (32) Genesis encoder; set --config.init to a Models Genesis weights
 directory for a pre-trained M_0 and --config.pool.kind=npz --config.pool.path=... for your own candidates.
 This size needs a GPU.
+
+Learning rates (both variants, as published): the continual rate of ACFT (``learner.learning_rate``: 1e-4, tiny
+3e-4) is 1/10 of the restart rate from M_0 (``learner.restart_lr_factor=10``: 1e-3, tiny 3e-3). A round whose
+H u Q holds one class only mixes in earlier labelled candidates of the missing class (genesis_jax.active.learner).
 """
 
 import ml_collections
@@ -65,10 +68,11 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.learner = ml_collections.ConfigDict(
         dict(
             strategy="acft_hq",
-            learning_rate=3e-3 if tiny else 1e-4,
-            # published: the continual rate is 1/10 of the restart one; a tiny network trained from scratch in a
-            # few dozen steps needs the same rate for both (1e-2 diverges, 3e-4 barely moves)
-            restart_lr_factor=1.0 if tiny else 10.0,
+            # the CONTINUAL rate (acft_*: fine-tuning the previous model); a restart from M_0 (aft_lq, random/RFT)
+            # trains at learning_rate * restart_lr_factor. Published: the continual rate is 1/10 of the restart one.
+            # tiny: 3e-3 is the rate a tiny network needs from scratch in a few dozen steps, so continual 3e-4.
+            learning_rate=3e-4 if tiny else 1e-4,
+            restart_lr_factor=10.0,
             epochs=5.0,
             batch_size=16 if tiny else 32,
             min_steps=60 if tiny else 20,  # fewer leave a tiny network at chance (loss ln 2) after a round

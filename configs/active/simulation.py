@@ -15,7 +15,8 @@ every arm and seed, experiments/results/active_learning_sim/{curves.png,results.
 AUC, computed, never assumed. Measured at these settings: 0.0% on the CT pool (every arm reaches it after the
 shared first random round), -51.1% (aift) on the synthetic pool; acft_hq collapses on both (see
 experiments/results/active_learning_sim/run_log.txt). Tiny networks, 40 labels: a smoke-scale study.
-The default variant (no `:tiny`) uses the published constants and network size (acft.py default) on larger pools
+Learning rates: those of acft.py (the continual rate 1/10 of the restart rate from M_0, as published; stated again
+below). The default variant (no `:tiny`) uses the published constants and network size (acft.py default) on larger pools
 and needs a GPU. Overrides: --config.sim.seeds=5 --config.sim.rounds=10 --config.sim.budget=16 ...
 """
 
@@ -39,6 +40,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         return _cpu2d_config(variant == "cpu2d_tiny")
     tiny = variant == "tiny"
     c = _acft_config(variant)
+    c.learner.restart_lr_factor = 10.0  # published: continual rate (learner.learning_rate) = restart rate / 10
     if tiny:
         c.patches.flips_rotations = 4  # 2 scales x 4 flips = 8 patches, so alpha*m = 2 patches are scored
         c.learner.epochs = 2.0

@@ -74,6 +74,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.init = ""  # a weights directory or a training workdir to start from (when the workdir has no checkpoint)
     c.apply_kwargs = ml_collections.ConfigDict()
     c.max_step_traces = ml_collections.FieldReference(None, field_type=int)  # e.g. 1: a recompile raises
+    # Precise BatchNorm for the exported weights/ (genesis_jax.train.precise_bn): the keras variant's running
+    # averages replaced by the exact statistics of this many training batches under the exported weights (the
+    # pytorch variant always normalises with batch statistics: nothing to do); 0 = off.
+    c.precise_bn = ml_collections.ConfigDict({"num_batches": 50})
 
     c.checkpoint = ml_collections.ConfigDict(dict(
         keep=3, async_save=True, every_steps=2000, every_seconds=1800.0, sync_every_steps=10
@@ -98,4 +102,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.optimizer.learning_rate = 0.1
         c.checkpoint.every_steps = 20
         c.logging.preview_every_steps = 20
+        c.precise_bn.num_batches = 4
     return c

@@ -10,8 +10,14 @@ H = the candidates of L that the current model misclassifies, judged on the mean
 | 'acft_q'  | the previous model   | Q         | new labels only (forgets)                     |
 | 'aft_lq'  | the initial model M0 | L u Q     | all labels from M0 every round (RFT when Q is random) |
 
-Published: the continual learning rate is 1/10 of the restart one, so 'aft_lq' trains with
-``learning_rate * restart_lr_factor``.
+Published: the continual learning rate is 1/10 of the restart one: ``learning_rate`` is the continual rate and
+'aft_lq' (a restart from M0) trains with ``learning_rate * restart_lr_factor`` (10 by default and in every config).
+
+A single-class H u Q (all the new labels of one class and no misclassified earlier candidate of the other, common
+when the selection favours one class or the model already fits the old labels) would teach the model one answer.
+With the pool's ``labels`` given, ACFT(HQ) then mixes in earlier labelled candidates of each missing class (the
+most recently labelled first, up to an equal share: ceil(|H u Q| / classes present) per missing class); nothing is
+mixed in when no candidate of that class has been labelled yet. ``RoundPlan.n_mixed`` counts them.
 
 Every patch of a labelled candidate inherits its label. The training set goes to the device padded to a bucketed
 size (powers of two from ``bucket_min``), and the number of steps is a traced loop bound, so a new round compiles
@@ -19,7 +25,8 @@ only when the labelled set outgrows its bucket. Each step draws ``batch_size`` (
 device (uniformly over candidates, or with ``class_balanced`` uniformly over the classes present first).
 
 BatchNorm: M_0's statistics are set once to precise population statistics of a sample of the pool
-(``calibrate``: the mean of exact per-batch statistics), and fine-tuning keeps them fixed (the network runs in
+(``calibrate``, on by default in the session and the simulation: :mod:`genesis_jax.train.precise_bn` inside one
+jitted function), and fine-tuning keeps them fixed (the network runs in
 inference mode, only weights, scales and biases learn). Training with batch statistics would normalise each
 batch of H u Q (selected to be hard, bright, rare) differently from the pool it is then applied to: in our
 simulations that flipped the ranking of easy candidates after a few ACFT(HQ) rounds.
@@ -39,6 +46,7 @@ import numpy as np
 import optax
 
 from genesis_jax.active.patches import PatchSet, PoolPredictor, extract_patch
+from genesis_jax.train.precise_bn import batch_moments, merge_batch_stats, pool_moments
 
 Strategy = Literal["acft_hq", "acft_lq", "acft_q", "aft_lq"]
 STRATEGIES = ("acft_hq", "acft_lq", "acft_q", "aft_lq")
@@ -52,6 +60,7 @@ class RoundPlan:
     train_indices: np.ndarray
     n_new: int
     n_misclassified: int
+    n_mixed: int = 0  # ACFT(HQ): earlier labelled candidates of a class missing from H u Q
 
 
 def misclassified(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -59,26 +68,44 @@ def misclassified(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.argmax(np.asarray(probs).mean(axis=1), axis=-1) != np.asarray(labels)
 
 
+def _missing_class_candidates(train: np.ndarray, old_indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Earlier labelled candidates of the classes absent from ``train`` (see the module docstring)."""
+    present = np.unique(labels[train])
+    share = int(np.ceil(len(train) / max(len(present), 1)))
+    chosen = [old_indices[labels[old_indices] == c][::-1][:share]  # the most recently labelled first
+              for c in np.unique(labels[old_indices]) if c not in present and c >= 0]
+    return np.concatenate(chosen) if chosen else np.zeros((0,), np.int64)
+
+
 def plan_round(
-    strategy: Strategy, new_indices: np.ndarray, old_indices: np.ndarray, old_misclassified: np.ndarray | None
+    strategy: Strategy,
+    new_indices: np.ndarray,
+    old_indices: np.ndarray,
+    old_misclassified: np.ndarray | None,
+    labels: np.ndarray | None = None,
 ) -> RoundPlan:
-    """The training set and start weights of one round for ``strategy`` (see the module table)."""
+    """The training set and start weights of one round for ``strategy`` (see the module table). ``labels`` (of the
+    whole pool, read at the labelled indices) lets ACFT(HQ) complete a single-class H u Q (module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     new_indices = np.asarray(new_indices, np.int64)
     old_indices = np.asarray(old_indices, np.int64)
-    n_wrong = 0
+    n_wrong = n_mixed = 0
     if strategy == "acft_hq":
         if old_misclassified is None:
             raise ValueError("strategy 'acft_hq' needs the current model's predictions of the labelled candidates")
         hard = old_indices[np.asarray(old_misclassified, bool)]
         n_wrong = len(hard)
         train = np.concatenate([new_indices, hard])
+        if labels is not None:
+            mixed = _missing_class_candidates(train, old_indices, np.asarray(labels))
+            n_mixed = len(mixed)
+            train = np.concatenate([train, mixed])
     elif strategy == "acft_q":
         train = new_indices
     else:
         train = np.concatenate([new_indices, old_indices])
-    return RoundPlan(strategy == "aft_lq", train, len(new_indices), n_wrong)
+    return RoundPlan(strategy == "aft_lq", train, len(new_indices), n_wrong, n_mixed)
 
 
 def bucket_size(n: int, bucket_min: int) -> int:
@@ -117,6 +144,9 @@ class ContinualLearner:
     ):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        if not restart_lr_factor > 0:
+            raise ValueError(f"restart_lr_factor must be > 0 (published: 10, the restart rate over the continual one), "
+                             f"got {restart_lr_factor}")
         if calibration_size % batch_size:
             raise ValueError(f"calibration_size ({calibration_size}) must be a multiple of batch_size ({batch_size})")
         self.model = model
@@ -167,23 +197,6 @@ class ContinualLearner:
         return self.predictor(variables, contexts, progress=progress)
 
     # -- training ------------------------------------------------------------------------------------------
-    def _precise_batch_stats(self, params: Any, batch_stats: Any, patches: jax.Array) -> Any:
-        """Exact BatchNorm statistics of one batch, whatever the layers' momentum.
-
-        A training-mode update from running value r gives mu*r + (1-mu)*s; from r=0 and r=1 we get (1-mu)*s and
-        mu + (1-mu)*s, so s = a / (1 - (b - a)).
-        """
-
-        def update(fill: float) -> Any:
-            start = jax.tree.map(lambda x: jnp.full_like(x, fill), batch_stats)
-            _, new = self.model.apply(
-                {"params": params, "batch_stats": start}, patches, train=True, mutable=["batch_stats"]
-            )
-            return new["batch_stats"]
-
-        a, b = update(0.0), update(1.0)
-        return jax.tree.map(lambda a_, b_: a_ / (1.0 - (b_ - a_)), a, b)
-
     def _random_patches(self, key: jax.Array, contexts: jax.Array) -> jax.Array:
         """One patch per context, each with a transform drawn at random from the patch set."""
         matrices = jnp.asarray(self.patch_set.matrices)
@@ -194,9 +207,10 @@ class ContinualLearner:
     def _calibrate_impl(self, variables, calibration, key):
         patches = self._random_patches(key, calibration)
         batches = patches.reshape(-1, self.batch_size, *patches.shape[1:])
-        stats = jax.lax.map(lambda x: self._precise_batch_stats(variables["params"], variables["batch_stats"], x),
-                            batches)
-        return {**variables, "batch_stats": jax.tree.map(lambda s: jnp.mean(s, axis=0), stats)}
+        # exact statistics of each batch (one lax.map step each), pooled into population statistics
+        moments = jax.lax.map(lambda x: batch_moments(self.model, variables, x), batches)
+        stats = pool_moments(moments, xp=jnp)
+        return {**variables, "batch_stats": merge_batch_stats(variables["batch_stats"], stats)}
 
     def _fit_impl(self, variables, contexts, labels, count, key, n_steps, learning_rate):
         params = variables["params"]
@@ -289,7 +303,7 @@ class ContinualLearner:
             if len(old_indices) and old_probs is None:
                 old_probs = self.predict(variables, contexts[old_indices])
             wrong = misclassified(old_probs, labels[old_indices]) if len(old_indices) else np.zeros((0,), bool)
-        plan = plan_round(strategy, new_indices, old_indices, wrong)
+        plan = plan_round(strategy, new_indices, old_indices, wrong, labels)
         start = initial_variables if plan.from_initial else variables
         lr = self.learning_rate * (self.restart_lr_factor if plan.from_initial else 1.0)
         new, loss = self.fit(start, contexts[plan.train_indices], labels[plan.train_indices], key, lr)

@@ -283,6 +283,7 @@ class StepSummary:
     loss: float
     model: str
     n_unlabelled: int
+    n_mixed: int = 0  # earlier labels of a class missing from H u Q (ACFT(HQ), see genesis_jax.active.learner)
 
 
 def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int | None = None) -> StepSummary:
@@ -318,6 +319,7 @@ def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int
             "strategy": session.learner.strategy,
             "n_new": plan.n_new,
             "n_misclassified": plan.n_misclassified,
+            "n_mixed": plan.n_mixed,
             "n_trained": len(plan.train_indices),
             "loss": loss,
             "model": rel,
@@ -329,7 +331,7 @@ def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int
     session.save_scores(next_round, scores, mean_probs)
     return StepSummary(
         state.round, plan.n_new, plan.n_misclassified, len(plan.train_indices), loss, rel,
-        int(session.available().sum()),
+        int(session.available().sum()), plan.n_mixed,
     )
 
 

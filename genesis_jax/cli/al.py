@@ -106,7 +106,8 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> int:
     except (StateError, ValueError, FileNotFoundError) as err:
         return _fail(args, err)
     print(f"round {s.round}: trained {s.model} on {s.n_trained} candidates ({s.n_new} new, "
-          f"{s.n_misclassified} misclassified earlier ones), mean loss {s.loss:.4f}; "
+          f"{s.n_misclassified} misclassified earlier ones"
+          + (f", {s.n_mixed} earlier ones of a class H u Q lacked" if s.n_mixed else "") + f"), mean loss {s.loss:.4f}; "
           f"{s.n_unlabelled} candidates left unlabelled and scored")
     return 0
 

@@ -42,13 +42,12 @@ from genesis_jax.evaluation.evaluate import (
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model
-from genesis_jax.train import checkpointing
+from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
 from genesis_jax.train.logging import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.distributed import any_process, to_host
-from genesis_jax.train.precise_bn import configured_num_batches, recompute_batch_stats, uses_running_averages
 from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
@@ -148,24 +147,20 @@ def _precise_bn(config, model, train_source, patch_shape, local_bs: int, shardin
     same seeded batches every call; patches uniform over the volumes, as the sliding window sees them, so no label
     is read), or unchanged when that is 0 or the network has no running averages. Its own iterator: the
     checkpointed training one is not advanced."""
-    n = configured_num_batches(config)
+    n = precise_bn.configured_num_batches(config)
     ndim = int(config.model.get("ndim", 3))
 
     def network_input(x: jax.Array) -> jax.Array:  # a 2D network reads (B, X, Y, 1, C) patches as (B, X, Y, C)
         return x[:, :, :, 0] if ndim == 2 and x.ndim == 5 else x
 
-    example = jax.ShapeDtypeStruct((1, *config.input_shape), jnp.float32)
-
-    def recalibrate(variables: Any) -> Any:
-        if n == 0 or not uses_running_averages(model, variables, example):
-            return variables
+    def images(count: int):
         it = iter(finetune_dataset(train_source, batch_size=local_bs, seed=int(config.seed) + 2, patch_shape=patch_shape,
                                    foreground_fraction=0.0, patches_per_volume=config.sampling.patches_per_volume,
                                    shard_index=jax.process_index(), shard_count=jax.process_count(), prefetch=2))
-        images = (global_batch({"image": next(it)["image"]}, sharding)["image"] for _ in range(n))
-        return recompute_batch_stats(model, variables, images, prepare=network_input)
+        return (global_batch({"image": next(it)["image"]}, sharding)["image"] for _ in range(count))
 
-    return recalibrate
+    return lambda variables: precise_bn.recalibrate(model, variables, n, images, tuple(config.input_shape),
+                                                    prepare=network_input)
 
 
 def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
@@ -352,7 +347,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
                 if epoch_end:
                     epoch = step // steps_per_epoch
                     # validated with recalibrated statistics; the state that trains on and is saved keeps its own
-                    val_state = state.replace(batch_stats=recalibrate(state.variables).get("batch_stats", {}))
+                    val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
                     val = _validate(eval_step, val_state, val_batches, config.task)
                     if early_stopping(epoch, val["val_loss"]):
                         finished = "early_stopping"
@@ -403,9 +398,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
         else:
             variables = jax.tree.map(to_host, state.variables)
             source = {"kind": "final", "step": step}
-        recalibrated = recalibrate(variables)  # what weights/ holds and the test set sees
-        source["precise_bn_batches"] = configured_num_batches(config) if recalibrated is not variables else 0
-        variables = jax.tree.map(to_host, recalibrated)
+        variables, source["precise_bn_batches"] = recalibrate(variables)  # what weights/ holds and the test sees
+        variables = jax.tree.map(to_host, variables)
         weights = checkpointing.save_weights(workdir / "weights", variables, model_config,
                                              {"source": "genesis_jax finetune", "workdir": str(workdir), **source})
         summary["weights"] = str(weights)

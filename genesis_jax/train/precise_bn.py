@@ -66,18 +66,26 @@ def pool_moments(moments: Any, weights: Any = None, xp: Any = np) -> Any:
     return traverse_util.unflatten_dict({(*layer, k): v for layer, stats in pooled.items() for k, v in stats.items()})
 
 
-def with_batch_stats(variables: Variables, stats: Mapping[str, Any]) -> dict[str, Any]:
-    """``variables`` with the layers in ``stats`` (a ``batch_stats``-shaped tree) replaced, others kept; each new
-    leaf takes the dtype and, for device arrays, the sharding of the one it replaces."""
-    old = traverse_util.flatten_dict(dict(variables.get("batch_stats", {})))
+def merge_batch_stats(batch_stats: Mapping[str, Any], stats: Mapping[str, Any]) -> dict[str, Any]:
+    """``batch_stats`` with the layers in ``stats`` replaced (cast to the old leaves' dtypes), others kept.
+    Traceable; :func:`with_batch_stats` is the host-side form."""
+    old = traverse_util.flatten_dict(dict(batch_stats))
     new = dict(old)
     for path, value in traverse_util.flatten_dict(dict(stats)).items():
         if path not in old:
             raise KeyError(f"precise BatchNorm: layer {'/'.join(path)} has no running average in batch_stats")
-        ref = old[path]
-        value = np.asarray(value, dtype=getattr(ref, "dtype", np.float32))
-        new[path] = jax.device_put(value, ref.sharding) if isinstance(ref, jax.Array) else value
-    return {**variables, "batch_stats": traverse_util.unflatten_dict(new)}
+        new[path] = value.astype(old[path].dtype)
+    return traverse_util.unflatten_dict(new)
+
+
+def with_batch_stats(variables: Variables, stats: Mapping[str, Any]) -> dict[str, Any]:
+    """``variables`` with the layers in ``stats`` replaced, as :func:`merge_batch_stats`; each new leaf lands where
+    the one it replaces was (a host array stays on the host, a device array keeps its sharding)."""
+    old = dict(variables.get("batch_stats", {}))
+    merged = merge_batch_stats(jax.tree.map(np.asarray, old), jax.tree.map(np.asarray, dict(stats)))
+    placed = jax.tree.map(lambda new, ref: jax.device_put(new, ref.sharding) if isinstance(ref, jax.Array) else new,
+                          merged, old)
+    return {**variables, "batch_stats": placed}
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,3 +160,22 @@ def configured_num_batches(config: Mapping[str, Any]) -> int:
     if n < 0:
         raise ValueError(f"config.precise_bn.num_batches must be >= 0 (0 = off), got {n}")
     return n
+
+
+def recalibrate(
+    model: nn.Module,
+    variables: Variables,
+    num_batches: int,
+    make_inputs: Callable[[int], Iterable[Any]],
+    input_shape: tuple[int, ...],
+    **kwargs: Any,
+) -> tuple[Variables, int]:
+    """The training loops' entry point: (:func:`recompute_batch_stats` on ``make_inputs(num_batches)``, the number
+    of batches used), or (``variables`` itself, 0) when ``num_batches`` is 0 or the network, on inputs of
+    ``input_shape`` (without the batch axis), has no running averages; ``make_inputs`` is only called when needed.
+    ``kwargs`` go to recompute_batch_stats."""
+    apply_kwargs = {k: v for k, v in kwargs.items() if k not in ("input_key", "prepare", "max_traces")}
+    example = jax.ShapeDtypeStruct((1, *input_shape), np.float32)
+    if num_batches == 0 or not uses_running_averages(model, variables, example, **apply_kwargs):
+        return variables, 0
+    return recompute_batch_stats(model, variables, make_inputs(num_batches), **kwargs), num_batches

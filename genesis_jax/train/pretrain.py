@@ -29,7 +29,7 @@ import numpy as np
 
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
-from genesis_jax.train import checkpointing
+from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.logging import MetricsLog, Progress, save_preview
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
@@ -364,6 +364,14 @@ def pretrain(
         ckpts.close()
         log.close()
 
+    def training_inputs(n: int):
+        """Precise BatchNorm statistics come from what the network trains on: deformed training cubes (an
+        iterator of their own), through the compiled validation step's prepare."""
+        it = iter(pretrain_dataset(train_src, batch_size=local_bs, seed=config.seed + 2, prefetch=2))
+        bn_key = jax.random.fold_in(key, 0xB4)
+        return (eval_step(state, global_batch(next(it), sharding), jax.random.fold_in(bn_key, i))["inputs"]
+                for i in range(n))
+
     weights_dir = None
     if stopped != "preempted":
         if run.best_step is not None:
@@ -372,6 +380,9 @@ def pretrain(
         else:
             variables = jax.tree.map(to_host, state.variables)
             source = {"step": step, "kind": "final"}
+        variables, source["precise_bn_batches"] = precise_bn.recalibrate(
+            model, variables, precise_bn.configured_num_batches(config), training_inputs, input_shape, **apply_kwargs)
+        variables = jax.tree.map(to_host, variables)
         weights_dir = checkpointing.save_weights(
             workdir / "weights", variables, _config_dict(config.model),
             {"source": "genesis_jax pretrain", "workdir": str(workdir), **source},

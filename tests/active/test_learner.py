@@ -1,4 +1,8 @@
-"""Continual fine-tuning: round plans per strategy, buckets, precise BatchNorm statistics, no recompilation."""
+"""Continual fine-tuning: round plans per strategy (a single-class H u Q completed from earlier labels), the
+published learning rates (continual = restart / 10, in every config), buckets, precise BatchNorm statistics, no
+recompilation."""
+
+from pathlib import Path
 
 import chex
 import jax
@@ -23,6 +27,48 @@ def test_round_plans_follow_the_strategy_table():
         plan_round("acft_hq", new, old, None)
     with pytest.raises(ValueError, match="strategy"):
         plan_round("hq", new, old, wrong)
+
+
+def test_single_class_hq_mixes_in_earlier_labels_of_the_missing_class():
+    labels = np.array([0, 1, 1, 0, 1, 0, 0, 0, 0, -1])  # -1: not labelled yet
+    old = np.array([1, 2, 3, 4])  # labelled earlier: classes 1, 1, 0, 1 (4 the most recent)
+    new = np.array([5, 6, 7])  # this round: all class 0, and the model gets every earlier one right
+    plan = plan_round("acft_hq", new, old, np.zeros(4, bool), labels)
+    # ceil(3 / 1 class present) = 3 of class 1 at most, the most recently labelled first
+    assert plan.train_indices.tolist() == [5, 6, 7, 4, 2, 1] and plan.n_mixed == 3
+    assert set(labels[plan.train_indices]) == {0, 1}
+    # both classes already present: nothing mixed in; and without labels the plan is the published H u Q
+    both = plan_round("acft_hq", np.array([5, 4]), np.array([1, 2, 3]), np.zeros(3, bool), labels)
+    assert both.train_indices.tolist() == [5, 4] and both.n_mixed == 0
+    assert plan_round("acft_hq", new, old, np.zeros(4, bool)).train_indices.tolist() == [5, 6, 7]
+    # no earlier label of the missing class exists: nothing to mix in
+    assert plan_round("acft_hq", new, np.array([3]), np.zeros(1, bool), labels).n_mixed == 0
+
+
+@pytest.mark.parametrize("name", ["acft.py", "simulation.py"])
+@pytest.mark.parametrize("variant", ["default", "tiny"])
+def test_every_al_config_states_the_published_learning_rates(name, variant):
+    from genesis_jax.config_loader import load_config, resolve_config_path
+
+    spec = f"configs/active/{name}:{variant}"
+    config = load_config(spec)
+    assert config.learner.restart_lr_factor == 10.0  # continual rate = restart rate / 10
+    text = Path(resolve_config_path(spec)[0]).read_text()
+    assert "1/10 of the restart" in text.split('"""')[1]  # and its docstring says so
+
+
+def test_restarts_train_at_ten_times_the_continual_rate(monkeypatch):
+    learner = _tiny_learner()
+    assert learner.restart_lr_factor == 10.0
+    rates = []
+    monkeypatch.setattr(learner, "fit", lambda v, c, y, k, lr: (rates.append(lr), (v, 0.0))[1])
+    contexts, labels = _pool(8)
+    for strategy in ("aft_lq", "acft_lq", "acft_hq"):
+        learner.run_round({}, {}, contexts, labels, np.array([0, 1]), np.array([2, 3]), jax.random.key(0),
+                          old_probs=np.full((2, 1, 2), 0.5), strategy=strategy)
+    assert rates == pytest.approx([3e-2, 3e-3, 3e-3])
+    with pytest.raises(ValueError, match="restart_lr_factor"):
+        ContinualLearner(learner.model, learner.patch_set, restart_lr_factor=0.0)
 
 
 def test_buckets_and_misclassification():

@@ -1,6 +1,7 @@
-"""Precise BatchNorm in fine-tuning: a short keras-variant run whose running averages make it mark the whole scan
-recovers with re-estimated statistics; the re-estimation reads training images only (never the test set); and
-``weights/`` holds the re-estimated statistics, not the running averages."""
+"""Precise BatchNorm in the training loops. Fine-tuning: a short keras-variant run whose running averages make it
+mark the whole scan recovers with re-estimated statistics; the re-estimation reads training images only (never the
+test set); ``weights/`` holds the re-estimated statistics, not the running averages. Pre-training: its ``weights/``
+export is recalibrated too (keras), and left alone for the pytorch variant."""
 
 import jax
 import numpy as np
@@ -11,6 +12,8 @@ from genesis_jax.data.sources import ListSource
 from genesis_jax.train import checkpointing
 from genesis_jax.train.finetune import evaluate_test_set, finetune, model_config_for_run
 from genesis_jax.train.finetune_data import TaskData, as_labelled_volume
+from genesis_jax.train.pretrain import pretrain
+from tests.train.helpers import noise_transform, tiny_config
 from tests.train.test_finetune_run import UNET, blob, seg_config
 
 N_BATCHES = 4
@@ -45,7 +48,7 @@ def run(tmp_path_factory):
     config.precise_bn.num_batches = N_BATCHES
     config.eval.overlays = False
     calls = []
-    real = finetune_module.recompute_batch_stats
+    real = finetune_module.precise_bn.recompute_batch_stats
 
     def instrumented(model, variables, batches, **kwargs):
         GuardedTestSet.recalibrating = True
@@ -59,7 +62,7 @@ def run(tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("precise_bn")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(finetune_module, "recompute_batch_stats", instrumented)
+        mp.setattr(finetune_module.precise_bn, "recompute_batch_stats", instrumented)
         summary = finetune(config, workdir, data=data)
     return config, workdir, data, summary, calls
 
@@ -98,3 +101,17 @@ def test_weights_dir_holds_the_reestimated_statistics(run):
     var_saved = np.asarray(saved["batch_stats"]["encoder_0"]["bn_0"]["var"])
     assert not np.allclose(var_saved, best["batch_stats"]["encoder_0"]["bn_0"]["var"], rtol=0.05)
     assert summary["evaluated"]["precise_bn_batches"] == N_BATCHES == meta["precise_bn_batches"]
+
+
+@pytest.mark.parametrize("variant, expected", [("keras", 3), ("pytorch", 0)])
+def test_pretrain_export_is_recalibrated(tmp_path, variant, expected):
+    config = tiny_config("--config.max_steps=4", f"--config.model.variant={variant}",
+                         "--config.precise_bn.num_batches=3", "--config.logging.tensorboard=False")
+    summary = pretrain(config, tmp_path, transform=noise_transform)
+    saved, _, meta = checkpointing.load_weights(summary["weights"])
+    best, _, _ = checkpointing.load_init_weights(tmp_path)
+    assert meta["precise_bn_batches"] == expected
+    jax.tree.map(np.testing.assert_array_equal, saved["params"], best["params"])
+    same = [np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved["batch_stats"]),
+                                                  jax.tree.leaves(best["batch_stats"]))]
+    assert not any(same) if expected else all(same)
