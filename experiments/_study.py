@@ -126,6 +126,7 @@ def pretrain_config_2d(steps: int, model: dict[str, Any] = STUDY_MODEL):
     c.max_steps = steps
     c.max_epochs = max(1, steps // c.steps_per_epoch)
     c.validation_batches = 4
+    c.precise_bn.num_batches = 16  # the exported weights' BatchNorm statistics: 256 deformed training slices
     c.early_stopping.patience = 10_000  # a fixed budget
     c.checkpoint.every_steps = steps
     c.logging.preview_every_steps = steps
@@ -141,7 +142,9 @@ def pretrained_2d(workdir: Path, steps: int, model: dict[str, Any] = STUDY_MODEL
     from genesis_jax.train.pretrain import pretrain
 
     workdir = Path(workdir)
-    stamp = {"steps": steps, "model": model, "slice": SLICE_SHAPE, "spacing": SPACING_MM}
+    config = pretrain_config_2d(steps, model)
+    stamp = {"steps": steps, "model": model, "slice": SLICE_SHAPE, "spacing": SPACING_MM,
+             "precise_bn": config.get("precise_bn", {}) and config.precise_bn.to_dict()}
     stamp_file, summary_file = workdir / "study_recipe.json", workdir / "study_summary.json"
     if summary_file.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == json.loads(
             json.dumps(stamp)):
@@ -152,7 +155,7 @@ def pretrained_2d(workdir: Path, steps: int, model: dict[str, Any] = STUDY_MODEL
     if workdir.exists():  # another recipe: start over
         shutil.rmtree(workdir)
     print(f"Genesis-2D pre-training ({steps} steps) ...", flush=True)
-    summary = pretrain(pretrain_config_2d(steps, model), workdir)
+    summary = pretrain(config, workdir)
     if summary["weights"] is None:
         raise SystemExit(f"pre-training stopped ({summary['stopped']}) without weights; rerun to resume")
     summary_file.write_text(json.dumps(summary, indent=1, default=str))
