@@ -8,13 +8,10 @@ The older 3D variants follow.
 
 Run:
   python experiments/active_learning_sim.py --config=configs/active/simulation.py:tiny
-Expected (tiny): 221 s of CPU (551 s wall on the shared, loaded 2-core CPU this was written on); per pool
-(synthetic, and liver cubes of the sample CT when it is cached or downloadable), the test AUC after every round of
-every arm and seed, experiments/results/active_learning_sim/{curves.png,results.json}, and the last printed line
-`annotation_saving_vs_random: <percent>%`: the labels the primary arm saves to reach the random arm's final mean
-AUC, computed, never assumed. Measured at these settings: 0.0% on the CT pool (every arm reaches it after the
-shared first random round), -51.1% (aift) on the synthetic pool; acft_hq collapses on both (see
-experiments/results/active_learning_sim/run_log.txt). Tiny networks, 40 labels: a smoke-scale study.
+Expected (tiny, a 3D smoke run of the loop): per pool (synthetic, and liver cubes of the sample CT when it is
+cached or downloadable), the test AUC after every round of every arm and seed, the gate, runs/active_learning_sim_tiny/
+{curves.png,results.json}, and the last printed line `annotation_saving_vs_random: ...`. Tiny 3D networks trained
+from scratch, 40 labels and one random first round: it checks the machinery, its numbers mean nothing.
 Learning rates: those of acft.py (the continual rate 1/10 of the restart rate from M_0, as published; stated again
 below). The default variant (no `:tiny`) uses the published constants and network size (acft.py default) on larger pools
 and needs a GPU. Overrides: --config.sim.seeds=5 --config.sim.rounds=10 --config.sim.budget=16 ...
@@ -70,7 +67,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
             initial_random_rounds=1 if tiny else 0,
             eval_centre_patch_only=tiny,  # test AUC from the centre patch (tiny, for speed) or the patch-set mean
             primary_pool="ct",  # the pool of the last printed line (falls back to the first pool run)
-            out="experiments/results/active_learning_sim",
+            out="runs/active_learning_sim_tiny" if tiny else "experiments/results/active_learning_sim_3d",
         )
     )
     return c
