@@ -186,9 +186,9 @@ def main(argv=None) -> int:
     convergence = [f"{organ} {name}: validation Dice by step " + " ".join(
         f"{int(st)}:{v:.3f}" for st, v in zip(c["step"], c["val_dice"]))
         for organ, s in summaries.items() for name, c in s["curves"].items()]
-    command = " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
     notes = [
-        f"Command: `python experiments/annotation_efficiency.py {command}`",
+        f"Command: `python experiments/annotation_efficiency.py {command}`".replace(" `", "`"),
         (f"Machine: {S.machine()}; model {d['model']}; {d['steps']} fine-tuning steps of batch 4 x 64x64 per run "
          f"(validation every {d['steps_per_epoch']}); seeds {d['seeds']}, paired (same slices, seed and budget "
          "in both arms)."),

@@ -62,9 +62,9 @@ def main(argv=None) -> int:
         rows.append([arm, S.fmt(*stats[arm]), S.fmt(*S.mean_sd([r["iou"] for r in mine])),
                      S.fmt(*S.mean_sd([r["hd95_mm"] for r in mine]), digits=1),
                      " ".join(f"{r['dice']:.3f}" for r in mine)])
-    command = " ".join(argv if argv is not None else sys.argv[1:])
+    command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
     notes = [
-        f"Command: `python experiments/liver_demo.py {command}`",
+        f"Command: `python experiments/liver_demo.py {command}`".replace(" `", "`"),
         (f"Machine: {S.machine()}; CPU only, 2D Genesis U-Net {d['model']}, {d['steps']} fine-tuning steps of batch "
          f"4 x 64x64 slices per run, seeds {d['seeds']} (paired)."),
         f"Paired pretrained-minus-scratch Dice: {S.fmt_ci(diff)} (bootstrap over seeds).",
