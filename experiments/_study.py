@@ -259,9 +259,10 @@ def finetune_slices(config, data: SliceStudyData, z_train: Sequence[int], init: 
 
 
 def cached_run(run_dir: Path, key: dict[str, Any], run: Any) -> tuple[dict[str, Any], bool]:
-    """(``run(run_dir)``'s result, whether it came from the cache), the result stored as ``run_dir/result.json`` with ``key``; a later call with the same key (the
-    same organ, labelled slices, seed, initial weights and recipe) reads it instead of training again, so the
-    liver demo and the annotation study share their identical runs. A different key starts the run over."""
+    """(``run(run_dir)``'s result, whether it came from the cache), the result stored as ``run_dir/result.json``
+    with ``key``; a later call with the same key (the same organ, labelled slices, seed, initial weights and
+    recipe) reads it instead of training again, so the liver demo and the annotation study share their identical
+    runs. A different key starts the run over."""
     import shutil
 
     run_dir = Path(run_dir)

@@ -20,7 +20,7 @@ PRE-REGISTERED (written and committed before the full study was run; the results
   - with all labelled slices the difference is small (|diff| < 0.05) for both organs, and the area under the
     learning curve (test Dice over log2 k) is larger for the pre-trained arm.
 
-Run (the full study: 80 runs of 200 steps, about 30 min of the shared 2-core CPU; runs are cached, so organs can run
+Run (the full study: 80 runs of 200 steps, about 40 min of the shared 2-core CPU; runs are cached, so organs can run
 in separate processes and a last call with every organ only reads them; shared with experiments/liver_demo.py):
   python experiments/annotation_efficiency.py
   python experiments/annotation_efficiency.py --tiny      # a smoke run: 1 organ, 2 and all slices, 2 steps
@@ -63,6 +63,8 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--workdir", default=str(REPO / "runs" / "studies_2d"))
     p.add_argument("--results", default=None, help="default: experiments/results (--tiny: under --workdir)")
+    p.add_argument("--init", default=None, help="Genesis-2D weights directory to use instead of pre-training here "
+                   "(its model must be the study's)")
     p.add_argument("--tiny", action="store_true", help="a smoke run (tiny network, 2 steps)")
 
 
@@ -75,6 +77,7 @@ def resolve(args) -> dict:
         d["organs"] = args.organs
     if getattr(args, "ks", None):
         d["ks"] = args.ks
+    d["init"] = args.init
     d["workdir"] = Path(args.workdir) / ("tiny" if args.tiny else "full")
     d["results"] = Path(args.results) if args.results else (
         d["workdir"] / "results" if args.tiny else REPO / "experiments" / "results")
@@ -82,6 +85,15 @@ def resolve(args) -> dict:
 
 
 def pretrained(d: dict) -> tuple[str, dict]:
+    """(weights directory, pre-training summary): ``--init``'s weights, else the cached Genesis-2D pre-training."""
+    if d["init"]:
+        import hashlib
+
+        files = sorted(p for p in Path(d["init"]).rglob("*") if p.is_file())
+        if not files:
+            raise SystemExit(f"--init={d['init']}: not a weights directory (no files)")
+        digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+        return d["init"], {"weights": d["init"], "step": "given (--init)", "params_fingerprint": digest}
     return S.pretrained_2d(d["workdir"] / "pretrain", d["pretrain_steps"], d["model"])
 
 
@@ -188,7 +200,7 @@ def main(argv=None) -> int:
         for organ, s in summaries.items() for name, c in s["curves"].items()]
     command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
     notes = [
-        f"Command: `python experiments/annotation_efficiency.py {command}`".replace(" `", "`"),
+        f"Command: `python experiments/annotation_efficiency.py{' ' + command if command else ''}`",
         (f"Machine: {S.machine()}; model {d['model']}; {d['steps']} fine-tuning steps of batch 4 x 64x64 per run "
          f"(validation every {d['steps_per_epoch']}); seeds {d['seeds']}, paired (same slices, seed and budget "
          "in both arms)."),

@@ -12,7 +12,7 @@ re-estimated with the final weights on unlabelled training batches before valida
 (genesis_jax.train.precise_bn), so no run reports the Dice 0 of stale running averages.
 
 Run (CPU):
-  python experiments/liver_demo.py [--seeds 0 1 2 3 4] [--steps 200] [--pretrain-steps 300]   # ~5 min
+  python experiments/liver_demo.py [--seeds 0 1 2 3 4] [--steps 200] [--pretrain-steps 300]   # ~6 min
   python experiments/liver_demo.py --tiny     # a smoke run of the same path (tiny network, 2 steps)
 Writes experiments/results/liver_demo.{md,csv,json}; the last printed line is
   liver_dice: scratch=<mean>+-<sd> pretrained=<mean>+-<sd>
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                      " ".join(f"{r['dice']:.3f}" for r in mine)])
     command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
     notes = [
-        f"Command: `python experiments/liver_demo.py {command}`".replace(" `", "`"),
+        f"Command: `python experiments/liver_demo.py{' ' + command if command else ''}`",
         (f"Machine: {S.machine()}; CPU only, 2D Genesis U-Net {d['model']}, {d['steps']} fine-tuning steps of batch "
          f"4 x 64x64 slices per run, seeds {d['seeds']} (paired)."),
         f"Paired pretrained-minus-scratch Dice: {S.fmt_ci(diff)} (bootstrap over seeds).",

@@ -9,9 +9,10 @@ The older 3D variants follow.
 Run:
   python experiments/active_learning_sim.py --config=configs/active/simulation.py:tiny
 Expected (tiny, a 3D smoke run of the loop): per pool (synthetic, and liver cubes of the sample CT when it is
-cached or downloadable), the test AUC after every round of every arm and seed, the gate, runs/active_learning_sim_tiny/
-{curves.png,results.json}, and the last printed line `annotation_saving_vs_random: ...`. Tiny 3D networks trained
-from scratch, 40 labels and one random first round: it checks the machinery, its numbers mean nothing.
+cached or downloadable), the test AUC after every round of every arm and seed, the gate,
+runs/active_learning_sim_tiny/{curves.png,results.json}, and the last printed line
+`annotation_saving_vs_random: ...`. Tiny 3D networks trained from scratch, 40 labels and one random first round:
+it checks the machinery, its numbers mean nothing.
 Learning rates: those of acft.py (the continual rate 1/10 of the restart rate from M_0, as published; stated again
 below). The default variant (no `:tiny`) uses the published constants and network size (acft.py default) on larger pools
 and needs a GPU. Overrides: --config.sim.seeds=5 --config.sim.rounds=10 --config.sim.budget=16 ...
