@@ -134,6 +134,11 @@ def _extract(sdist: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def samples_cached(cache_dir: str | os.PathLike | None = None) -> bool:
+    """Whether the samples are already extracted in the cache (so :func:`fetch_samples` needs no network)."""
+    return (cache_root(cache_dir) / "samples" / "totalsegmentator-2.18.0" / MANIFEST).exists()
+
+
 def fetch_samples(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
     """Download (once), verify and extract the samples; return {name: {image, label, modality, classes, ...}}.
 
@@ -142,8 +147,7 @@ def fetch_samples(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[
     """
     root = cache_root(cache_dir)
     samples_dir = root / "samples" / "totalsegmentator-2.18.0"
-    manifest = samples_dir / MANIFEST
-    if not manifest.exists():
+    if not samples_cached(cache_dir):
         sdist = download_sdist(root)
         samples_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=samples_dir.parent))

@@ -1,17 +1,45 @@
-"""The demo end to end, shortened: data (sample CT or phantoms), pre-training, preview, fine-tuning from the
-pre-trained weights."""
+"""The demo end to end, shortened: data, pre-training, preview, liver fine-tuning from the pre-trained weights, test
+Dice and overlay. On phantoms when asked (fast, offline, and loud about it); on the real sample CTs when they are in
+the cache (offline too), tested on the other patient's scan."""
 
 import pytest
 
-from genesis_jax.train.demo import run_demo
+from genesis_jax.data.samples import cache_root, samples_cached
+from genesis_jax.train.demo import PHANTOMS_ENV, TEST_SCAN, run_demo
+
+
+def _check_story(tmp_path, summary):
+    assert summary["pretrain"]["step"] == 2 and (tmp_path / "pretrain" / "weights" / "model_config.json").is_file()
+    assert summary["pretrain"]["preview"].endswith(".png")
+    ft = summary["finetune"]
+    assert ft["init"] == summary["pretrain"]["weights"] and ft["step"] == 2
+    assert 0.0 <= ft["test"]["dice"] <= 1.0 and ft["overlays"]
+    return ft
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_story(tmp_path):
+def test_demo_on_phantoms_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv(PHANTOMS_ENV, "1")
     messages = []
-    summary = run_demo(tmp_path, pretrain_steps=2, finetune_steps=2, cube=(16, 16, 8), log=messages.append)
-    assert summary["data"].startswith(("real CT", "synthetic CT phantoms"))
-    assert summary["pretrain"]["step"] == 2 and (tmp_path / "pretrain" / "weights" / "model_config.json").is_file()
-    assert summary["pretrain"]["preview"].endswith(".png")
-    assert summary["finetune"]["init"] == summary["pretrain"]["weights"]
-    assert any(m.startswith("demo: data = ") for m in messages)
+    summary = run_demo(tmp_path, pretrain_steps=2, finetune_steps=2, cube=(16, 16, 8), precise_bn_batches=2,
+                       log=messages.append)
+    assert not summary["real_ct"] and summary["data"].startswith("synthetic CT phantoms, NOT real CT")
+    assert any(m.startswith("demo: WARNING: using SYNTHETIC CT PHANTOMS") for m in messages)
+    ft = _check_story(tmp_path, summary)
+    assert "SYNTHETIC" in ft["data"] and TEST_SCAN not in ft["test_volumes"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not samples_cached(), reason=f"the sample CTs are not in {cache_root()} (run `genesis-jax data "
+                                                 "samples` once with network access); this test never downloads")
+def test_demo_on_the_sample_ct_tests_on_another_patient(tmp_path, monkeypatch):
+    monkeypatch.delenv(PHANTOMS_ENV, raising=False)
+    messages = []
+    summary = run_demo(tmp_path, pretrain_steps=2, finetune_steps=2, cube=(16, 16, 8), precise_bn_batches=2,
+                       log=messages.append)
+    assert summary["real_ct"] and summary["data"].startswith("real CT")
+    ft = _check_story(tmp_path, summary)
+    assert ft["test_volumes"] == [TEST_SCAN] and ft["overlays"][0].endswith(f"{TEST_SCAN}_overlay.png")
+    assert any(m.startswith(f"demo: test Dice on {TEST_SCAN} (another patient): ") for m in messages)
+    scans = summary["pretrain"]["scans"]
+    assert scans["train"] == ["ct_abdomen"] and TEST_SCAN not in scans["train"] + scans["validation"] + scans["test"]
