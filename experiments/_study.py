@@ -109,10 +109,10 @@ def pretrain_config_2d(steps: int, model: dict[str, Any] = STUDY_MODEL):
     ct_abdomen, validation ct_chest; the test scan ct_dicom is never read."""
     from genesis_jax.config_loader import load_config
 
-    c = load_config(str(REPO / "pretrain/genesis_2d") + ":tiny,keras")
+    c = load_config("pretrain/genesis_2d:tiny,keras")
     c.model.update({k: v for k, v in model.items() if k in c.model})
     c.input_shape = (*SLICE_SHAPE, 1)
-    samples = load_config(str(REPO / "data/genesis_cubes") + ":samples").data
+    samples = load_config("data/genesis_cubes:samples").data
     samples.samples = dict(train=("ct_abdomen",), validation=("ct_chest",), test=())
     samples.target_spacing = SPACING_MM
     samples.cubes.cube_shape = (*SLICE_SHAPE, 8)
@@ -170,7 +170,7 @@ def finetune_config_2d(organ: str, steps: int, steps_per_epoch: int, model: dict
     CTs): a fixed budget of ``steps``, validation every ``steps_per_epoch``, the final weights evaluated."""
     from genesis_jax.config_loader import load_config
 
-    c = load_config(str(REPO / "finetune/liver_sample"))
+    c = load_config("finetune/liver_sample")
     c.model.update(model)
     c.input_shape = (*SLICE_SHAPE, 1)
     c.data.organ = organ
