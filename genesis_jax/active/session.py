@@ -33,7 +33,7 @@ from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import load_weights, save_weights
+from genesis_jax.models.weights import load_weights, save_weights
 from genesis_jax.workdir import hold
 
 

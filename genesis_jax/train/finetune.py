@@ -42,6 +42,7 @@ from genesis_jax.evaluation.evaluate import (
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model
+from genesis_jax.models.weights import CheckpointError, save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
 from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
@@ -218,7 +219,7 @@ def _num_devices(config: ml_collections.ConfigDict) -> int | None:
 def _transferred_from_report(workdir: Path) -> set[str]:
     path = workdir / "transfer_report.json"
     if not path.is_file():
-        raise checkpointing.CheckpointError(f"{path}: missing; it records which parameters were transferred, which "
+        raise CheckpointError(f"{path}: missing; it records which parameters were transferred, which "
                                             "the optimiser groups of a resumed run need")
     loaded = json.loads(path.read_text())["loaded"]
     return {p.split("/", 1)[1] for p in loaded if p.startswith("params/")}
@@ -409,7 +410,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
             source = {"kind": "final", "step": step}
         variables, source["precise_bn_batches"] = recalibrate(variables)  # what weights/ holds and the test sees
         variables = jax.tree.map(to_host, variables)
-        weights = checkpointing.save_weights(workdir / "weights", variables, model_config,
+        weights = save_weights(workdir / "weights", variables, model_config,
                                              {"source": "genesis_jax finetune", "workdir": str(workdir), **source})
         summary["weights"] = str(weights)
         summary["evaluated"] = source

@@ -29,6 +29,7 @@ import numpy as np
 
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
+from genesis_jax.models.weights import save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.train.distributed import any_process, to_host
@@ -397,7 +398,7 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: Path, transform: Trans
         variables, source["precise_bn_batches"] = precise_bn.recalibrate(
             model, variables, precise_bn.configured_num_batches(config), training_inputs, input_shape, **apply_kwargs)
         variables = jax.tree.map(to_host, variables)
-        weights_dir = checkpointing.save_weights(
+        weights_dir = save_weights(
             workdir / "weights", variables, _config_dict(config.model),
             {"source": "genesis_jax pretrain", "workdir": str(workdir), **source},
         )

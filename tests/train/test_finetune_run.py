@@ -14,7 +14,7 @@ import pytest
 import genesis_jax.train.finetune as finetune_module
 from genesis_jax.data.sources import ArraySource, ListSource
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import load_weights
+from genesis_jax.models.weights import load_weights
 from genesis_jax.train.finetune import evaluate_test_set, finetune
 from genesis_jax.configs.finetune.common import finetune_config, synthetic_data, tiny
 from genesis_jax.train.finetune_data import LabelledVolume, TaskData

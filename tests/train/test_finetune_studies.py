@@ -11,7 +11,7 @@ import pytest
 
 from genesis_jax.config_loader import load_config
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import save_weights
+from genesis_jax.models.weights import save_weights
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
