@@ -41,7 +41,7 @@ from genesis_jax.config_loader import load_config  # noqa: E402
 from genesis_jax.data.pipeline import finetune_dataset  # noqa: E402
 from genesis_jax.data.sources import ArraySource  # noqa: E402
 from genesis_jax.train.finetune import finetune  # noqa: E402
-from genesis_jax.train.finetune_data import TaskData, load_task_data  # noqa: E402
+from genesis_jax.data.task_data import TaskData, load_task_data  # noqa: E402
 
 FRACTIONS = (0.05, 0.10, 0.25, 0.50, 1.00)
 

@@ -34,7 +34,7 @@ from _study import fmt, machine, mean_sd, write_table  # noqa: E402
 from genesis_jax.config_loader import load_config  # noqa: E402
 from genesis_jax.data.samples import SampleDataUnavailable, fetch_samples  # noqa: E402
 from genesis_jax.train.finetune import finetune  # noqa: E402
-from genesis_jax.train.finetune_data import load_task_data  # noqa: E402
+from genesis_jax.data.task_data import load_task_data  # noqa: E402
 from genesis_jax.train.pretrain import pretrain  # noqa: E402
 
 

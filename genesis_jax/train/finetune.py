@@ -45,7 +45,7 @@ from genesis_jax.models import build_model
 from genesis_jax.models.weights import CheckpointError, save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
-from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
+from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
 from genesis_jax.train.logging import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size

@@ -11,7 +11,7 @@ import pytest
 from genesis_jax.cli import main as cli_main
 from genesis_jax.config_loader import load_config
 from genesis_jax.models import build_model, count_params
-from genesis_jax.train.finetune_data import load_task_data
+from genesis_jax.data.task_data import load_task_data
 
 PUBLISHED = {  # Models Genesis §5.3: optimizer lr, batch, input, early-stopping patience, loss
     "ncc": (1e-3, 24, (64, 64, 32, 1), 10, "bce", "classification"),

@@ -12,7 +12,7 @@ from genesis_jax.data.sources import ListSource
 from genesis_jax.models.weights import load_weights
 from genesis_jax.train import checkpointing
 from genesis_jax.train.finetune import evaluate_test_set, finetune, model_config_for_run
-from genesis_jax.train.finetune_data import TaskData, as_labelled_volume
+from genesis_jax.data.task_data import TaskData, as_labelled_volume
 from genesis_jax.train.pretrain import pretrain
 from tests.train.helpers import noise_transform, tiny_config
 from tests.train.test_finetune_run import UNET, blob, seg_config

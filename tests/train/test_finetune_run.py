@@ -17,7 +17,7 @@ from genesis_jax.models import build_model
 from genesis_jax.models.weights import load_weights
 from genesis_jax.train.finetune import evaluate_test_set, finetune
 from genesis_jax.configs.finetune.common import finetune_config, synthetic_data, tiny
-from genesis_jax.train.finetune_data import LabelledVolume, TaskData
+from genesis_jax.data.task_data import LabelledVolume, TaskData
 from genesis_jax.train.finetune_steps import make_finetune_optimizer, make_loss
 from genesis_jax.train.losses import dice_loss
 from genesis_jax.train.mesh import make_mesh
