@@ -43,7 +43,7 @@ def _evaluate(args: argparse.Namespace, config) -> int:
     from genesis_jax.models.weights import is_weights_dir
     from genesis_jax.train.checkpointing import load_init_weights
     from genesis_jax.train.config_checks import check_weights_for_task
-    from genesis_jax.train.finetune import evaluate_test_set
+    from genesis_jax.evaluation.test_set import evaluate_test_set
     from genesis_jax.data.task_data import load_task_data
 
     setup_logging()

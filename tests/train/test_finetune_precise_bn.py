@@ -11,7 +11,8 @@ import genesis_jax.train.finetune as finetune_module
 from genesis_jax.data.sources import ListSource
 from genesis_jax.models.weights import load_weights
 from genesis_jax.train import checkpointing
-from genesis_jax.train.finetune import evaluate_test_set, finetune, model_config_for_run
+from genesis_jax.evaluation.test_set import evaluate_test_set
+from genesis_jax.train.finetune import finetune, model_config_for_run
 from genesis_jax.data.task_data import TaskData, as_labelled_volume
 from genesis_jax.train.pretrain import pretrain
 from tests.train.helpers import noise_transform, tiny_config

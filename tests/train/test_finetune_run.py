@@ -15,7 +15,8 @@ import genesis_jax.train.finetune as finetune_module
 from genesis_jax.data.sources import ArraySource, ListSource
 from genesis_jax.models import build_model
 from genesis_jax.models.weights import load_weights
-from genesis_jax.train.finetune import evaluate_test_set, finetune
+from genesis_jax.evaluation.test_set import evaluate_test_set
+from genesis_jax.train.finetune import finetune
 from genesis_jax.configs.finetune.common import finetune_config, synthetic_data, tiny
 from genesis_jax.data.task_data import LabelledVolume, TaskData
 from genesis_jax.train.finetune_steps import make_finetune_optimizer, make_loss
