@@ -34,6 +34,7 @@ from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.models import build_model
 from genesis_jax.models.weights import load_weights, save_weights
+from genesis_jax.train.transfer import TransferError, transfer_variables
 from genesis_jax.workdir import hold
 
 
@@ -100,27 +101,26 @@ def initial_variables(learner: ContinualLearner, config: Any, contexts: np.ndarr
 
 
 def _load_init(config: Any, fresh: dict) -> dict:
+    """``fresh`` filled from ``config.init`` by the transfer rule of fine-tuning (:mod:`genesis_jax.train.transfer`):
+    a classifier's weights whole, a GenesisUNet's encoder into the backbone (its decoder unused, the head fresh)."""
     if not config.init:
         return fresh
     loaded, model_cfg, _ = load_weights(config.init)
-    if model_cfg.get("name") == "genesis_classifier":
-        target, source = fresh, loaded
-    elif model_cfg.get("name") == "genesis_unet":  # its encoder levels into the backbone; the head stays fresh
-        target = fresh
-        source = {
-            col: {**fresh[col], "backbone": {**fresh[col]["backbone"],
-                                             **{k: v for k, v in loaded.get(col, {}).items() if k.startswith("encoder_")}}}
-            for col in fresh
-        }
-    else:
-        raise ValueError(f"config.init={config.init}: a {model_cfg.get('name')!r} cannot initialise a classifier")
-    src_shapes = jax.tree.map(np.shape, source)
-    if src_shapes != jax.tree.map(np.shape, target):
-        raise ValueError(
-            f"config.init={config.init}: its weights do not fit config.model (different widths, depth or "
-            f"layers); model_config there: {model_cfg}"
-        )
-    return jax.tree.map(np.asarray, source)
+    name = model_cfg.get("name")
+    if name not in ("genesis_classifier", "genesis_unet"):
+        raise ValueError(f"config.init={config.init}: a {name!r} cannot initialise a classifier")
+    whole = name == "genesis_classifier"  # same network: every array, the head included, by path
+    try:
+        variables, report = transfer_variables(fresh, loaded, "segmentation" if whole else "classification",
+                                               keep_head=whole, source_name=f"config.init={config.init}")
+    except TransferError as err:
+        raise ValueError(f"config.init={config.init}: its weights do not fit config.model (different widths, depth "
+                         f"or layers): {err}; model_config there: {model_cfg}") from None
+    missing = report.fresh if whole else [p for p in report.fresh if "/backbone/" in f"/{p}"]
+    if missing:
+        raise ValueError(f"config.init={config.init}: its weights do not fit config.model: no {missing[0]} there; "
+                         f"model_config there: {model_cfg}")
+    return jax.tree.map(np.asarray, variables)
 
 
 # -- the session -----------------------------------------------------------------------------------------------
@@ -378,11 +378,3 @@ def status(workdir: str | Path) -> dict[str, Any]:
         "pool": len(st.load_pool_ids(workdir)),
         "history": state.history,
     }
-
-
-def stored_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a work directory was started with."""
-    path = Path(workdir) / st.CONFIG_FILE
-    if not path.is_file():
-        raise st.StateError(f"{path}: missing; pass --config")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
