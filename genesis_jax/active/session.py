@@ -35,6 +35,7 @@ from genesis_jax.active.selection import select_candidates
 from genesis_jax.models import build_model
 from genesis_jax.models.weights import load_weights, save_weights
 from genesis_jax.train.transfer import TransferError, transfer_variables
+from genesis_jax.visualize import draw_panel, figure_png, panel_figure, slice_of
 from genesis_jax.workdir import hold
 
 
@@ -220,26 +221,16 @@ def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_tra
 
 
 def _thumbnail_sheet(contexts: np.ndarray, titles: list[str]) -> bytes:
-    # A pyplot-free Figure: no global backend switch, so a notebook's inline plotting keeps working.
-    from matplotlib.figure import Figure
-
+    """PNG bytes: one panel per context (its middle axial slice of channel 0, scaled to its own range)."""
     n = len(contexts)
     cols = min(8, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel():
+    fig, axes = panel_figure(rows, cols, (1.6, 1.8), pyplot=False)
+    for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, ctx, title in zip(axes.ravel(), contexts, titles):
-        image = ctx[..., 0]
-        if image.ndim == 3:  # the central slice along the last spatial axis
-            image = image[..., image.shape[-1] // 2]
-        ax.imshow(image.T, cmap="gray", origin="lower")
-        ax.set_title(title, fontsize=6)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+        draw_panel(ax, slice_of(ctx[..., 0]), title, vmin=None, vmax=None, fontsize=6)
+    return figure_png(fig, dpi=100)
 
 
 def select(
