@@ -41,7 +41,8 @@ from genesis_jax.models.weights import CheckpointError, save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
 from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
-from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
+from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_prepare
+from genesis_jax.train.losses import get_loss
 from genesis_jax.train.logging import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.distributed import any_process, to_host
@@ -260,7 +261,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
     max_steps = int(config.get("max_steps") or config.max_epochs * steps_per_epoch)
     step = int(state.step)
     prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
-    loss_fn = make_loss(config.loss, ds)
+    loss_fn = get_loss(config.loss)
     train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
