@@ -5,7 +5,7 @@ a validation pass every epoch whose loss drives ReduceLROnPlateau (0.5 / 6 / 1e-
 task's patience), and the best-by-validation weights kept; these are then evaluated on the test set: whole volumes
 by sliding window (Dice, IoU, HD95, the published mean IoU) or crops / candidates (mean IoU, AUC).
 
-Same run machinery as pre-training (genesis_jax.train: mesh, state, steps, schedules, checkpointing, logging): the
+Same run machinery as pre-training (genesis_jax.train: mesh, state, steps, schedules, checkpointing, metrics_log): the
 batch is sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state,
 SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
 :class:`~genesis_jax.train.pretrain.TrainingDiverged` keeping the last good checkpoint, and rerunning the same
@@ -43,7 +43,7 @@ from genesis_jax.train.config_checks import validate_finetune_config, warn_chang
 from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_prepare
 from genesis_jax.train.losses import get_loss
-from genesis_jax.train.logging import MetricsLog, Progress
+from genesis_jax.train.metrics_log import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, params_fingerprint

@@ -33,7 +33,7 @@ from genesis_jax.models.weights import save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.train.distributed import any_process, to_host
-from genesis_jax.train.logging import MetricsLog, Progress, save_preview
+from genesis_jax.train.metrics_log import MetricsLog, Progress, save_preview
 from genesis_jax.train.losses import mse_loss
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_optimizer, get_learning_rate, \
