@@ -184,3 +184,87 @@ def organ_cube_pools(
         return CandidatePool(ids, contexts.astype(np.float32), labels[order])
 
     return make(index <= split - half, n_pool, "pool"), make(index >= split + half, n_test, "test")
+
+
+def box_mean_intensity(contexts: np.ndarray, box_size: int) -> np.ndarray:
+    """(n,) mean intensity of each candidate's central detection box (box_size per spatial axis): the feature a
+    raw-intensity classifier would use; its ROC AUC against the labels says how much intensity alone separates a
+    pool."""
+    spatial = contexts.shape[1:-1]
+    sl = tuple(slice((s - box_size) // 2, (s - box_size) // 2 + box_size) for s in spatial)
+    return contexts[(slice(None), *sl)].reshape(len(contexts), -1).mean(axis=1)
+
+
+def matched_organ_pools(
+    image01: np.ndarray,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    n_pool: int,
+    n_test: int,
+    context_size: int = 24,
+    box_size: int = 12,
+    positive_fraction: float = 0.3,
+    bins: int = 16,
+    block: int = 6,
+    seed: int = 0,
+    prefix: str = "ct2d",
+) -> tuple[CandidatePool, CandidatePool]:
+    """2D axial candidates of one volume, organ vs other organs of the same intensity: a pool and a test set.
+
+    image01: (X, Y, Z) intensities in [0, 1]; positive: the target organ's mask; negative: the union of the other
+    organs (e.g. spleen, kidneys, muscles vs liver). A candidate is a context_size^2 patch of one axial slice; it is
+    positive when the target fills at least half of its central box_size^2 detection box, negative when the other
+    organs do. Negatives are drawn with weights that give their box-mean intensity the positives' histogram
+    (``bins`` bins over the positives' range), so brightness alone does not rank them. The axial slices are cut
+    into blocks of ``block``: even blocks give the pool, the inner slices of odd blocks the test set (one slice
+    apart at least, no shared slice; both halves span the whole organ, so the test set is not another anatomy).
+    """
+    from scipy import ndimage
+
+    from genesis_jax.data.patches import crop_centered
+
+    if not image01.shape == positive.shape == negative.shape or image01.ndim != 3:
+        raise ValueError(f"image {image01.shape}, positive {positive.shape} and negative {negative.shape} must be "
+                         "the same (X, Y, Z) grid")
+    if not positive.any() or not negative.any():
+        raise ValueError("the positive or the negative mask is empty")
+    size = (box_size, box_size, 1)
+    pos_frac = ndimage.uniform_filter(positive.astype(np.float32), size, mode="constant")
+    neg_frac = ndimage.uniform_filter((negative & ~positive).astype(np.float32), size, mode="constant")
+    box_mean = ndimage.uniform_filter(image01.astype(np.float32), size, mode="constant")
+    half = context_size // 2
+    inside = np.zeros(image01.shape, bool)
+    inside[half:image01.shape[0] - half, half:image01.shape[1] - half, :] = True  # whole context in the slice
+    is_pos, is_neg = inside & (pos_frac >= 0.5), inside & (neg_frac >= 0.5) & (pos_frac == 0)
+    if block < 3:
+        raise ValueError(f"block must be at least 3 slices, got {block}")
+    z = np.indices(image01.shape)[2]
+    in_pool, in_test = (z // block) % 2 == 0, ((z // block) % 2 == 1) & (z % block > 0) & (z % block < block - 1)
+    rng = np.random.default_rng(seed)
+    lo, hi = np.percentile(box_mean[is_pos], [1, 99])
+    edges = np.linspace(lo, hi, bins + 1)
+
+    def make(side: np.ndarray, n: int, name: str) -> CandidatePool:
+        n_pos = round(n * positive_fraction)
+        pos, neg = np.argwhere(is_pos & side), np.argwhere(is_neg & side)
+        neg_values = box_mean[tuple(neg.T)]
+        neg = neg[(neg_values >= lo) & (neg_values <= hi)]
+        if len(pos) < n_pos or len(neg) < n - n_pos:
+            raise ValueError(f"{name}: {len(pos)} positive and {len(neg)} intensity-matched negative centres for "
+                             f"{n_pos} + {n - n_pos} candidates")
+        pos = pos[rng.choice(len(pos), n_pos, replace=False)]
+        p_hist = np.histogram(box_mean[tuple(pos.T)], edges)[0].astype(np.float64)
+        n_bin = np.clip(np.digitize(box_mean[tuple(neg.T)], edges) - 1, 0, bins - 1)
+        n_hist = np.bincount(n_bin, minlength=bins).astype(np.float64)
+        weights = p_hist[n_bin] / np.maximum(n_hist[n_bin], 1.0)
+        if np.count_nonzero(weights) < n - n_pos:
+            raise ValueError(f"{name}: too few negatives in the positives' intensity range")
+        neg = neg[rng.choice(len(neg), n - n_pos, replace=False, p=weights / weights.sum())]
+        centres = np.concatenate([pos, neg])
+        labels = np.repeat([1, 0], [n_pos, n - n_pos])
+        order = rng.permutation(n)
+        contexts = np.stack([crop_centered(image01[:, :, c[2]], c[:2], (context_size,) * 2) for c in centres[order]])
+        ids = np.array([f"{prefix}-{name}-{'_'.join(map(str, c))}" for c in centres[order]])
+        return CandidatePool(ids, contexts[..., None].astype(np.float32), labels[order])
+
+    return make(in_pool, n_pool, "pool"), make(in_test, n_test, "test")
