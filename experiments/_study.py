@@ -202,7 +202,7 @@ class SliceStudyData:
 
     def task(self, z_train: Sequence[int]):
         from genesis_jax.data.sources import ListSource
-        from genesis_jax.train.finetune_data import TaskData
+        from genesis_jax.data.task_data import TaskData
 
         def slices(zs):
             return ListSource({"image": self.image[:, :, z:z + 1], "label": self.label[:, :, z:z + 1]} for z in zs)
@@ -215,7 +215,7 @@ class SliceStudyData:
 def slice_study_data(config, block: int = 3) -> SliceStudyData:
     """The axial slices of the training scan that hold the organ, in blocks of ``block`` consecutive slices:
     every fourth block is validation, the rest the labelled training pool (no slice in both)."""
-    from genesis_jax.train.finetune_data import load_task_data
+    from genesis_jax.data.task_data import load_task_data
 
     data = load_task_data(config)
     volume = data.train[0]

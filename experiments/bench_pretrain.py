@@ -48,7 +48,8 @@ from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh  
 from genesis_jax.train.pretrain import make_restoration_prepare  # noqa: E402
 from genesis_jax.train.schedules import build_optimizer  # noqa: E402
 from genesis_jax.train.state import create_train_state  # noqa: E402
-from genesis_jax.train.steps import make_train_step, mse_loss  # noqa: E402
+from genesis_jax.train.losses import mse_loss  # noqa: E402
+from genesis_jax.train.steps import make_train_step  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,12 +1,19 @@
-"""Matplotlib figures of volumes for notebooks and reports: one slice per panel, in a row or a grid of rows.
+"""Pictures of volumes, one slice per panel: the one slice/grid helper of the package. Notebooks (``show_grid``),
+training previews (``tile_grid``, :func:`genesis_jax.train.metrics_log.save_preview`), segmentation overlays
+(:mod:`genesis_jax.evaluation.overlays`), active-learning thumbnails (:mod:`genesis_jax.active.session`) and
+``genesis-jax visualize-transforms`` all draw with it.
 
 Arrays are (X, Y, Z) volumes or (X, Y) images in canonical RAS order, optionally with a trailing channel axis of
 size 1; a volume is shown by one slice (the middle one along ``axis`` unless ``index`` says which), transposed so
 that x runs left to right and y bottom to top (``origin='lower'``). Only plotting lives here: no computation.
+Figures for files are pyplot-free (``panel_figure(..., pyplot=False)``: no global backend switch, so a notebook's
+inline plotting keeps working); the notebooks' figures are pyplot ones, shown inline.
 """
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -26,32 +33,85 @@ def slice_of(array: Any, axis: int = 2, index: int | None = None) -> np.ndarray:
     return np.take(image, index, axis=axis)
 
 
-def _draw(ax: Any, image: np.ndarray, title: str, cmap: str, vmin: float | None, vmax: float | None,
-          overlay: np.ndarray | None) -> None:
-    ax.imshow(image.T, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
-    if overlay is not None:
-        ax.contour(overlay.T.astype(float), levels=[0.5], colors="tab:red", linewidths=1.0, origin="lower")
-    ax.set_title(title, fontsize=9)
+def tile_grid(rows: Sequence[Sequence[Any]], *, axis: int = 2, index: int | None = None, pad: int = 2,
+              vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """A grey image in [0, 1] of panels without matplotlib (PNG previews, TensorBoard images): one slice of each
+    array (:func:`slice_of`), clipped to [vmin, vmax] and scaled to [0, 1], oriented as the figures show it (x left
+    to right, y bottom to top); ``pad`` white pixels between panels and between rows, whose panels match in size."""
+    if not rows or not all(rows):
+        raise ValueError("tile_grid: expected at least one row with at least one panel")
+    lines = []
+    for row in rows:
+        tiles = [np.clip((slice_of(a, axis, index).astype(np.float32) - vmin) / (vmax - vmin), 0.0, 1.0).T[::-1]
+                 for a in row]
+        gap = np.ones((tiles[0].shape[0], pad), np.float32)
+        lines.append(np.concatenate([part for tile in tiles for part in (gap, tile)][1:], axis=1))
+    gap = np.ones((pad, lines[0].shape[1]), np.float32)
+    return np.concatenate([part for line in lines for part in (gap, line)][1:], axis=0)
+
+
+def panel_figure(nrows: int, ncols: int, panel: tuple[float, float] = (2.2, 2.2), *, pyplot: bool = True
+                 ) -> tuple[Any, np.ndarray]:
+    """(Figure, (nrows, ncols) array of axes), ``panel`` inches per panel. ``pyplot=False``: a Figure outside pyplot
+    for files written by library code (no backend switch, nothing left open)."""
+    size = (panel[0] * ncols, panel[1] * nrows)
+    if pyplot:
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(nrows, ncols, figsize=size, squeeze=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def draw_panel(ax: Any, image: np.ndarray, title: str = "", *, cmap: str = "gray", vmin: float | None = 0.0,
+               vmax: float | None = 1.0, contours: Sequence[tuple[Any, str]] = (), fontsize: float = 9) -> None:
+    """One (X, Y) slice on ``ax`` (x left to right, y bottom to top), each (mask, colour) of ``contours`` outlined
+    where the mask is set; no ticks. ``vmin``/``vmax`` None: the slice's own range."""
+    ax.imshow(np.asarray(image).T, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest")
+    for mask, colour in contours:
+        mask = np.asarray(mask, bool)
+        if mask.any():  # contour() of an empty mask only warns
+            ax.contour(mask.T.astype(float), levels=[0.5], colors=colour, linewidths=1.0)
+    if title:
+        ax.set_title(title, fontsize=fontsize)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """The figure laid out tightly, as PNG bytes."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Write the figure as a PNG at ``path`` (parent directories created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(figure_png(fig, dpi))
+    return path
+
+
 def show_grid(rows: Sequence[Mapping[str, Any]], *, axis: int = 2, index: int | None = None, cmap: str = "gray",
               vmin: float | None = 0.0, vmax: float | None = 1.0, overlays: Sequence[Any] | None = None,
-              row_labels: Sequence[str] | None = None, size: float = 2.2, title: str | None = None) -> Any:
+              row_labels: Sequence[str] | None = None, size: float = 2.2, title: str | None = None,
+              pyplot: bool = True) -> Any:
     """A figure with one row per mapping {panel title: array}, one panel per entry (a slice of each array).
 
     ``overlays``: one binary mask per row (or None) drawn as a red contour on every panel of that row.
-    ``vmin``/``vmax`` = None scales each panel to its own range (e.g. HU volumes). Returns the Figure.
+    ``vmin``/``vmax`` = None scales each panel to its own range (e.g. HU volumes). ``pyplot=False`` for a figure
+    written to a file (:func:`panel_figure`). Returns the Figure.
     """
-    import matplotlib.pyplot as plt
-
     if not rows or not all(rows):
         raise ValueError("show_grid: expected at least one row with at least one panel")
     if overlays is not None and len(overlays) != len(rows):
         raise ValueError(f"show_grid: {len(overlays)} overlays for {len(rows)} rows")
     ncols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * len(rows)), squeeze=False)
+    fig, axes = panel_figure(len(rows), ncols, (size, size), pyplot=pyplot)
     for r, row in enumerate(rows):
         overlay = None if overlays is None or overlays[r] is None else slice_of(overlays[r], axis, index)
         for c in range(ncols):
@@ -60,7 +120,8 @@ def show_grid(rows: Sequence[Mapping[str, Any]], *, axis: int = 2, index: int | 
                 ax.axis("off")
                 continue
             name, array = list(row.items())[c]
-            _draw(ax, slice_of(array, axis, index), name, cmap, vmin, vmax, overlay)
+            draw_panel(ax, slice_of(array, axis, index), name, cmap=cmap, vmin=vmin, vmax=vmax,
+                       contours=() if overlay is None else [(overlay, "tab:red")])
         if row_labels is not None:
             axes[r][0].set_ylabel(row_labels[r], fontsize=9)
     if title:

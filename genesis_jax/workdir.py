@@ -215,3 +215,17 @@ def crash_point(phase: str, before: Callable[[], None] | None = None) -> None:
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(60)  # never reached: SIGKILL cannot be caught
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) reports a full disk or quota: an ``OSError`` with
+    ENOSPC/EDQUOT, or TensorStore's text for it (its errors are not OSErrors)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -1,7 +1,8 @@
 """Active, continual fine-tuning (AIFT, CVPR'17; ACFT, MedIA'21): augmented patch sets and their predictions on
 the device (``patches``), the entropy/diversity scores with majority selection (``scores``), randomised top-omega*b
 selection (``selection``), continual fine-tuning strategies (``learner``), candidate pools (``pool``), the
-crash-safe human-in-the-loop state (``state``) and its entry functions (``session``)."""
+crash-safe human-in-the-loop state (``state``), its entry functions (``session``; M_0 from weights by the transfer
+rule of :mod:`genesis_jax.train.transfer`) and the active configs' checks (``config_checks``)."""
 
 from genesis_jax.active.learner import STRATEGIES, ContinualLearner, misclassified, plan_round
 from genesis_jax.active.patches import PatchSet, PoolPredictor, candidate_patches, make_patch_set, patch_probabilities

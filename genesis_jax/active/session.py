@@ -33,7 +33,9 @@ from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import load_weights, save_weights
+from genesis_jax.models.weights import load_weights, save_weights
+from genesis_jax.train.transfer import TransferError, transfer_variables
+from genesis_jax.visualize import draw_panel, figure_png, panel_figure, slice_of
 from genesis_jax.workdir import hold
 
 
@@ -100,27 +102,26 @@ def initial_variables(learner: ContinualLearner, config: Any, contexts: np.ndarr
 
 
 def _load_init(config: Any, fresh: dict) -> dict:
+    """``fresh`` filled from ``config.init`` by the transfer rule of fine-tuning (:mod:`genesis_jax.train.transfer`):
+    a classifier's weights whole, a GenesisUNet's encoder into the backbone (its decoder unused, the head fresh)."""
     if not config.init:
         return fresh
     loaded, model_cfg, _ = load_weights(config.init)
-    if model_cfg.get("name") == "genesis_classifier":
-        target, source = fresh, loaded
-    elif model_cfg.get("name") == "genesis_unet":  # its encoder levels into the backbone; the head stays fresh
-        target = fresh
-        source = {
-            col: {**fresh[col], "backbone": {**fresh[col]["backbone"],
-                                             **{k: v for k, v in loaded.get(col, {}).items() if k.startswith("encoder_")}}}
-            for col in fresh
-        }
-    else:
-        raise ValueError(f"config.init={config.init}: a {model_cfg.get('name')!r} cannot initialise a classifier")
-    src_shapes = jax.tree.map(np.shape, source)
-    if src_shapes != jax.tree.map(np.shape, target):
-        raise ValueError(
-            f"config.init={config.init}: its weights do not fit config.model (different widths, depth or "
-            f"layers); model_config there: {model_cfg}"
-        )
-    return jax.tree.map(np.asarray, source)
+    name = model_cfg.get("name")
+    if name not in ("genesis_classifier", "genesis_unet"):
+        raise ValueError(f"config.init={config.init}: a {name!r} cannot initialise a classifier")
+    whole = name == "genesis_classifier"  # same network: every array, the head included, by path
+    try:
+        variables, report = transfer_variables(fresh, loaded, "segmentation" if whole else "classification",
+                                               keep_head=whole, source_name=f"config.init={config.init}")
+    except TransferError as err:
+        raise ValueError(f"config.init={config.init}: its weights do not fit config.model (different widths, depth "
+                         f"or layers): {err}; model_config there: {model_cfg}") from None
+    missing = report.fresh if whole else [p for p in report.fresh if "/backbone/" in f"/{p}"]
+    if missing:
+        raise ValueError(f"config.init={config.init}: its weights do not fit config.model: no {missing[0]} there; "
+                         f"model_config there: {model_cfg}")
+    return jax.tree.map(np.asarray, variables)
 
 
 # -- the session -----------------------------------------------------------------------------------------------
@@ -220,26 +221,16 @@ def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_tra
 
 
 def _thumbnail_sheet(contexts: np.ndarray, titles: list[str]) -> bytes:
-    # A pyplot-free Figure: no global backend switch, so a notebook's inline plotting keeps working.
-    from matplotlib.figure import Figure
-
+    """PNG bytes: one panel per context (its middle axial slice of channel 0, scaled to its own range)."""
     n = len(contexts)
     cols = min(8, n)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(1.6 * cols, 1.8 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.ravel():
+    fig, axes = panel_figure(rows, cols, (1.6, 1.8), pyplot=False)
+    for ax in axes.ravel()[n:]:
         ax.axis("off")
     for ax, ctx, title in zip(axes.ravel(), contexts, titles):
-        image = ctx[..., 0]
-        if image.ndim == 3:  # the central slice along the last spatial axis
-            image = image[..., image.shape[-1] // 2]
-        ax.imshow(image.T, cmap="gray", origin="lower")
-        ax.set_title(title, fontsize=6)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
+        draw_panel(ax, slice_of(ctx[..., 0]), title, vmin=None, vmax=None, fontsize=6)
+    return figure_png(fig, dpi=100)
 
 
 def select(
@@ -378,11 +369,3 @@ def status(workdir: str | Path) -> dict[str, Any]:
         "pool": len(st.load_pool_ids(workdir)),
         "history": state.history,
     }
-
-
-def stored_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    """The config a work directory was started with."""
-    path = Path(workdir) / st.CONFIG_FILE
-    if not path.is_file():
-        raise st.StateError(f"{path}: missing; pass --config")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -1,9 +1,10 @@
 """The ``genesis-jax`` command line: one sub-command per module of this package.
 
 Each module of this package (not starting with ``_``) is one sub-command and defines ``register(subparsers)``;
-they are discovered, so adding a command is adding a module. ``main`` parses the command, loads the config
-(``--config=path.py[:arg]`` plus ``--config.x=y`` overrides) and calls one library entry function. No logic of
-its own lives here but the error boundary: an exception that reaches ``main`` is printed as one line on stderr
+they are discovered, so adding a command is adding a module. Commands only string the library's entry functions
+together (``demo`` the longest: data, pre-training, fine-tuning and test with packaged configs). ``main`` parses
+the command, loads the config (``--config=path.py[:arg]`` plus ``--config.x=y`` overrides) and calls one library
+entry function. No logic of its own lives in ``main`` but the error boundary: an exception that reaches ``main`` is printed as one line on stderr
 (``genesis-jax <command>: error: <message naming the file or field>``) with a non-zero exit status; ``--debug``
 (before or after the command) lets it propagate with its traceback instead.
 """

@@ -6,7 +6,7 @@
 
 The direction follows from the paths: a .pt/.pth/.h5 source is imported into a weights directory (usable as
 ``--init``); a weights directory (or a training workdir, whichever ``--init`` accepts) is exported to a .pt
-state_dict. The work is done by genesis_jax.interop (formats) and genesis_jax.train.checkpointing (the directory).
+state_dict. The work is done by genesis_jax.interop (formats) and genesis_jax.models.weights (the directory).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check_destination(destination: Path, overwrite: bool) -> None:
     from genesis_jax.interop import InteropError
-    from genesis_jax.train.checkpointing import is_weights_dir
+    from genesis_jax.models.weights import is_weights_dir
 
     if destination.is_dir() and any(destination.iterdir()) and not is_weights_dir(destination):
         raise InteropError(f"{destination}: exists and is not a weights directory; choose another --to")
@@ -54,7 +54,7 @@ def _import(args: argparse.Namespace, source: Path, destination: Path) -> str:
     import numpy as np
 
     from genesis_jax.interop import InteropError, read_published
-    from genesis_jax.train.checkpointing import save_weights
+    from genesis_jax.models.weights import save_weights
 
     if destination.suffix.lower() in (".pt", ".pth", ".h5", ".hdf5"):
         raise InteropError(f"{destination}: importing {source.name} writes a weights directory, not a file")
@@ -70,10 +70,7 @@ def _import(args: argparse.Namespace, source: Path, destination: Path) -> str:
 
 def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
     from genesis_jax.interop import InteropError, write_pytorch
-    from genesis_jax.train import checkpointing
-
-    # Whatever --init accepts: a weights directory, and a training workdir where checkpointing can read one.
-    load = getattr(checkpointing, "load_init_weights", checkpointing.load_weights)
+    from genesis_jax.train.checkpointing import load_init_weights as load  # whatever --init accepts
 
     if destination.suffix.lower() not in (".pt", ".pth"):
         raise InteropError(
@@ -101,7 +98,7 @@ def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.interop import InteropError, published_format
-    from genesis_jax.train.checkpointing import CheckpointError
+    from genesis_jax.models.weights import CheckpointError
 
     source, destination = Path(args.source).expanduser(), Path(args.destination).expanduser()
     try:

@@ -40,10 +40,11 @@ def _evaluate(args: argparse.Namespace, config) -> int:
 
     from genesis_jax.cli._logging import setup_logging
     from genesis_jax.evaluation.evaluate import export_predictions
-    from genesis_jax.train.checkpointing import is_weights_dir, load_init_weights
+    from genesis_jax.models.weights import is_weights_dir
+    from genesis_jax.train.checkpointing import load_init_weights
     from genesis_jax.train.config_checks import check_weights_for_task
-    from genesis_jax.train.finetune import evaluate_test_set
-    from genesis_jax.train.finetune_data import load_task_data
+    from genesis_jax.evaluation.test_set import evaluate_test_set
+    from genesis_jax.data.task_data import load_task_data
 
     setup_logging()
     weights = Path(args.weights)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
 
     from genesis_jax.config_loader import load_config
     from genesis_jax.data.builders import DatasetError
-    from genesis_jax.train.checkpointing import CheckpointError
+    from genesis_jax.models.weights import CheckpointError
     from genesis_jax.train.pretrain import TrainingDiverged, pretrain
 
     config = load_config(args.config, overrides)

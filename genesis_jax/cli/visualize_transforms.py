@@ -95,12 +95,9 @@ def _load_cubes(args: argparse.Namespace) -> tuple[np.ndarray, str]:
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     import jax
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from genesis_jax.transforms import default_config, restoration_pair, single_deformations
+    from genesis_jax.visualize import save_png, show_grid
 
     if args.num_samples < 1:
         print("genesis-jax visualize-transforms: --num-samples must be >= 1", file=sys.stderr)
@@ -114,26 +111,14 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     config.flip_mode = args.flip_mode
     keys = jax.random.split(jax.random.key(args.seed), (cubes.shape[0], 2))
 
-    fig, axes = plt.subplots(
-        cubes.shape[0], len(COLUMNS), figsize=(1.9 * len(COLUMNS), 2.0 * cubes.shape[0] + 0.4), squeeze=False
-    )
+    rows = []
     for row, cube in enumerate(cubes):
         alone = single_deformations(keys[row, 0], cube, config)
         composed, _ = restoration_pair(keys[row, 1], cube, config)
         images = [cube, *(alone[name] for name in COLUMNS[1:-1]), composed]
-        for col, image in enumerate(images):
-            ax = axes[row, col]
-            ax.imshow(np.asarray(image)[:, :, image.shape[2] // 2].T, cmap="gray", vmin=0.0, vmax=1.0,
-                      origin="lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(COLUMNS[col].replace("_", " "), fontsize=9)
-    fig.suptitle(f"Models Genesis deformations, middle axial slice of {'x'.join(map(str, cubes.shape[1:]))} "
-                 f"cubes; {source}", fontsize=9)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
-    plt.close(fig)
+        rows.append({name.replace("_", " "): np.asarray(image) for name, image in zip(COLUMNS, images)})
+    fig = show_grid(rows, size=2.0, pyplot=False, title=f"Models Genesis deformations, middle axial slice of "
+                    f"{'x'.join(map(str, cubes.shape[1:]))} cubes; {source}")
+    save_png(fig, args.out, dpi=110)
     print(f"wrote {args.out} ({cubes.shape[0]} samples x {len(COLUMNS)} columns; {source})")
     return 0

@@ -13,6 +13,8 @@ Modules, one concern each:
                  LIDC crops, LUNA16 candidates.
   ``sources``    random-access sources from a ``config.data`` block (in memory, or a prepared TFDS dataset).
   ``pipeline``   grain pipelines: sharded pre-training cubes, fine-tuning patches, global device batches.
+  ``task_data``  a target task's data (``TaskData``): label subsets, target crops and candidates, test volumes,
+                 the joint image/mask flip augmentation (numpy, in the grain workers).
   ``prepare``    the entry function behind ``genesis-jax data prepare``.
 Submodules are imported on use (``from genesis_jax.data import cubes``) so that importing the package is cheap.
 """

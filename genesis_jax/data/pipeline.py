@@ -190,13 +190,6 @@ def finetune_dataset(source, *, batch_size: int, seed: int, patch_shape: Sequenc
                             finite=epochs is not None, num_threads=num_threads, prefetch=prefetch, worker_count=0)
 
 
-def data_sharding(mesh: jax.sharding.Mesh | None = None, axis: str = "data") -> jax.sharding.NamedSharding:
-    """Batch-axis sharding over ``mesh`` (default: all devices on one 'data' axis)."""
-    if mesh is None:
-        mesh = jax.make_mesh((jax.device_count(),), (axis,))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-
-
 def global_batch(local_batch: dict[str, np.ndarray], sharding: jax.sharding.Sharding) -> dict[str, jax.Array]:
     """Assemble each process' local batch into global arrays (batch axis = process-major concatenation)."""
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)

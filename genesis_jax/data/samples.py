@@ -31,7 +31,6 @@ from genesis_jax.data.readers import Volume, check_same_grid, read_volume
 SDIST_NAME = "totalsegmentator-2.18.0.tar.gz"
 SDIST_REQUIREMENT = "TotalSegmentator==2.18.0"
 SDIST_SHA256 = "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03"
-SDIST_BYTES = 38_049_988
 _PREFIX = "totalsegmentator-2.18.0/"
 _REFERENCE = _PREFIX + "tests/reference_files/"
 _CLASS_MAP_MEMBER = _PREFIX + "totalsegmentator/map_to_binary.py"

@@ -1,4 +1,5 @@
-"""Published Models Genesis weights in and out: the PyTorch ``Genesis_Chest_CT.pt`` (-> 'pytorch' variant) and
+"""Published Models Genesis weights in and out (``pytorch``, ``keras_h5``, their parameter ``mapping`` and the
+``published`` entry points): the PyTorch ``Genesis_Chest_CT.pt`` (-> 'pytorch' variant) and
 the Keras ``Genesis_Chest_CT.h5`` (-> 'keras' variant) become Flax variables of ``GenesisUNet``; a 'pytorch'-variant
 model goes back to a state_dict that the published ``UNet3D`` loads. torch and h5py are optional (the ``torch``
 extra) and imported only when a file of theirs is read or written.

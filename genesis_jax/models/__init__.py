@@ -1,5 +1,8 @@
-"""The networks: Genesis U-Net (2D/3D, pytorch and keras variants), UNet++ (deep supervision, pruning), task heads,
-a registry by name and a parameter summary. Knows nothing of data or training."""
+"""The networks and their weights: Genesis U-Net (2D/3D, pytorch and keras variants; ``unet``), UNet++ (deep
+supervision, pruning; ``unetpp``), task heads (``heads``), layers and kernel initialisers, a registry by name
+(``registry``), a parameter summary and a forward-pass timer (``summary``, ``timing``), and the weights directory
+every command exchanges (``weights``: ``save_weights``/``load_weights``, model config + variables). Knows nothing of
+data or training."""
 
 from genesis_jax.models.heads import ClassificationHead, GenesisClassifier
 from genesis_jax.models.layers import BatchNorm

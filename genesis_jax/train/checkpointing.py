@@ -1,4 +1,5 @@
-"""Checkpoints: the only module that imports orbax.
+"""Training checkpoints: with :mod:`genesis_jax.models.weights` (the weights directory) one of the two modules that
+import orbax.
 
 Training runs (:class:`TrainCheckpoints`) keep two orbax ``CheckpointManager`` directories in the workdir::
 
@@ -17,24 +18,15 @@ Saves are asynchronous: the arrays are copied to the host when ``save`` returns,
 state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
 resumes on 1 and the reverse.
 
-Model weights are exchanged in one directory format, written by pre-training exports, by the weight converter
-(``genesis-jax convert``) and read by ``--init`` in pre-training, fine-tuning and evaluation::
-
-    <dir>/model_config.json     the ``config.model`` section that builds the network (genesis_jax.models)
-    <dir>/variables/            orbax checkpoint of {'params': ..., 'batch_stats': ...} (numpy arrays)
-    <dir>/metadata.json         free-form provenance (source file, converter, step, ...)
-
-It is written beside the target and swapped into place (:func:`genesis_jax.workdir.replace_directory`), so a
-crash during a re-export leaves the old weights or the new ones.
+``--init`` also accepts a training workdir (:func:`load_init_weights`: its best checkpoint, else its latest) besides
+a weights directory (:mod:`genesis_jax.models.weights`, the other owner of orbax: one module per on-disk format).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,115 +37,22 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from genesis_jax.workdir import crash_point, replace_directory, sibling_tmp_dir
+from genesis_jax.models.weights import (
+    MODEL_CONFIG_FILE,
+    VARIABLES_DIR,
+    CheckpointError,
+    is_weights_dir,
+    load_weights,
+    to_numpy,
+)
+from genesis_jax.workdir import crash_point, is_disk_full
 
 log = logging.getLogger(__name__)
-
-MODEL_CONFIG_FILE = "model_config.json"
-METADATA_FILE = "metadata.json"
-VARIABLES_DIR = "variables"
 
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 CORRUPT_DIR = "corrupt_checkpoints"
 STATE_ITEM, DATA_ITEM, META_ITEM, VARIABLES_ITEM = "state", "data", "meta", "variables"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that is missing, incomplete or of another format; the message names the path."""
-
-
-def _to_numpy(tree: Any) -> Any:
-    return jax.tree.map(lambda x: np.asarray(x), tree)
-
-
-def save_weights(
-    directory: str | Path,
-    variables: Mapping[str, Any],
-    model_config: Mapping[str, Any],
-    metadata: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write ``variables`` ({'params', 'batch_stats'?}) and the model config to ``directory`` (created; an
-    existing weights directory there is replaced). Returns the directory."""
-    directory = Path(directory).expanduser().resolve()
-    primary, multi = jax.process_index() == 0, jax.process_count() > 1
-    if multi:  # orbax writes collectively: every process needs the same directory (the workdir lock is held)
-        tmp = directory.with_name(f".{directory.name}.tmp-shared")
-        if primary:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        ocp.multihost.sync_global_processes("genesis_jax_save_weights_start")
-    else:
-        tmp = sibling_tmp_dir(directory)
-    try:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / VARIABLES_DIR, _to_numpy(dict(variables)), force=True)
-        checkpointer.wait_until_finished()
-        if primary:
-            (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True,
-                                                            default=list))
-            crash_point("export")
-            (tmp / METADATA_FILE).write_text(json.dumps(dict(metadata or {}), indent=2, sort_keys=True, default=str))
-            replace_directory(tmp, directory)
-        if multi:
-            ocp.multihost.sync_global_processes("genesis_jax_save_weights_done")
-        return directory
-    except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(err):
-            raise CheckpointError(f"no space left on {directory}: the weights were not exported (the previous "
-                                  "ones, if any, are kept); free space and rerun") from None
-        raise
-
-
-def is_weights_dir(path: str | Path) -> bool:
-    path = Path(path)
-    return (path / MODEL_CONFIG_FILE).is_file() and (path / VARIABLES_DIR).is_dir()
-
-
-def load_weights(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Read a weights directory written by :func:`save_weights`: returns (variables, model_config, metadata),
-    variables as numpy arrays on the host."""
-    directory = Path(directory).expanduser().resolve()
-    if not directory.exists():
-        raise CheckpointError(f"{directory}: no such checkpoint directory")
-    if not is_weights_dir(directory):
-        raise CheckpointError(
-            f"{directory}: not a genesis_jax weights directory (expected {MODEL_CONFIG_FILE} and {VARIABLES_DIR}/)"
-        )
-    try:
-        variables = ocp.StandardCheckpointer().restore(directory / VARIABLES_DIR)
-    except Exception as err:  # orbax raises several types for a damaged checkpoint
-        raise CheckpointError(f"{directory / VARIABLES_DIR}: cannot restore the weights: {err}") from err
-    model_config = _read_json(directory / MODEL_CONFIG_FILE)
-    metadata_path = directory / METADATA_FILE
-    metadata = _read_json(metadata_path) if metadata_path.is_file() else {}
-    return _to_numpy(variables), model_config, metadata
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file of a weights directory; a damaged one raises CheckpointError naming it."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise CheckpointError(f"{path}: not a readable JSON file ({err})") from None
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
-
-
-def is_disk_full(err: BaseException) -> bool:
-    """Whether ``err`` (or an exception it was raised from) reports a full disk or quota: an ``OSError`` with
-    ENOSPC/EDQUOT, or TensorStore's text for it (its errors are not OSErrors)."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 class _QuietOrbax(logging.Filter):
@@ -302,7 +201,7 @@ class TrainCheckpoints:
     def save_best(self, step: int, variables: Mapping[str, Any], *, val_loss: float, meta: Mapping[str, Any]) -> None:
         """Keep ``variables`` as the best checkpoint when ``val_loss`` beats the one kept so far."""
         items = {
-            VARIABLES_ITEM: ocp.args.StandardSave(_to_numpy(dict(variables))),
+            VARIABLES_ITEM: ocp.args.StandardSave(to_numpy(dict(variables))),
             META_ITEM: ocp.args.JsonSave(_jsonable({**meta, "val_loss": float(val_loss)})),
         }
         self._guard(f"writing the checkpoints up to step {step}", lambda: self.best.save(

@@ -21,7 +21,7 @@ from genesis_jax.config_checks import (
 )
 from genesis_jax.config_loader import ConfigError
 from genesis_jax.models.initializers import KERNEL_INITIALIZERS
-from genesis_jax.train.finetune_data import SAMPLING_MODES
+from genesis_jax.data.task_data import SAMPLING_MODES
 from genesis_jax.train.losses import LOSSES
 from genesis_jax.train.schedules import OPTIMIZERS, SCHEDULES
 

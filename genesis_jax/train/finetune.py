@@ -5,7 +5,7 @@ a validation pass every epoch whose loss drives ReduceLROnPlateau (0.5 / 6 / 1e-
 task's patience), and the best-by-validation weights kept; these are then evaluated on the test set: whole volumes
 by sliding window (Dice, IoU, HD95, the published mean IoU) or crops / candidates (mean IoU, AUC).
 
-Same run machinery as pre-training (genesis_jax.train: mesh, state, steps, schedules, checkpointing, logging): the
+Same run machinery as pre-training (genesis_jax.train: mesh, state, steps, schedules, checkpointing, metrics_log): the
 batch is sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state,
 SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
 :class:`~genesis_jax.train.pretrain.TrainingDiverged` keeping the last good checkpoint, and rerunning the same
@@ -33,20 +33,17 @@ import ml_collections
 import numpy as np
 
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
-from genesis_jax.evaluation.evaluate import (
-    evaluate_classification,
-    evaluate_segmentation_arrays,
-    evaluate_volumes,
-    export_predictions,
-)
+from genesis_jax.evaluation.evaluate import export_predictions
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
-from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
+from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model
+from genesis_jax.models.weights import CheckpointError, save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
-from genesis_jax.train.finetune_data import TaskData, flip_transform, label_subset, load_task_data
-from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_loss, make_prepare
-from genesis_jax.train.logging import MetricsLog, Progress
+from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
+from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_prepare
+from genesis_jax.train.losses import get_loss
+from genesis_jax.train.metrics_log import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, params_fingerprint
@@ -77,47 +74,10 @@ def model_config_for_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return cfg
 
 
-def eval_model_config(model_config: dict[str, Any], eval_config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The network used for evaluation: for UNet++, ``eval.prune_level`` (L1..L4) and ``eval.mode`` apply; the
-    pruned network is a sub-graph with the same parameter names, so the trained variables serve it unchanged."""
-    cfg = dict(model_config)
-    if cfg.get("name") == "unetpp":
-        if eval_config.get("prune_level") is not None:
-            cfg["prune_level"] = int(eval_config.prune_level)
-        cfg["mode"] = eval_config.get("mode") or cfg.get("mode", "accurate")
-    return cfg
-
-
 def deep_supervised(model_config: dict[str, Any]) -> bool:
     return model_config.get("name") == "unetpp" and bool(model_config.get("deep_supervision", True)) and (
         model_config.get("prune_level") is None
     )
-
-
-def evaluate_test_set(
-    config: ml_collections.ConfigDict,
-    model_config: dict[str, Any],
-    variables: Any,
-    data: TaskData,
-    keep_probabilities: bool = False,
-) -> dict[str, Any]:
-    """Evaluate ``variables`` on the test set of ``data`` with the evaluation network of ``config.eval`` (for UNet++
-    its pruning level and mode). With ``keep_probabilities`` segmentation results carry 'probabilities' per volume."""
-    model = build_model(eval_model_config(model_config, config.eval))
-    predict = model.apply
-    batch = int(config.eval.batch_size)
-    if config.task == "classification":
-        return evaluate_classification(predict, variables, *data.test_arrays, batch) if data.test_arrays else {}
-    if data.test_volumes:
-        window = tuple(config.eval.window) if config.eval.get("window") else tuple(config.input_shape[:-1])
-        if len(window) == 2:  # a 2D network over 3D volumes: axial slices
-            predict, window = slicewise(predict), (*window, 1)
-        sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend)
-        return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
-                                progress=config.logging.progress)
-    if data.test_arrays is not None:
-        return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
-    return {}
 
 
 def _patch_shape(config: ml_collections.ConfigDict, data: TaskData) -> tuple[int, ...] | None:
@@ -218,7 +178,7 @@ def _num_devices(config: ml_collections.ConfigDict) -> int | None:
 def _transferred_from_report(workdir: Path) -> set[str]:
     path = workdir / "transfer_report.json"
     if not path.is_file():
-        raise checkpointing.CheckpointError(f"{path}: missing; it records which parameters were transferred, which "
+        raise CheckpointError(f"{path}: missing; it records which parameters were transferred, which "
                                             "the optimiser groups of a resumed run need")
     loaded = json.loads(path.read_text())["loaded"]
     return {p.split("/", 1)[1] for p in loaded if p.startswith("params/")}
@@ -301,7 +261,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
     max_steps = int(config.get("max_steps") or config.max_epochs * steps_per_epoch)
     step = int(state.step)
     prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
-    loss_fn = make_loss(config.loss, ds)
+    loss_fn = get_loss(config.loss)
     train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
@@ -409,7 +369,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
             source = {"kind": "final", "step": step}
         variables, source["precise_bn_batches"] = recalibrate(variables)  # what weights/ holds and the test sees
         variables = jax.tree.map(to_host, variables)
-        weights = checkpointing.save_weights(workdir / "weights", variables, model_config,
+        weights = save_weights(workdir / "weights", variables, model_config,
                                              {"source": "genesis_jax finetune", "workdir": str(workdir), **source})
         summary["weights"] = str(weights)
         summary["evaluated"] = source

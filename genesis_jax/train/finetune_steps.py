@@ -2,10 +2,11 @@
 ``prepare`` (a data batch -> network inputs and targets), the loss on the network's outputs, the optimiser with
 the transfer parameter groups, and an evaluation step that returns the loss and the prediction.
 
-Losses are computed on the activated outputs, as published. For a deep-supervised UNet++ the network is called with
-``return_all_heads=True`` and the loss is the SUM over the heads, each against the same full-resolution target
-(the published recipe); the prediction used for metrics is the network's own output (mean of the heads in
-'accurate' mode, the last head in 'fast' mode).
+Losses (:mod:`genesis_jax.train.losses`, ``loss(y_true, y_pred)``) are computed on the activated outputs, as
+published. For a deep-supervised UNet++ the network is called with ``return_all_heads=True`` and the loss is
+:func:`~genesis_jax.train.losses.deep_supervision_loss`, the SUM over the heads, each against the same
+full-resolution target (the published recipe); the prediction used for metrics is the network's own output
+(mean of the heads in 'accurate' mode, the last head in 'fast' mode).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from genesis_jax.train.losses import deep_supervision_loss, get_loss
+from genesis_jax.train.losses import LossFn, deep_supervision_loss
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import TrainState
 from genesis_jax.train.transfer import group_scaling
@@ -40,17 +41,6 @@ def make_prepare(task: str, ndim: int) -> Callable[[jax.Array, Mapping[str, jax.
     return prepare
 
 
-def make_loss(loss_name: str, deep_supervision: bool) -> Callable[[Any, jax.Array], jax.Array]:
-    """``loss(outputs, targets)``; with deep supervision ``outputs`` is the list of heads and the losses are summed."""
-    loss_fn = get_loss(loss_name)
-
-    def loss(outputs: Any, targets: jax.Array) -> jax.Array:
-        heads = outputs if deep_supervision else [outputs]
-        return deep_supervision_loss(loss_fn, targets, heads)
-
-    return loss
-
-
 def make_finetune_optimizer(
     optimizer: Mapping[str, Any], labels: Any, transferred_lr_scale: float
 ) -> optax.GradientTransformation:
@@ -60,7 +50,7 @@ def make_finetune_optimizer(
 
 
 def make_eval_step(
-    loss_fn: Callable[[Any, jax.Array], jax.Array],
+    loss_fn: LossFn,
     prepare: Callable,
     deep_supervision: bool,
     mode: str = "accurate",
@@ -75,6 +65,6 @@ def make_eval_step(
             prediction = sum(outputs) / len(outputs) if mode == "accurate" else outputs[-1]
         else:
             prediction = outputs
-        return loss_fn(outputs, targets), prediction, targets
+        return deep_supervision_loss(loss_fn, targets, outputs), prediction, targets
 
     return jax.jit(step)

@@ -1,4 +1,8 @@
-"""Fine-tuning losses on activated network outputs (probabilities), as the published Keras code defines them.
+"""The training losses on activated network outputs (probabilities), as the published Keras code defines them.
+
+One convention for every loss here and every ``loss_fn`` the steps take (:mod:`genesis_jax.train.steps`):
+``loss(y_true, y_pred) -> scalar``, the Keras order, ``y_pred`` the output of ONE head. A deep-supervised UNet++
+returns a list of heads; the steps score it with :func:`deep_supervision_loss`, the one reduction (a sum).
 
 * ``dice``: ``1 - dice_coef`` with smooth 1 over the whole batch tensor (published ``dice_coef_loss``; NCS, LCS, BMS).
 * ``bce``: Keras binary cross-entropy: probabilities clipped to [eps, 1 - eps] (eps 1e-7), mean over every element
@@ -9,19 +13,20 @@
 * ``mse``: mean squared error.
 
 :func:`deep_supervision_loss` sums a loss over the heads of a deep-supervised UNet++, each head against the same
-full-resolution target with weight 1 (the published recipe; no target down-sampling).
+full-resolution target with weight 1 (the published recipe, for fine-tuning and pre-training alike; no target
+down-sampling); a single output is scored as it is.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from genesis_jax.evaluation.metrics import soft_dice
 
-LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # loss(y_true, y_pred) of one head
 KERAS_EPSILON = 1e-7
 
 
@@ -69,9 +74,13 @@ def get_loss(name: str) -> LossFn:
 
 
 def deep_supervision_loss(
-    loss_fn: LossFn, y_true: jax.Array, heads: Sequence[jax.Array], weights: Sequence[float] | None = None
+    loss_fn: LossFn, y_true: jax.Array, y_pred: Any, weights: Sequence[float] | None = None
 ) -> jax.Array:
-    """``sum_i w_i * loss_fn(y_true, heads[i])`` with ``w_i = 1`` by default (published: summed, not averaged)."""
+    """``loss_fn(y_true, y_pred)`` for one output; for a list of heads ``sum_i w_i * loss_fn(y_true, y_pred[i])``
+    with ``w_i = 1`` by default (published: summed, not averaged)."""
+    if not isinstance(y_pred, (list, tuple)):
+        return loss_fn(y_true, y_pred)
+    heads = y_pred
     if not heads:
         raise ValueError("deep_supervision_loss: no heads given")
     weights = [1.0] * len(heads) if weights is None else list(weights)

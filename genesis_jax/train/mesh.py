@@ -8,8 +8,6 @@ over the global batch.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -63,11 +61,3 @@ def resolve_batch_size(mesh: Mesh, per_device: int | None, global_size: int | No
 def local_batch_size(global_size: int) -> int:
     """This process's share of the global batch."""
     return global_size // jax.process_count()
-
-
-def host_to_global(local_tree: Any, mesh: Mesh) -> Any:
-    """Each process's local batch as global arrays split over ``mesh``'s ``data`` axis (the data package's
-    ``global_batch`` with this mesh's batch sharding); the transfer is asynchronous."""
-    from genesis_jax.data.pipeline import global_batch
-
-    return global_batch(local_tree, batch_sharding(mesh))

@@ -29,15 +29,17 @@ import numpy as np
 
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
+from genesis_jax.models.weights import save_weights
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_pretrain_config, warn_changed_settings
 from genesis_jax.train.distributed import any_process, to_host
-from genesis_jax.train.logging import MetricsLog, Progress, save_preview
+from genesis_jax.train.metrics_log import MetricsLog, Progress, save_preview
+from genesis_jax.train.losses import mse_loss
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, build_optimizer, get_learning_rate, \
     set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
-from genesis_jax.train.steps import make_eval_step, make_train_step, mse_loss
+from genesis_jax.train.steps import make_eval_step, make_train_step
 from genesis_jax.workdir import crash_point, hold
 
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -397,7 +399,7 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: Path, transform: Trans
         variables, source["precise_bn_batches"] = precise_bn.recalibrate(
             model, variables, precise_bn.configured_num_batches(config), training_inputs, input_shape, **apply_kwargs)
         variables = jax.tree.map(to_host, variables)
-        weights_dir = checkpointing.save_weights(
+        weights_dir = save_weights(
             workdir / "weights", variables, _config_dict(config.model),
             {"source": "genesis_jax pretrain", "workdir": str(workdir), **source},
         )

@@ -1,6 +1,7 @@
 """Jitted train and evaluation steps, generic in the task: a ``prepare`` function turns a device
 batch into (inputs, targets) (for pre-training: the restoration transforms, run on the device inside the step)
-and a ``loss`` function scores the network's outputs against the targets.
+and a ``loss_fn(targets, outputs)`` of :mod:`genesis_jax.train.losses` scores one output; a list of heads (UNet++
+deep supervision) is scored by :func:`~genesis_jax.train.losses.deep_supervision_loss` (their sum).
 
 The train step takes and returns a replicated :class:`TrainState` with the batch sharded over the ``data`` mesh axis
 (so BatchNorm statistics and the loss are over the global batch), donates the old state's buffers, and guards
@@ -19,26 +20,18 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from genesis_jax.train.losses import LossFn, deep_supervision_loss, mse_loss
 from genesis_jax.train.mesh import replicated
 from genesis_jax.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
 PrepareFn = Callable[[jax.Array, Batch], tuple[Any, Any]]
-LossFn = Callable[[Any, Any], jax.Array]
 
 
 def inputs_targets(key: jax.Array, batch: Batch) -> tuple[Any, Any]:
     """The default ``prepare``: a batch that already holds 'inputs' and 'targets'."""
     del key
     return batch["inputs"], batch["targets"]
-
-
-def mse_loss(outputs: Any, targets: jax.Array) -> jax.Array:
-    """Mean squared error between the (sigmoid) output and the target; a list of outputs (UNet++ deep supervision)
-    is scored head by head and averaged."""
-    if isinstance(outputs, (list, tuple)):
-        return sum(mse_loss(o, targets) for o in outputs) / len(outputs)
-    return jnp.mean(jnp.square(outputs.astype(jnp.float32) - targets.astype(jnp.float32)))
 
 
 def _variables(params: Any, batch_stats: Any) -> dict[str, Any]:
@@ -100,7 +93,7 @@ def make_train_step(
                 _variables(params, state.batch_stats), inputs, train=True, mutable=["batch_stats"],
                 rngs={"dropout": dropout_key}, **apply_kwargs,
             )
-            return loss_fn(outputs, targets), updates.get("batch_stats", state.batch_stats)
+            return deep_supervision_loss(loss_fn, targets, outputs), updates.get("batch_stats", state.batch_stats)
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         grad_norm = optax.global_norm(grads)
@@ -149,7 +142,8 @@ def make_eval_step(
         inputs, targets = prepare(key, batch)
         outputs = state.apply_fn(state.variables, inputs, train=False, **apply_kwargs)
         predictions = sum(outputs) / len(outputs) if isinstance(outputs, (list, tuple)) else outputs
-        return {"loss": loss_fn(outputs, targets).astype(jnp.float32), "inputs": inputs, "predictions": predictions,
+        loss = deep_supervision_loss(loss_fn, targets, outputs)
+        return {"loss": loss.astype(jnp.float32), "inputs": inputs, "predictions": predictions,
                 "targets": targets}
 
     return jax.jit(step)

@@ -139,7 +139,7 @@ def test_m0_from_a_genesis_encoder_keeps_its_weights(tmp_path):
     import jax
 
     from genesis_jax.models import build_model
-    from genesis_jax.train.checkpointing import save_weights
+    from genesis_jax.models.weights import save_weights
 
     config = load_config("active/acft:tiny", TINY)
     unet_cfg = {"name": "genesis_unet", "variant": "keras", "ndim": 3, "base_width": 2, "depth": 1}

@@ -28,7 +28,7 @@ ACTIVE = "--config=active/acft:tiny"
 def files(tmp_path_factory) -> dict[str, Path]:
     """The bad files, made once: volumes, weights, annotation files, work directories."""
     from genesis_jax.active import state as st
-    from genesis_jax.train.checkpointing import save_weights
+    from genesis_jax.models.weights import save_weights
 
     root = tmp_path_factory.mktemp("bad_inputs")
     f: dict[str, Path] = {"root": root}

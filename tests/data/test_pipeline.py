@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from genesis_jax.data.normalize import quantize_unit
-from genesis_jax.data.pipeline import data_sharding, finetune_dataset, global_batch, pretrain_dataset
+from genesis_jax.data.pipeline import finetune_dataset, global_batch, pretrain_dataset
+from genesis_jax.train.mesh import batch_sharding, make_mesh
 from genesis_jax.data.sources import ArraySource, ListSource, cube_source, volume_source
 from tests.data.helpers import tiny_data_config
 
@@ -136,7 +137,7 @@ def test_finetune_fixed_size_crops_with_class_labels():
 def test_global_batch_on_eight_devices():
     assert jax.device_count() == 8
     local = next(iter(pretrain_dataset(_cubes(), batch_size=8, seed=0)))  # shards default to this process
-    arrays = global_batch(local, data_sharding())
+    arrays = global_batch(local, batch_sharding(make_mesh()))
     cube = arrays["cube"]
     assert isinstance(cube, jax.Array) and cube.shape == (8, 4, 4, 2, 1)
     assert len(cube.sharding.device_set) == 8 and cube.addressable_shards[0].data.shape == (1, 4, 4, 2, 1)

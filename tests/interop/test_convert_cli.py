@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch", reason="PyTorch export tests need the 'torc
 from genesis_jax.cli import main  # noqa: E402
 from genesis_jax.interop import read_pytorch  # noqa: E402
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.train.checkpointing import load_weights, save_weights  # noqa: E402
+from genesis_jax.models.weights import load_weights, save_weights  # noqa: E402
 from tests.interop.torch_unet3d import UNet3D, randomize  # noqa: E402
 
 WIDTH = 4

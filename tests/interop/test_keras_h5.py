@@ -9,7 +9,7 @@ pytest.importorskip("h5py", reason="reading .h5 files needs h5py ('torch' extra)
 
 from genesis_jax.cli import main  # noqa: E402
 from genesis_jax.interop import InteropError, load_published, read_keras_h5  # noqa: E402
-from genesis_jax.train.checkpointing import load_weights  # noqa: E402
+from genesis_jax.models.weights import load_weights  # noqa: E402
 from tests.interop.keras_files import HEAD, keras_layers, write_keras_h5  # noqa: E402
 from tests.interop.torch_unet3d import UNet3D, randomize  # noqa: E402
 

@@ -72,7 +72,7 @@ def run_driver(workdir: Path, *overrides: str, devices: int = 8, timeout: float 
 
 
 def losses(workdir: Path) -> dict[int, float]:
-    from genesis_jax.train.logging import read_metrics
+    from genesis_jax.train.metrics_log import read_metrics
 
     return {int(r["step"]): r["loss"] for r in read_metrics(workdir)}
 

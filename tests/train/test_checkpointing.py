@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import CheckpointError, TrainCheckpoints, is_disk_full, load_init_weights, \
-    save_weights
+from genesis_jax.models.weights import CheckpointError, save_weights
+from genesis_jax.train.checkpointing import TrainCheckpoints, load_init_weights
+from genesis_jax.workdir import is_disk_full
 from genesis_jax.train.mesh import make_mesh
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import abstract_train_state, create_train_state

@@ -15,7 +15,8 @@ from genesis_jax.train.mesh import make_mesh, resolve_batch_size
 from genesis_jax.train.pretrain import make_restoration_prepare
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import abstract_train_state
-from genesis_jax.train.steps import make_train_step, mse_loss
+from genesis_jax.train.losses import mse_loss
+from genesis_jax.train.steps import make_train_step
 from tests.train.helpers import TINY_OVERRIDES, noise_transform
 
 SPECS = ["genesis_chest_ct", "genesis_chest_ct:keras,step,bf16", "genesis_2d", "unetpp", "unetpp:2d"]

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-from genesis_jax.train.checkpointing import is_weights_dir, load_weights
+from genesis_jax.models.weights import is_weights_dir, load_weights
 from tests.train.helpers import REPO, TINY_OVERRIDES, driver_env
 
 CRASH_DRIVER = Path(__file__).with_name("crash_driver.py")

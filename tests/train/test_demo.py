@@ -5,7 +5,7 @@ the cache (offline too), tested on the other patient's scan."""
 import pytest
 
 from genesis_jax.data.samples import cache_root, samples_cached
-from genesis_jax.train.demo import PHANTOMS_ENV, TEST_SCAN, run_demo
+from genesis_jax.cli.demo import PHANTOMS_ENV, TEST_SCAN, run_demo
 
 
 def _check_story(tmp_path, summary):

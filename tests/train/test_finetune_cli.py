@@ -11,7 +11,7 @@ import pytest
 from genesis_jax.cli import main as cli_main
 from genesis_jax.config_loader import load_config
 from genesis_jax.models import build_model, count_params
-from genesis_jax.train.finetune_data import load_task_data
+from genesis_jax.data.task_data import load_task_data
 
 PUBLISHED = {  # Models Genesis §5.3: optimizer lr, batch, input, early-stopping patience, loss
     "ncc": (1e-3, 24, (64, 64, 32, 1), 10, "bce", "classification"),
@@ -75,7 +75,7 @@ def test_evaluate_segmentation_writes_overlays_and_nifti(tmp_path):
     c = load_config("finetune/lcs:tiny")
     model = build_model(c.model)
     variables = jax.jit(model.init)(jax.random.key(0), np.zeros((1, *c.input_shape), np.float32))
-    from genesis_jax.train.checkpointing import save_weights
+    from genesis_jax.models.weights import save_weights
 
     save_weights(tmp_path / "w", variables, c.model.to_dict())
     rc = cli_main(["evaluate", "--config=finetune/lcs:tiny", f"--weights={tmp_path / 'w'}",

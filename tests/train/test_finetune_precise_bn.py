@@ -9,9 +9,11 @@ import pytest
 
 import genesis_jax.train.finetune as finetune_module
 from genesis_jax.data.sources import ListSource
+from genesis_jax.models.weights import load_weights
 from genesis_jax.train import checkpointing
-from genesis_jax.train.finetune import evaluate_test_set, finetune, model_config_for_run
-from genesis_jax.train.finetune_data import TaskData, as_labelled_volume
+from genesis_jax.evaluation.test_set import evaluate_test_set
+from genesis_jax.train.finetune import finetune, model_config_for_run
+from genesis_jax.data.task_data import TaskData, as_labelled_volume
 from genesis_jax.train.pretrain import pretrain
 from tests.train.helpers import noise_transform, tiny_config
 from tests.train.test_finetune_run import UNET, blob, seg_config
@@ -92,7 +94,7 @@ def test_reestimation_reads_training_batches_only(run):
 @pytest.mark.slow
 def test_weights_dir_holds_the_reestimated_statistics(run):
     _, workdir, _, summary, calls = run
-    saved, _, meta = checkpointing.load_weights(workdir / "weights")
+    saved, _, meta = load_weights(workdir / "weights")
     best, _, _ = checkpointing.load_init_weights(workdir)
     export = calls[-1]
     jax.tree.map(np.testing.assert_array_equal, export["before"]["params"], best["params"])
@@ -108,7 +110,7 @@ def test_pretrain_export_is_recalibrated(tmp_path, variant, expected):
     config = tiny_config("--config.max_steps=4", f"--config.model.variant={variant}",
                          "--config.precise_bn.num_batches=3", "--config.logging.tensorboard=False")
     summary = pretrain(config, tmp_path, transform=noise_transform)
-    saved, _, meta = checkpointing.load_weights(summary["weights"])
+    saved, _, meta = load_weights(summary["weights"])
     best, _, _ = checkpointing.load_init_weights(tmp_path)
     assert meta["precise_bn_batches"] == expected
     jax.tree.map(np.testing.assert_array_equal, saved["params"], best["params"])

@@ -14,12 +14,13 @@ import pytest
 import genesis_jax.train.finetune as finetune_module
 from genesis_jax.data.sources import ArraySource, ListSource
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import load_weights
-from genesis_jax.train.finetune import evaluate_test_set, finetune
+from genesis_jax.models.weights import load_weights
+from genesis_jax.evaluation.test_set import evaluate_test_set
+from genesis_jax.train.finetune import finetune
 from genesis_jax.configs.finetune.common import finetune_config, synthetic_data, tiny
-from genesis_jax.train.finetune_data import LabelledVolume, TaskData
-from genesis_jax.train.finetune_steps import make_finetune_optimizer, make_loss
-from genesis_jax.train.losses import dice_loss
+from genesis_jax.data.task_data import LabelledVolume, TaskData
+from genesis_jax.train.finetune_steps import make_finetune_optimizer
+from genesis_jax.train.losses import deep_supervision_loss, dice_loss
 from genesis_jax.train.mesh import make_mesh
 from genesis_jax.train.state import create_train_state
 from genesis_jax.train.steps import make_train_step
@@ -150,9 +151,8 @@ def test_unetpp_deep_supervision_loss_is_the_sum_over_heads():
     heads = jax.jit(lambda v: model.apply(v, x, return_all_heads=True))(state.variables)
     expected = sum(float(dice_loss(y, h)) for h in heads)
     assert len(heads) == 2
-    loss = make_loss("dice", deep_supervision=True)
-    assert float(loss(heads, y)) == pytest.approx(expected, rel=1e-6)
-    step = make_train_step(loss, lambda key, batch: (batch["image"], batch["label"]), mesh=mesh,
+    assert float(deep_supervision_loss(dice_loss, y, heads)) == pytest.approx(expected, rel=1e-6)
+    step = make_train_step(dice_loss, lambda key, batch: (batch["image"], batch["label"]), mesh=mesh,
                            apply_kwargs={"return_all_heads": True})
     _, metrics = step(state, {"image": x, "label": y})
     assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)

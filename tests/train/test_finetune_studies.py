@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import save_weights
+from genesis_jax.models.weights import save_weights
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 

@@ -10,7 +10,8 @@ import pytest
 from flax import traverse_util
 
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import load_init_weights, save_weights
+from genesis_jax.models.weights import save_weights
+from genesis_jax.train.checkpointing import load_init_weights
 from genesis_jax.train.transfer import (
     TransferError,
     count_group_sizes,

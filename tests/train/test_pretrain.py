@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from genesis_jax.train.checkpointing import TrainCheckpoints, load_init_weights
-from genesis_jax.train.logging import read_metrics
+from genesis_jax.train.metrics_log import read_metrics
 from genesis_jax.train.pretrain import TrainingDiverged, pretrain
 from tests.train.helpers import REFERENCE_STEPS, assert_same_curve, losses, noise_transform, tiny_config
 

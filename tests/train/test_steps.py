@@ -13,7 +13,8 @@ from genesis_jax.data.pipeline import global_batch
 from genesis_jax.train.mesh import batch_sharding, make_mesh
 from genesis_jax.train.schedules import build_optimizer, set_learning_rate
 from genesis_jax.train.state import abstract_train_state, create_train_state
-from genesis_jax.train.steps import RetraceError, make_train_step, mse_loss
+from genesis_jax.train.losses import mse_loss
+from genesis_jax.train.steps import RetraceError, make_train_step
 from tests.train.helpers import noise_transform
 
 MODEL = {"name": "genesis_unet", "variant": "pytorch", "base_width": 2, "depth": 2}

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from genesis_jax.models import build_model
-from genesis_jax.train.checkpointing import CheckpointError, load_weights, save_weights
+from genesis_jax.models.weights import CheckpointError, load_weights, save_weights
 
 
 def test_save_and_load_roundtrip(tmp_path):

@@ -74,7 +74,7 @@ def finetune_config(
     c.label_fraction = 1.0  # share of the training examples (scans or crops) that keep their labels
     c.data = data
     c.sampling = ml_collections.ConfigDict(dict(
-        mode=sampling_mode,  # 'patches' | 'given' | 'crops' | 'candidates' (see genesis_jax.train.finetune_data)
+        mode=sampling_mode,  # 'patches' | 'given' | 'crops' | 'candidates' (see genesis_jax.data.task_data)
         splits=dict(train="train", validation="validation", test="test"),  # data split read for each part
         foreground_fraction=0.5,  # 'patches': share of patches centred on a foreground voxel
         patches_per_volume=4,

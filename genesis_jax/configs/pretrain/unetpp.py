@@ -5,8 +5,10 @@ Run:
   genesis-jax pretrain --config=pretrain/unetpp:tiny --workdir=/tmp/unetpp_tiny       # CPU smoke run
   genesis-jax pretrain --config=pretrain/unetpp:2d,tiny --workdir=/tmp/unetpp_2d_tiny
 Expected: as the Genesis recipe (SGD 1.0, plateau halving, early stopping, checkpoints, previews) with UNet++
-(widths 32..512, deep supervision): the MSE is taken on every head's sigmoid output and averaged (the deep
-supervision loss); previews show the averaged prediction. The tiny runs end in about a minute on a 2-core CPU.
+(widths 32..512, deep supervision): the MSE is taken on every head's sigmoid output and the heads' losses are
+summed (the one deep-supervision reduction, genesis_jax.train.losses), with the learning rate divided by the number
+of heads so that a step is the Genesis recipe's step on their mean; previews show the averaged prediction. The
+tiny runs end in about a minute on a 2-core CPU.
 UNet++ pools four times, so cube sides must divide by 16 (64x64x32 does). Dropout 0.5 stays on in training as in
 the published UNet++; --config.model.dropout=0 turns it off.
 """
@@ -29,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.apply_kwargs = ml_collections.ConfigDict(dict(return_all_heads=True))
     if opts.tiny:
         c.model.depth = 2
+    c.optimizer.learning_rate = c.optimizer.learning_rate / c.model.depth  # one head per level of the top row
     if two_d:
         c.slice_2d = True
         c.input_shape = (*c.input_shape[:2], 1)

@@ -1,4 +1,4 @@
-"""Fine-tuning data: ``config.data`` (a :mod:`genesis_jax.data` block) read into what ``finetune()`` consumes.
+"""Task data: ``config.data`` (a :mod:`genesis_jax.data` block) read into what fine-tuning and evaluation consume.
 
 Volumes, crops and datasets all come from :mod:`genesis_jax.data` (``volume_source``: in-memory samples/phantoms or
 the prepared TFDS datasets) and training batches from its grain ``finetune_dataset`` (foreground-aware patches,

@@ -1,6 +1,7 @@
 """Training feedback: a tqdm progress bar (steps/s, loss, ETA), metrics logs (``metrics.csv`` for the per-step
 metrics, ``validation.csv`` for the per-epoch ones, everything also in ``metrics.jsonl``), TensorBoard event files
-(tensorboardX) and restoration preview PNGs (input | prediction | target, one row per sample).
+(tensorboardX) and restoration preview PNGs (input | prediction | target, one row per sample; drawn by
+:mod:`genesis_jax.visualize`).
 
 Only the primary process (process 0) writes; the others get no-op writers. After a resume the logs are cut back
 to the restored step, so that a run interrupted by ``kill -9`` has no duplicated or orphaned rows.
@@ -18,6 +19,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
+
+from genesis_jax.visualize import tile_grid
 
 TRAIN_CSV = "metrics.csv"
 VALIDATION_CSV = "validation.csv"
@@ -161,33 +164,13 @@ class Progress:
         self.bar.close()
 
 
-def middle_slice(volume: np.ndarray) -> np.ndarray:
-    """A 2D view of one sample: the middle axial (last spatial) slice of (X, Y, Z, C), or (X, Y, C) as is; the
-    first channel."""
-    volume = np.asarray(volume, np.float32)
-    if volume.ndim == 4:
-        volume = volume[:, :, volume.shape[2] // 2, :]
-    return volume[..., 0]
-
-
-def preview_grid(inputs: np.ndarray, predictions: np.ndarray, targets: np.ndarray, max_rows: int = 4) -> np.ndarray:
-    """A [0, 1] grey image: one row per sample, columns input | prediction | target, 2-pixel separators."""
-    rows = []
-    for i in range(min(max_rows, len(inputs))):
-        tiles = [np.clip(middle_slice(a[i]), 0.0, 1.0).T for a in (inputs, predictions, targets)]
-        pad = np.ones((tiles[0].shape[0], 2), np.float32)
-        rows.append(np.concatenate([tiles[0], pad, tiles[1], pad, tiles[2]], axis=1))
-    sep = np.ones((2, rows[0].shape[1]), np.float32)
-    grid = rows[0]
-    for r in rows[1:]:
-        grid = np.concatenate([grid, sep, r], axis=0)
-    return grid
-
-
 def save_preview(path: str | Path, inputs: np.ndarray, predictions: np.ndarray, targets: np.ndarray, *,
                  max_rows: int = 4, scale: int = 4) -> np.ndarray:
-    """Write the input | prediction | target grid as a PNG (nearest-neighbour up-scaled); returns the grid."""
-    grid = preview_grid(inputs, predictions, targets, max_rows)
+    """Write a [0, 1] grey grid as a PNG (nearest-neighbour up-scaled): one row per sample, columns input |
+    prediction | target, each the middle axial slice of the first channel (:func:`genesis_jax.visualize.tile_grid`).
+    Returns the grid."""
+    samples = range(min(max_rows, len(inputs)))
+    grid = tile_grid([[a[i][..., 0] for a in (inputs, predictions, targets)] for i in samples])
     image = Image.fromarray((grid * 255).round().astype(np.uint8), mode="L")
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)

@@ -5,7 +5,7 @@ import pytest
 
 from genesis_jax.data.normalize import quantize_unit
 from genesis_jax.data.sources import ArraySource
-from genesis_jax.train.finetune_data import (
+from genesis_jax.data.task_data import (
     LabelledVolume,
     Subset,
     as_labelled_volume,

@@ -1,0 +1,53 @@
+"""A fine-tuning config's test set, evaluated: the evaluation network of ``config.eval`` (for UNet++ its pruning
+level and mode) over the test volumes of :class:`~genesis_jax.data.task_data.TaskData` by sliding window, or over
+its test crops / candidates. Fine-tuning (after training) and ``genesis-jax evaluate`` call
+:func:`evaluate_test_set`; the metrics themselves are :mod:`genesis_jax.evaluation.evaluate`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from genesis_jax.data.task_data import TaskData
+from genesis_jax.evaluation.evaluate import evaluate_classification, evaluate_segmentation_arrays, evaluate_volumes
+from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
+from genesis_jax.models import build_model
+
+
+def eval_model_config(model_config: dict[str, Any], eval_config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The network used for evaluation: for UNet++, ``eval.prune_level`` (L1..L4) and ``eval.mode`` apply; the
+    pruned network is a sub-graph with the same parameter names, so the trained variables serve it unchanged."""
+    cfg = dict(model_config)
+    if cfg.get("name") == "unetpp":
+        if eval_config.get("prune_level") is not None:
+            cfg["prune_level"] = int(eval_config.prune_level)
+        cfg["mode"] = eval_config.get("mode") or cfg.get("mode", "accurate")
+    return cfg
+
+
+def evaluate_test_set(
+    config: ml_collections.ConfigDict,
+    model_config: dict[str, Any],
+    variables: Any,
+    data: TaskData,
+    keep_probabilities: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``variables`` on the test set of ``data`` with the evaluation network of ``config.eval`` (for UNet++
+    its pruning level and mode). With ``keep_probabilities`` segmentation results carry 'probabilities' per volume."""
+    model = build_model(eval_model_config(model_config, config.eval))
+    predict = model.apply
+    batch = int(config.eval.batch_size)
+    if config.task == "classification":
+        return evaluate_classification(predict, variables, *data.test_arrays, batch) if data.test_arrays else {}
+    if data.test_volumes:
+        window = tuple(config.eval.window) if config.eval.get("window") else tuple(config.input_shape[:-1])
+        if len(window) == 2:  # a 2D network over 3D volumes: axial slices
+            predict, window = slicewise(predict), (*window, 1)
+        sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend)
+        return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
+                                progress=config.logging.progress)
+    if data.test_arrays is not None:
+        return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
+    return {}
