@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import jax
 import ml_collections
@@ -72,7 +72,7 @@ class PreemptionGuard:
             raise KeyboardInterrupt  # a second Ctrl+C stops at once
         self.received = signal.Signals(signum).name
 
-    def __enter__(self) -> PreemptionGuard:
+    def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
