@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.config_loader import load_config
     from genesis_jax.models.weights import CheckpointError
     from genesis_jax.train.finetune import finetune
-    from genesis_jax.train.pretrain import TrainingDiverged
+    from genesis_jax.train.loop import TrainingDiverged
     from genesis_jax.train.transfer import TransferError
 
     config = load_config(args.config, overrides)

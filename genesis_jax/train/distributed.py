@@ -80,7 +80,8 @@ def any_process(flags: list[bool]) -> list[bool]:
 
 
 def to_host(x: jax.Array) -> np.ndarray:
-    """A global array as one NumPy array on every process (gathered across processes when it spans them)."""
-    if jax.process_count() == 1 or x.is_fully_addressable:
+    """A global array as one NumPy array on every process (gathered across processes when it spans them); a host
+    array (e.g. weights read from disk) as it is."""
+    if jax.process_count() == 1 or not isinstance(x, jax.Array) or x.is_fully_addressable:
         return np.asarray(x)
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -5,10 +5,10 @@ a validation pass every epoch whose loss drives ReduceLROnPlateau (0.5 / 6 / 1e-
 task's patience), and the best-by-validation weights kept; these are then evaluated on the test set: whole volumes
 by sliding window (Dice, IoU, HD95, the published mean IoU) or crops / candidates (mean IoU, AUC).
 
-Same run machinery as pre-training (genesis_jax.train: mesh, state, steps, schedules, checkpointing, metrics_log): the
-batch is sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state,
-SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
-:class:`~genesis_jax.train.pretrain.TrainingDiverged` keeping the last good checkpoint, and rerunning the same
+The loop is pre-training's (:mod:`genesis_jax.train.loop`); this module supplies the target task. The batch is
+sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state (also after
+every validation), SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
+:class:`~genesis_jax.train.loop.TrainingDiverged` keeping the last good checkpoint, and rerunning the same
 command resumes. Initialisation order: the workdir's latest checkpoint, else ``config.init.checkpoint`` (a weights
 directory or a training workdir, transferred by :mod:`genesis_jax.train.transfer`), else scratch.
 
@@ -37,18 +37,15 @@ from genesis_jax.evaluation.evaluate import export_predictions
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model
-from genesis_jax.models.weights import CheckpointError, save_weights
+from genesis_jax.models.weights import CheckpointError
 from genesis_jax.train import checkpointing, precise_bn
-from genesis_jax.train.config_checks import validate_finetune_config, warn_changed_settings
+from genesis_jax.train.config_checks import validate_finetune_config
+from genesis_jax.train.distributed import to_host
 from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
 from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_prepare
 from genesis_jax.train.losses import get_loss
-from genesis_jax.train.metrics_log import MetricsLog, Progress
+from genesis_jax.train.loop import Task, locked, params_fingerprint, train
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
-from genesis_jax.train.distributed import any_process, to_host
-from genesis_jax.train.pretrain import PreemptionGuard, TrainingDiverged, params_fingerprint
-from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
-from genesis_jax.train.state import abstract_train_state, create_train_state
 from genesis_jax.train.steps import make_train_step
 from genesis_jax.train.transfer import (
     count_group_sizes,
@@ -56,7 +53,6 @@ from genesis_jax.train.transfer import (
     scratch_model_config,
     transfer_variables,
 )
-from genesis_jax.workdir import crash_point, hold
 
 log = logging.getLogger(__name__)
 SCRATCH = ("", "scratch", None)
@@ -190,8 +186,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str | Path, data: TaskD
     The workdir is locked for the run (:func:`genesis_jax.workdir.hold`): a second writer gets ``WorkdirBusy``."""
     validate_finetune_config(config, data=data is None)
     workdir = Path(workdir).expanduser().resolve()
-    with hold(workdir, "finetune", enabled=jax.process_index() == 0):
-        crash_point("startup")
+    with locked(workdir, "finetune"):
         return _finetune(config, workdir, data)
 
 
@@ -200,181 +195,24 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
     started = time.time()
     if primary:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-
-    mesh = make_mesh(_num_devices(config))
-    global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
-    local_bs = local_batch_size(global_bs)
     data = load_task_data(config) if data is None else data
     train_source = label_subset(data.train, float(config.label_fraction), int(config.sampling.subset_seed))
-    patch_shape = _patch_shape(config, data)
-
     model_config = model_config_for_run(config)
-    if config.task == "segmentation" and model_config.get("num_classes", 1) != 1:
-        raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output), got "
-                         f"{model_config.get('num_classes')}")
-    model = build_model(model_config)
-    ds = deep_supervised(model_config)
-    input_shape = tuple(config.input_shape)
-    key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
-    ckpts = checkpointing.TrainCheckpoints(workdir, keep=config.checkpoint.keep,
-                                           async_save=config.checkpoint.async_save)
-    resumed_from = ckpts.latest_step()
-
-    s = config.sampling
-    train_iter = iter(finetune_dataset(
-        train_source, batch_size=local_bs, seed=int(config.seed), patch_shape=patch_shape,
-        foreground_fraction=s.foreground_fraction, patches_per_volume=s.patches_per_volume,
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
-        transform=flip_transform if s.augment_flips else None,
-    ))
-    lr_schedule = build_lr_schedule(config.schedule.kind, float(config.optimizer.learning_rate),
-                                    factor=config.schedule.factor, patience=config.schedule.patience,
-                                    min_delta=config.schedule.min_delta, min_lr=config.schedule.min_lr,
-                                    every_epochs=config.schedule.every_epochs)
-    early_stopping = EarlyStopping(config.early_stopping.patience, config.early_stopping.min_delta)
-    abstract_params = jax.eval_shape(lambda: model.init({"params": key, "dropout": key},
-                                                        jnp.zeros((1, *input_shape)), train=False))["params"]
-    if resumed_from is not None:  # the parameter groups of the original initialisation
-        transferred = _transferred_from_report(workdir)
-    else:
-        init_vars, report, transferred = _initial_variables(config, model, model_config, key, input_shape)
-        if primary:
-            (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
-    labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder)
-    log.info("parameter groups (scalars): %s", count_group_sizes(abstract_params, labels))
-    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale)
-    history: list[dict[str, Any]] = []
-    best = {"val_loss": math.inf, "step": None}
-    finished = None
-    resumed = ckpts.resume(lambda: abstract_train_state(model, tx, key, input_shape, mesh), train_iter)
-    if resumed is not None:
-        state, meta = resumed
-        resumed_from = int(meta["step"])
-        lr_schedule.load_state_dict(meta["lr_schedule"])
-        early_stopping.load_state_dict(meta["early_stopping"])
-        history, best, finished = meta["history"], meta["best"], meta.get("finished")
-        warn_changed_settings(meta.get("config") or {}, config, workdir)
-    else:
-        state = create_train_state(model, tx, key, input_shape, mesh, variables=init_vars)
-
-    steps_per_epoch = int(config.steps_per_epoch)
-    max_steps = int(config.get("max_steps") or config.max_epochs * steps_per_epoch)
-    step = int(state.step)
-    prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
-    loss_fn = get_loss(config.loss)
-    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
-                                 max_traces=config.get("max_step_traces"))
-    eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
-    sharding = batch_sharding(mesh)
-    val_batches = [global_batch(b, sharding)
-                   for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
-    recalibrate = _precise_bn(config, model, train_source, patch_shape, local_bs, sharding)
-
-    def meta(at: int) -> dict[str, Any]:
-        return {"step": at, "epoch": at // steps_per_epoch, "config": config.to_dict(), "model_config": model_config,
-                "lr_schedule": lr_schedule.state_dict(), "early_stopping": early_stopping.state_dict(),
-                "history": history, "best": best, "finished": finished}
-
-    metrics_log = MetricsLog(workdir, enabled=primary, resume_step=step if resumed_from is not None else None,
-                             tensorboard=config.logging.tensorboard)
-    progress = Progress(max_steps, step, enabled=primary and config.logging.progress, messages=primary,
-                        desc="finetune")
-    if resumed_from is not None:
-        progress.write(f"resumed from step {step} ({workdir / checkpointing.CHECKPOINTS_DIR / str(step)})")
-    stopped = finished or "completed"
-    last_saved, last_save_time = resumed_from, time.time()
-
-    def save(at: int) -> None:
-        nonlocal last_saved, last_save_time
-        if at != last_saved:
-            ckpts.save(at, state.checkpoint_tree(), meta=meta(at), data_iterator=train_iter)
-            last_saved = at
-        last_save_time = time.time()
-
-    try:
-        with PreemptionGuard() as guard:
-            while step < max_steps and finished is None:
-                batch = global_batch(next(train_iter), sharding)
-                state, metrics = train_step(state, batch)
-                step += 1
-                crash_point("step")  # test-only (genesis_jax.workdir): a kill while a step is in flight
-                values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not values["finite"]:
-                    ckpts.wait()
-                    raise TrainingDiverged(
-                        f"non-finite loss or gradient at step {step} (loss={values['loss']}, grad_norm="
-                        f"{values['grad_norm']}); the update was not applied. Last good checkpoint: step "
-                        f"{ckpts.latest_step()} in {workdir / checkpointing.CHECKPOINTS_DIR}. Lower "
-                        "--config.optimizer.learning_rate or check the data, then rerun the same command to resume.")
-                if step % config.logging.every_steps == 0:
-                    metrics_log.write(step, {"epoch": (step - 1) // steps_per_epoch, **values}, kind="train")
-                progress.update(1, loss=values["loss"], lr=values["learning_rate"])
-                epoch_end = step % steps_per_epoch == 0
-                time_due = time.time() - last_save_time >= config.checkpoint.every_seconds
-                preempted, time_due = any_process([guard.received is not None, time_due])
-                save_due = step % config.checkpoint.every_steps == 0 or time_due or preempted or step == max_steps
-                if epoch_end:
-                    epoch = step // steps_per_epoch
-                    # validated with recalibrated statistics; the state that trains on and is saved keeps its own
-                    val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
-                    val = _validate(eval_step, val_state, val_batches, config.task)
-                    if early_stopping(epoch, val["val_loss"]):
-                        finished = "early_stopping"
-                    if val["val_loss"] < best["val_loss"]:
-                        best = {"val_loss": val["val_loss"], "step": step, "epoch": epoch}
-                        ckpts.save_best(step, state.variables, val_loss=val["val_loss"], meta=meta(step))
-                    lr = float(get_learning_rate(state.opt_state))
-                    new_lr = lr_schedule(epoch, val["val_loss"], lr)
-                    if new_lr != lr:
-                        state = state.replace(opt_state=set_learning_rate(state.opt_state, new_lr))
-                        progress.write(f"epoch {epoch}: validation loss on a plateau, learning rate {lr:g} -> "
-                                       f"{new_lr:g}")
-                    row = {"epoch": epoch, **val, "learning_rate": new_lr, "best_val_loss": best["val_loss"],
-                           "epochs_without_improvement": early_stopping.wait}
-                    history.append(row)
-                    metrics_log.write(step, row, kind="validation")
-                    metrics_log.flush()
-                    progress.write(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in val.items()))
-                    if finished:
-                        progress.write(f"early stopping after epoch {epoch}: no improvement for "
-                                       f"{early_stopping.patience} epochs (best {best['val_loss']:.5g})")
-                if save_due or epoch_end:
-                    save(step)
-                if preempted:
-                    stopped = "preempted"
-                    progress.write(f"{guard.received or 'preemption'} received: saved checkpoint at step {step}, "
-                                   "exiting; rerun the same command to resume")
-                    break
-            if stopped != "preempted":
-                stopped = finished or "completed"
-                save(step)
-    finally:
-        progress.close()
-        ckpts.close()
-        metrics_log.close()
-
+    result = train(config, workdir, lambda resuming: _target_task(config, workdir, data, train_source, model_config,
+                                                                  resuming))
     summary: dict[str, Any] = {
-        "workdir": str(workdir), "stopped": stopped, "step": step, "epochs": len(history),
-        "resumed_from": resumed_from, "init": "scratch" if is_scratch(config.init.checkpoint) else
+        "workdir": str(workdir), "stopped": result.stopped, "step": result.step, "epochs": len(result.history),
+        "resumed_from": result.resumed_from, "init": "scratch" if is_scratch(config.init.checkpoint) else
         str(config.init.checkpoint), "label_fraction": float(config.label_fraction),
-        "train_examples": len(train_source), "best": best, "history": history, "global_batch_size": global_bs,
-        "devices": jax.device_count(), "params_fingerprint": params_fingerprint(state.params),
+        "train_examples": len(train_source), "best": result.best, "history": result.history,
+        "global_batch_size": result.task.global_batch_size, "devices": jax.device_count(),
+        "params_fingerprint": params_fingerprint(result.state.params),
     }
-    if stopped != "preempted":
-        if config.select_best and best["step"] is not None:
-            variables, _, _ = checkpointing.load_init_weights(workdir)
-            source = {"kind": "best validation loss", **best}
-        else:
-            variables = jax.tree.map(to_host, state.variables)
-            source = {"kind": "final", "step": step}
-        variables, source["precise_bn_batches"] = recalibrate(variables)  # what weights/ holds and the test sees
-        variables = jax.tree.map(to_host, variables)
-        weights = save_weights(workdir / "weights", variables, model_config,
-                                             {"source": "genesis_jax finetune", "workdir": str(workdir), **source})
-        summary["weights"] = str(weights)
-        summary["evaluated"] = source
+    if result.weights is not None:
+        summary["weights"] = str(result.weights)
+        summary["evaluated"] = result.source
         export = config.task == "segmentation" and (config.eval.save_predictions or config.eval.overlays)
-        test = evaluate_test_set(config, model_config, variables, data, keep_probabilities=export)
+        test = evaluate_test_set(config, model_config, result.variables, data, keep_probabilities=export)
         if export and "probabilities" in test:
             probabilities = test.pop("probabilities")
             if primary:
@@ -386,3 +224,65 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
     if primary:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskData, train_source: Any,
+                 model_config: dict[str, Any], resuming: bool) -> Task:
+    """The target task: its loss on labelled patches or crops, validation metrics (Dice/IoU or AUC) with
+    re-estimated BatchNorm statistics, the transfer parameter groups, and precise-BN inputs from training images."""
+    primary = jax.process_index() == 0
+    mesh = make_mesh(_num_devices(config))
+    global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
+    local_bs = local_batch_size(global_bs)
+    patch_shape = _patch_shape(config, data)
+    if config.task == "segmentation" and model_config.get("num_classes", 1) != 1:
+        raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output), got "
+                         f"{model_config.get('num_classes')}")
+    model = build_model(model_config)
+    ds = deep_supervised(model_config)
+    input_shape = tuple(config.input_shape)
+    key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
+
+    s = config.sampling
+    train_iter = iter(finetune_dataset(
+        train_source, batch_size=local_bs, seed=int(config.seed), patch_shape=patch_shape,
+        foreground_fraction=s.foreground_fraction, patches_per_volume=s.patches_per_volume,
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        transform=flip_transform if s.augment_flips else None,
+    ))
+    abstract_params = jax.eval_shape(lambda: model.init({"params": key, "dropout": key},
+                                                        jnp.zeros((1, *input_shape)), train=False))["params"]
+    init_vars = None
+    if resuming:  # the parameter groups of the original initialisation
+        transferred = _transferred_from_report(workdir)
+    else:
+        init_vars, report, transferred = _initial_variables(config, model, model_config, key, input_shape)
+        if primary:
+            (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
+    labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder)
+    log.info("parameter groups (scalars): %s", count_group_sizes(abstract_params, labels))
+    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale)
+
+    prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
+    loss_fn = get_loss(config.loss)
+    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
+                                 max_traces=config.get("max_step_traces"))
+    eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
+    sharding = batch_sharding(mesh)
+    val_batches = [global_batch(b, sharding)
+                   for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
+    recalibrate = _precise_bn(config, model, train_source, patch_shape, local_bs, sharding)
+
+    def validate(state) -> dict[str, float]:
+        # validated with recalibrated statistics; the state that trains on and is saved keeps its own
+        val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
+        return _validate(eval_step, val_state, val_batches, config.task)
+
+    steps_per_epoch = int(config.steps_per_epoch)
+    return Task(
+        name="finetune", model=model, model_config=model_config, tx=tx, mesh=mesh, key=key, input_shape=input_shape,
+        global_batch_size=global_bs, steps_per_epoch=steps_per_epoch,
+        max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
+        train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
+        init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
+    )
