@@ -210,24 +210,16 @@ def main() -> int:
 
 
 def torch_rows(torch, width, shape, batch, steps, warmup, host_batch, numpy_pairs, on_cpu) -> dict[str, float]:
-    """The PyTorch restatement of the published UNet3D (tests/interop/torch_unet3d.py) trained as published."""
-    from tests.interop.torch_unet3d import UNet3D
+    """The PyTorch restatement of the published UNet3D trained as published (``bench_step.torch_train_step``)."""
+    from bench_step import torch_device, torch_train_step
 
-    dev = torch.device("cpu" if on_cpu or not torch.cuda.is_available() else "cuda")
-    net = UNet3D(width=width).to(dev)
-    opt = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9, weight_decay=0.0)
-    loss_fn = torch.nn.MSELoss()
+    dev = torch.device("cpu") if on_cpu else torch_device(torch, "gpu")
+    train = torch_train_step(torch, width, dev)
 
     def to_torch(pairs):
         # (B, X, Y, Z, 1) -> the published (B, 1, X, Y, Z)
         return [torch.from_numpy(np.ascontiguousarray(pairs[k][..., 0][:, None])).to(dev) for k in ("inputs",
                                                                                                      "targets")]
-
-    def train(x, y):
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
 
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     x, y = to_torch(numpy_pairs(host_batch))
