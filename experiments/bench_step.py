@@ -132,6 +132,7 @@ def upconv_rows(rounds: int) -> list[str]:
     """fwd+bwd ms of one 2x up-sampling layer, lax.conv_transpose vs transpose_conv_2x (batch 2; on CPU only the
     deepest layer's shape, the others take minutes there in the lax form)."""
     from genesis_jax.models.layers import transpose_conv_2x
+    from genesis_jax.models.timing import median_seconds
 
     def lax_form(x: jax.Array, k: jax.Array) -> jax.Array:
         return jax.lax.conv_transpose(x, k, (2, 2, 2), "VALID", dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))
@@ -144,13 +145,7 @@ def upconv_rows(rounds: int) -> list[str]:
         times = {}
         for name, f in [("lax.conv_transpose", lax_form), ("matmul + depth-to-space", transpose_conv_2x)]:
             g = jax.jit(jax.grad(lambda a, b, f=f: jnp.sum(f(a, b) ** 2), (0, 1)))
-            jax.block_until_ready(g(x, k))
-            t = []
-            for _ in range(rounds):
-                start = time.perf_counter()
-                jax.block_until_ready(g(x, k))
-                t.append(time.perf_counter() - start)
-            times[name] = statistics.median(t) * 1e3
+            times[name] = median_seconds(g, x, k, repeats=rounds) * 1e3
         line = (f"| up-conv {'x'.join(map(str, shape[1:-1]))}x{shape[-1]} -> {shape[-1]}, batch 2 | "
                 + " | ".join(f"{v:.1f}" for v in times.values()) + " |")
         print(line, flush=True)
