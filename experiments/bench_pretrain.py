@@ -63,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 GPU/TPU, 1 CPU)")
     p.add_argument("--num-cubes", type=int, default=64)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads (default torch's own; see bench_step.py)")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
     return p.parse_args()
 
@@ -189,6 +191,9 @@ def main() -> int:
         except ImportError:
             print("torch not installed: PyTorch rows skipped")
         else:
+            if args.torch_threads:
+                torch.set_num_threads(args.torch_threads)
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
             results.update(torch_rows(torch, width, shape, global_bs, steps, args.warmup, host_batch, numpy_pairs,
                                       on_cpu))
 
