@@ -169,7 +169,8 @@ def transpose_conv_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     With kernel 2 and stride 2 the output windows do not overlap: input voxel i writes the 2^n block at 2i, tap a
     of it being ``x[i] @ kernel[1 - a]`` (lax's transposed convolution correlates the dilated input with the
     unflipped kernel, so the taps come out reversed). XLA lowers ``conv_transpose`` as an input-dilated
-    convolution instead, 20-30x slower on XLA:CPU and slow in its gradient on GPU (jax #31662, openxla/xla #34273).
+    convolution instead: 20x slower on XLA:CPU (fwd+bwd, experiments/results/bench_step_cpu_forms.md), and reported
+    slow in its gradient on GPU (jax #31662, openxla/xla #34273).
     """
     n = x.ndim - 2
     if kernel.shape[:n] != (2,) * n:
