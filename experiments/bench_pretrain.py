@@ -64,6 +64,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 GPU/TPU, 1 CPU)")
     p.add_argument("--num-cubes", type=int, default=64)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads (default torch's own; see bench_step.py)")
     p.add_argument("--out", default=None, help="also write the table as markdown here")
     return p.parse_args()
 
@@ -190,6 +192,9 @@ def main() -> int:
         except ImportError:
             print("torch not installed: PyTorch rows skipped")
         else:
+            if args.torch_threads:
+                torch.set_num_threads(args.torch_threads)
+            print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
             results.update(torch_rows(torch, width, shape, global_bs, steps, args.warmup, host_batch, numpy_pairs,
                                       on_cpu))
 
@@ -211,24 +216,16 @@ def main() -> int:
 
 
 def torch_rows(torch, width, shape, batch, steps, warmup, host_batch, numpy_pairs, on_cpu) -> dict[str, float]:
-    """The PyTorch restatement of the published UNet3D (tests/interop/torch_unet3d.py) trained as published."""
-    from tests.interop.torch_unet3d import UNet3D
+    """The PyTorch restatement of the published UNet3D trained as published (``bench_step.torch_train_step``)."""
+    from bench_step import torch_device, torch_train_step
 
-    dev = torch.device("cpu" if on_cpu or not torch.cuda.is_available() else "cuda")
-    net = UNet3D(width=width).to(dev)
-    opt = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9, weight_decay=0.0)
-    loss_fn = torch.nn.MSELoss()
+    dev = torch.device("cpu") if on_cpu else torch_device(torch, "gpu")
+    train = torch_train_step(torch, width, dev)
 
     def to_torch(pairs):
         # (B, X, Y, Z, 1) -> the published (B, 1, X, Y, Z)
         return [torch.from_numpy(np.ascontiguousarray(pairs[k][..., 0][:, None])).to(dev) for k in ("inputs",
                                                                                                      "targets")]
-
-    def train(x, y):
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
 
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     x, y = to_torch(numpy_pairs(host_batch))

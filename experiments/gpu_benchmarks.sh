@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures the transform and pre-training benchmarks still lack, in one run on a GPU machine with no network.
+# The GPU figures the step, transform and pre-training benchmarks still lack, in one run on a GPU machine with no network.
 #
 # Made for the project's lent GPU machine (NVIDIA H200). Its Python already has JAX with CUDA, flax, optax,
 # orbax-checkpoint, chex, torch, scipy, tqdm and matplotlib, but not ml-collections, grain, nibabel or
@@ -11,10 +11,13 @@
 #        bash experiments/gpu_benchmarks.sh
 #
 # Step 2 installs the wheels into /tmp/site (nothing else changes there), prints the JAX devices, then runs
-#   experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256   (limit 220 s; JAX also at batch 256)
-#   experiments/bench_pretrain.py --steps 20                             (limit 280 s; full-size UNet3D on a GPU)
-# each under its own time limit, so one failing does not cost the other. Results go to experiments/results/
-# (bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, into $OUT with the log.
+#   experiments/bench_step.py (every width/cube/batch, float32 and bfloat16, the headline one first, 10 rounds)
+#                                                                        (limit 200 s; table rewritten after each row)
+#   experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256   (limit 150 s; JAX also at batch 256)
+#   experiments/bench_pretrain.py --steps 20                             (limit 170 s; full-size UNet3D on a GPU)
+# each under its own time limit, so one failing does not cost the others. Results go to experiments/results/
+# (bench_step_gpu.md, bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, into $OUT
+# with the log. None of these limits has been checked on a GPU yet: no GPU was lent while they were written.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -60,11 +63,14 @@ collect() {  # the tables written so far, into $OUT when set
   return 0
 }
 
-# 40 + 220 + 280 s: inside a 600 s device call with time left for the install and the copies
-run 40 $PY -c "import jax; print(jax.__version__, jax.devices())"
-run 220 $PY experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256
+# 30 + 200 + 150 + 170 s: inside a 600 s device call with time left for the install and the copies
+run 30 $PY -c "import jax; print(jax.__version__, jax.devices())"
+run 200 $PY experiments/bench_step.py --rounds 10 --upconv --out experiments/results/bench_step_gpu.md --configs \
+  32:64,64,32:2 32:64,64,32:6 4:32,32,16:2 4:32,32,16:6 4:64,64,32:2 4:64,64,32:6 32:32,32,16:2 32:32,32,16:6
 collect
-run 280 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
+run 150 $PY experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256
+collect
+run 170 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
 collect
 [[ -n "${OUT:-}" ]] && ls "$OUT"
 exit 0

@@ -1,4 +1,5 @@
-"""Building blocks shared by the networks: N-d convolutions, the two BatchNorm behaviours, pooling, up-sampling.
+"""Building blocks shared by the networks: N-d convolutions (and the choice of their computed form), the two
+BatchNorm behaviours, pooling, up-sampling (learned as a matmul + depth-to-space, or nearest).
 
 Everything here is channels-last and works for 2D (N, X, Y, C) and 3D (N, X, Y, Z, C) inputs alike; the number of
 spatial dimensions is an attribute of each module so one definition serves both.
@@ -85,8 +86,80 @@ def upsample_nearest(x: jax.Array, ndim: int) -> jax.Array:
     return x
 
 
-def conv(features: int, ndim: int, kernel: int, name: str, dtype: Dtype | None, **kwargs: Any) -> nn.Conv:
-    """An N-d 'same' convolution with bias and float32 parameters."""
+ConvImpl = Literal["auto", "native", "depth_taps"]
+CONV_IMPLS: tuple[str, ...] = ("auto", "native", "depth_taps")
+
+
+def resolve_conv_impl(impl: str, ndim: int, kernel: int, platform: str | None = None) -> str:
+    """The one place where the form of a convolution is chosen: 'native' or 'depth_taps'.
+
+    'native' is ``lax.conv_general_dilated`` as XLA lowers it; 'depth_taps' (3D, odd kernels) computes the same
+    convolution as ONE 2D convolution over (Y, Z) whose input channels are the ``kernel`` shifted copies of the
+    input along X (``depth_tap_conv``). With ``impl='auto'``: 'depth_taps' for 3D 3^3 convolutions on XLA:CPU,
+    where it was faster at every layer shape of the Genesis U-Net measured (``experiments/bench_step.py --forms``,
+    figures in the README's performance section), 'native' everywhere else (GPU/TPU have tuned 3D convolution
+    kernels; 1^n and 2D convolutions gain nothing). ``platform`` defaults to ``jax.default_backend()``.
+    """
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
+    if ndim != 3 or kernel == 1 or kernel % 2 == 0:
+        return "native"  # the tap form exists for odd 3D kernels; 1^n is a matmul either way
+    if impl != "auto":
+        return impl
+    return "depth_taps" if (platform or jax.default_backend()) == "cpu" else "native"
+
+
+def depth_tap_conv(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Any,
+    padding: Any,
+    lhs_dilation: Any = None,
+    rhs_dilation: Any = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jax.Array:
+    """A stride-1 'SAME' 3D convolution, channels-last (N, X, Y, Z, C) with a (k, k, k, I, O) kernel, computed as
+    one 2D convolution: the k shifts of the input along X are stacked into the channels (k*C) and X joins the batch.
+
+    Same signature as ``lax.conv_general_dilated`` so ``flax.linen.Conv(conv_general_dilated=...)`` can use it and
+    the parameters keep their names and shapes; the arguments flax passes for a plain convolution are the only
+    ones accepted. X is the leading spatial axis, so folding it into the batch needs no transpose.
+    """
+    k = rhs.shape[0]
+    trivial = all(s == 1 for s in window_strides) and (padding == "SAME" or list(padding) == [(k // 2, k // 2)] * 3)
+    trivial &= all(d == 1 for d in (lhs_dilation or (1,))) and all(d == 1 for d in (rhs_dilation or (1,)))
+    if lhs.ndim != 5 or rhs.ndim != 5 or feature_group_count != 1 or not trivial or k % 2 == 0:
+        raise ValueError(
+            "depth_tap_conv: only stride-1 'SAME' 3D convolutions with odd kernels, channels-last, no groups; got "
+            f"input {lhs.shape}, kernel {rhs.shape}, strides {window_strides}, padding {padding}"
+        )
+    n, size_x, size_y, size_z, channels = lhs.shape
+    half = k // 2
+    padded = jnp.pad(lhs, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate([padded[:, t : t + size_x] for t in range(k)], axis=-1)  # channel = t * C + c
+    stacked = stacked.reshape(n * size_x, size_y, size_z, k * channels)
+    kernel_2d = jnp.moveaxis(rhs, 0, 2).reshape(rhs.shape[1], rhs.shape[2], k * channels, rhs.shape[-1])
+    out = jax.lax.conv_general_dilated(
+        stacked,
+        kernel_2d,
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+    return out.reshape(n, size_x, size_y, size_z, rhs.shape[-1])
+
+
+def conv(
+    features: int, ndim: int, kernel: int, name: str, dtype: Dtype | None, impl: str = "auto", **kwargs: Any
+) -> nn.Conv:
+    """An N-d 'same' convolution with bias and float32 parameters, in the form ``resolve_conv_impl`` picks."""
+    if resolve_conv_impl(impl, ndim, kernel) == "depth_taps":
+        kwargs["conv_general_dilated"] = depth_tap_conv
     return nn.Conv(
         features,
         (kernel,) * ndim,
@@ -98,18 +171,49 @@ def conv(features: int, ndim: int, kernel: int, name: str, dtype: Dtype | None, 
     )
 
 
-def conv_transpose_2x(features: int, ndim: int, name: str, dtype: Dtype | None, **kwargs: Any) -> nn.ConvTranspose:
-    """Learned 2x up-sampling: kernel 2, stride 2 transposed convolution with bias."""
-    return nn.ConvTranspose(
-        features,
-        (2,) * ndim,
-        strides=(2,) * ndim,
-        padding="VALID",
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-        **kwargs,
-    )
+def transpose_conv_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``lax.conv_transpose(x, kernel, strides=(2,)*n, padding='VALID')`` (channels-last, ``transpose_kernel=False``,
+    kernel (2,)*n + (I, O)) as one matmul and a depth-to-space reshape.
+
+    With kernel 2 and stride 2 the output windows do not overlap: input voxel i writes the 2^n block at 2i, tap a
+    of it being ``x[i] @ kernel[1 - a]`` (lax's transposed convolution correlates the dilated input with the
+    unflipped kernel, so the taps come out reversed). XLA lowers ``conv_transpose`` as an input-dilated
+    convolution instead: 20x slower on XLA:CPU (fwd+bwd, experiments/results/bench_step_cpu_forms.md), and reported
+    slow in its gradient on GPU (jax #31662, openxla/xla #34273).
+    """
+    n = x.ndim - 2
+    if kernel.shape[:n] != (2,) * n:
+        raise ValueError(f"transpose_conv_2x: kernel must be {(2,) * n} spatially, got {kernel.shape}")
+    spatial, taps = "xyz"[:n], "abc"[:n]
+    interleaved = "".join(s + t for s, t in zip(spatial, taps))
+    flipped = kernel[(slice(None, None, -1),) * n]
+    y = jnp.einsum(f"N{spatial}i,{taps}io->N{interleaved}o", x, flipped)
+    return y.reshape(x.shape[0], *(2 * s for s in x.shape[1:-1]), kernel.shape[-1])
+
+
+class UpConv2x(nn.Module):
+    """Learned 2x up-sampling: a kernel-2, stride-2 transposed convolution with bias (PyTorch ``ConvTranspose3d(k=2,
+    s=2)``), computed by ``transpose_conv_2x``. Its parameters are those of the ``flax.linen.ConvTranspose`` it
+    replaces (``kernel`` (2,)*n + (I, O), ``bias`` (O,), created in that order), so checkpoints and the interop
+    mapping are unchanged."""
+
+    features: int
+    ndim: int
+    dtype: Dtype | None = None
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (2,) * self.ndim + (x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        return transpose_conv_2x(x, kernel) + bias
+
+
+def conv_transpose_2x(features: int, ndim: int, name: str, dtype: Dtype | None, **kwargs: Any) -> UpConv2x:
+    """Learned 2x up-sampling (``UpConv2x``) named ``name``."""
+    return UpConv2x(features, ndim, dtype=dtype, name=name, **kwargs)
 
 
 def check_input(

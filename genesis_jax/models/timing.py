@@ -7,6 +7,7 @@ The pass is jit-compiled and run once before timing (compilation excluded); each
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -14,16 +15,22 @@ import jax
 import numpy as np
 
 
+def median_seconds(fn: Callable[..., Any], *args: Any, repeats: int = 5) -> float:
+    """Median seconds of one ``fn(*args)`` call, waited for, after one warm-up call (which compiles a jitted fn)."""
+    if repeats < 1:
+        raise ValueError(f"median_seconds: repeats must be >= 1, got {repeats}")
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def forward_seconds(model: nn.Module, variables: Any, inputs: Any, repeats: int = 5, **call_kwargs: Any) -> float:
     """Median seconds of one ``model.apply(variables, inputs, **call_kwargs)`` call after a warm-up call."""
     if repeats < 1:
         raise ValueError(f"forward_seconds: repeats must be >= 1, got {repeats}")
     apply = jax.jit(lambda v, x: model.apply(v, x, **call_kwargs))
-    inputs = jax.device_put(inputs)
-    jax.block_until_ready(apply(variables, inputs))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(apply(variables, inputs))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(apply, variables, jax.device_put(inputs), repeats=repeats)

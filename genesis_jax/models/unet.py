@@ -56,6 +56,7 @@ class UNetLevel(nn.Module):
     kernel_init: str
     upsample: Literal["transpose", "nearest"] | None = None
     dtype: Any = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool, skip: jax.Array | None = None) -> jax.Array:
@@ -67,7 +68,7 @@ class UNetLevel(nn.Module):
         if skip is not None:
             x = jnp.concatenate([x, skip.astype(x.dtype)], axis=-1)
         for i, width in enumerate(self.features):
-            x = conv(width, self.ndim, 3, f"conv_{i}", self.dtype, kernel_init=init)(x)
+            x = conv(width, self.ndim, 3, f"conv_{i}", self.dtype, self.conv_impl, kernel_init=init)(x)
             x = BatchNorm(
                 mode=self.bn_mode, momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype, name=f"bn_{i}"
             )(x, train)
@@ -87,6 +88,8 @@ class GenesisUNet(nn.Module):
       head_activation: 'sigmoid' (published), 'softmax' or None (logits).
       kernel_init: 'pytorch', 'glorot_uniform', 'he_uniform', 'uniform' or 'he_normal'.
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+      conv_impl: how the 3^n convolutions are computed: 'auto' (per backend, see
+        ``genesis_jax.models.layers.resolve_conv_impl``), 'native' or 'depth_taps'. Same parameters and outputs.
     """
 
     variant: Variant = "pytorch"
@@ -98,6 +101,7 @@ class GenesisUNet(nn.Module):
     head_activation: str | None = "sigmoid"
     kernel_init: str | None = None
     dtype: Any = None
+    conv_impl: str = "auto"
 
     @property
     def pooling_factor(self) -> int:
@@ -113,7 +117,9 @@ class GenesisUNet(nn.Module):
 
     def _level(self, features: tuple[int, int], name: str, upsample: str | None = None) -> UNetLevel:
         mode, momentum, epsilon = _BN_SETTINGS[self.variant]
-        return UNetLevel(features, self.ndim, mode, momentum, epsilon, self._init_name, upsample, self.dtype, name=name)
+        return UNetLevel(
+            features, self.ndim, mode, momentum, epsilon, self._init_name, upsample, self.dtype, self.conv_impl, name=name
+        )
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, output: Output = "prediction") -> Any:

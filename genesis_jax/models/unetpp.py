@@ -4,7 +4,7 @@ Node X^{i,j} (level i, column j) exists for i + j <= depth:
     x^{i,0} = H(D(x^{i-1,0}))                       (x^{0,0} = H(input))
     x^{i,j} = H([U(x^{i+1,j-1}), x^{i,0}, ..., x^{i,j-1}])     j > 0
 H is two 3^n convs + ReLU, each followed by dropout (0.5 published, no normalisation; ``norm='batch'`` adds a
-BatchNorm after each conv). D is a 2x max-pool, U a 2x2 stride-2 transposed conv to f[i] channels. Heads (1^n conv)
+BatchNorm after each conv). D is a 2x max-pool, U a 2x2 stride-2 transposed conv to f[i] channels (``layers.UpConv2x``). Heads (1^n conv)
 sit on the top row X^{0,1..depth}.
 
 Pruning: with ``prune_level=L`` only the nodes with i + j <= L and head L are built and run, so the pruned network
@@ -37,11 +37,13 @@ class NestedBlock(nn.Module):
     norm: str | None
     kernel_init: str
     dtype: Any = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         for i in range(2):
-            x = conv(self.features, self.ndim, 3, f"conv_{i}", self.dtype, kernel_init=kernel_initializer(self.kernel_init))(x)
+            init = kernel_initializer(self.kernel_init)
+            x = conv(self.features, self.ndim, 3, f"conv_{i}", self.dtype, self.conv_impl, kernel_init=init)(x)
             if self.norm == "batch":
                 x = BatchNorm(mode="standard", momentum=0.99, epsilon=1e-3, dtype=self.dtype, name=f"bn_{i}")(x, train)
             x = nn.relu(x)
@@ -61,6 +63,7 @@ class UNetPlusPlus(nn.Module):
       dropout: 0.5 published; active only when ``train=True`` (needs a 'dropout' rng).
       norm: None (published) or 'batch'.
       head_activation: 'sigmoid' (published), 'softmax' or None.
+      conv_impl: form of the 3^n convolutions, as for ``GenesisUNet`` ('auto', 'native', 'depth_taps').
     """
 
     ndim: int = 2
@@ -76,6 +79,7 @@ class UNetPlusPlus(nn.Module):
     head_activation: str | None = "sigmoid"
     kernel_init: str = "he_normal"
     dtype: Any = None
+    conv_impl: str = "auto"
 
     @property
     def level(self) -> int:
@@ -104,7 +108,10 @@ class UNetPlusPlus(nn.Module):
         widths = [self.base_width * 2**i for i in range(self.depth + 1)]
 
         def block(i: int, j: int) -> NestedBlock:
-            return NestedBlock(widths[i], self.ndim, self.dropout, self.norm, self.kernel_init, self.dtype, name=f"X_{i}_{j}")
+            return NestedBlock(
+                widths[i], self.ndim, self.dropout, self.norm, self.kernel_init, self.dtype, self.conv_impl,
+                name=f"X_{i}_{j}",
+            )
 
         nodes: dict[tuple[int, int], jax.Array] = {}
         # Column by column in the order the encoder is built: X00, X10, X01, X20, X11, X02, ...
