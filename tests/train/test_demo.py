@@ -4,8 +4,8 @@ the cache (offline too), tested on the other patient's scan."""
 
 import pytest
 
-from genesis_jax.data.samples import cache_root, samples_cached
 from genesis_jax.cli.demo import PHANTOMS_ENV, TEST_SCAN, run_demo
+from genesis_jax.data.samples import cache_root, samples_cached
 
 
 def _check_story(tmp_path, summary):
