@@ -3,7 +3,7 @@
 Slices are grouped by SeriesInstanceUID (a directory with several series is an error that lists them), sorted
 along the slice normal by ImagePositionPatient, and scaled with RescaleSlope/RescaleIntercept. Compressed
 transfer syntaxes need a decoder: pillow >= 10 (with OpenJPEG) or pylibjpeg + pylibjpeg-openjpeg decode the JPEG 2000
-series of the TotalSegmentator sample. pydicom is an optional dependency (the ``dicom`` extra).
+series of the TotalSegmentator sample. pydicom is a core dependency (the default demo tests on a DICOM series).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def read_dicom_series(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     try:
         import pydicom
     except ImportError:
-        raise VolumeError(f"{directory}: reading DICOM needs pydicom: pip install 'genesis-jax[dicom]'") from None
+        raise VolumeError(f"{directory}: reading DICOM needs pydicom: pip install pydicom") from None
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR")
     series: dict[str, list] = {}

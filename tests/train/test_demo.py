@@ -4,8 +4,8 @@ the cache (offline too), tested on the other patient's scan."""
 
 import pytest
 
-from genesis_jax.data.samples import cache_root, samples_cached
 from genesis_jax.cli.demo import PHANTOMS_ENV, TEST_SCAN, run_demo
+from genesis_jax.data.samples import cache_root, samples_cached
 
 
 def _check_story(tmp_path, summary):
@@ -43,3 +43,22 @@ def test_demo_on_the_sample_ct_tests_on_another_patient(tmp_path, monkeypatch):
     assert any(m.startswith(f"demo: test Dice on {TEST_SCAN} (another patient): ") for m in messages)
     scans = summary["pretrain"]["scans"]
     assert scans["train"] == ["ct_abdomen"] and TEST_SCAN not in scans["train"] + scans["validation"] + scans["test"]
+
+
+def test_the_default_demo_needs_no_extras():
+    """`pip install -e .` then `genesis-jax demo` (README command (a)) must read every scan: the test scan is a
+    JPEG 2000 DICOM series, so pydicom is a core dependency and pillow (core) must decode JPEG 2000."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from PIL import features
+
+    from genesis_jax.data.samples import SAMPLES
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    core = {re.split(r"[<>=!~\[ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    demo_images = [SAMPLES[name]["image"] for name in ("ct_abdomen", "ct_chest", TEST_SCAN)]
+    if any(not image.endswith((".nii.gz", ".nii", ".mha")) for image in demo_images):  # a DICOM series directory
+        assert "pydicom" in core and "pillow" in core
+        assert features.check("jpg_2000"), "pillow without OpenJPEG cannot decode the JPEG 2000 test scan"
