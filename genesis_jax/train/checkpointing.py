@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,6 +62,36 @@ class _QuietOrbax(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and "orbax" in record.pathname)
+
+
+class _MainThreadStderr:
+    """``sys.stderr`` that passes what the main thread writes and drops what other threads write."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self._stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _quiet_background_failures() -> None:
+    """After a failed write the run stops with one line, but orbax's writer threads (and TensorStore callbacks) may
+    go on failing while the process exits (closed event loops, executors shut down) and print their tracebacks.
+    From now on what other threads write to stderr is dropped (their errors go to the debug log); the main thread,
+    which prints the one-line error, is untouched."""
+
+    def quiet_hook(args: Any) -> None:
+        log.debug("background thread %s failed after a checkpoint write failure: %r", args.thread, args.exc_value)
+
+    threading.excepthook = quiet_hook
+    logging.getLogger("asyncio").addFilter(lambda record: not record.exc_info)
+    if not isinstance(sys.stderr, _MainThreadStderr):
+        sys.stderr = _MainThreadStderr(sys.stderr)
 
 
 class TrainCheckpoints:
@@ -112,6 +144,7 @@ class TrainCheckpoints:
             else:
                 self._failed = CheckpointError(f"{self.workdir}: {what} failed ({type(err).__name__}: "
                                                f"{str(err).splitlines()[0] if str(err) else ''}); {where}")
+            _quiet_background_failures()
             raise self._failed from None
 
     def _last_intact(self) -> int | None:
@@ -225,8 +258,9 @@ class TrainCheckpoints:
                     manager.close()
                 except Exception as err:  # noqa: BLE001 (the write failure was reported once; must not be masked)
                     log.debug("closing %s after a failed save: %s", manager.directory, err)
-            for name in ("absl", "orbax"):
-                logging.getLogger(name).removeFilter(self._quiet)
+            if self._failed is None:  # after a failure orbax's threads may still log its traceback while we exit
+                for name in ("absl", "orbax"):
+                    logging.getLogger(name).removeFilter(self._quiet)
 
 
 def _jsonable(tree: Any) -> Any:
