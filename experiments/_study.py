@@ -279,25 +279,39 @@ def cached_run(run_dir: Path, key: dict[str, Any], run: Any) -> tuple[dict[str, 
     return result, False
 
 
+def run_steps(n_labelled: int, steps: int, min_epochs: int, batch_size: int) -> int:
+    """The step budget of a run on ``n_labelled`` slices: ``steps``, or ``min_epochs`` passes over the labelled
+    slices (``ceil(min_epochs * n / batch_size)`` steps) when that is more; ``min_epochs=0``: always ``steps``.
+    A post-hoc convergence rule (annotation_efficiency.py says why and how it was chosen)."""
+    if min(n_labelled, steps, batch_size) < 1 or min_epochs < 0:
+        raise ValueError(f"run_steps: n_labelled={n_labelled}, steps={steps}, batch_size={batch_size} must be >= 1 "
+                         f"and min_epochs={min_epochs} >= 0")
+    return max(steps, math.ceil(min_epochs * n_labelled / batch_size))
+
+
 def study_runs(organ: str, ks: Sequence[int | None], seeds: Sequence[int], steps: int, steps_per_epoch: int,
-               init: str, init_tag: str, workdir: Path,
-               model: dict[str, Any] = STUDY_MODEL) -> tuple[list[dict], SliceStudyData]:
+               init: str, init_tag: str, workdir: Path, model: dict[str, Any] = STUDY_MODEL,
+               min_epochs: int = 0) -> tuple[list[dict], SliceStudyData]:
     """Scratch and pretrained fine-tuning of ``organ`` for every k (labelled slices; None = all) and seed, paired:
-    both arms of a (k, seed) train on the same slices with the same seed and budget. ``init_tag`` identifies the
-    pre-trained weights (their fingerprint) in the run cache."""
-    config = finetune_config_2d(organ, steps, steps_per_epoch, model)
-    data = slice_study_data(config)
+    both arms of a (k, seed) train on the same slices with the same seed and budget (``run_steps``: ``steps``, or
+    ``min_epochs`` passes over the k slices when that is more). ``init_tag`` identifies the pre-trained weights
+    (their fingerprint) in the run cache."""
+    base = finetune_config_2d(organ, steps, steps_per_epoch, model)
+    data = slice_study_data(base)
     runs = []
     for k in ks:
+        n = len(data.train_z) if k is None else k
+        k_steps = run_steps(n, steps, min_epochs, int(base.global_batch_size))
+        config = base if k_steps == steps else finetune_config_2d(organ, k_steps, steps_per_epoch, model)
         for seed in seeds:
             z = labelled_subset(data.train_z, k, seed)
             for arm, source in (("scratch", "scratch"), ("pretrained", init)):
                 key = {"organ": organ, "slices": z, "seed": seed, "init": source,
-                       "init_tag": init_tag if arm == "pretrained" else "", "steps": steps,
+                       "init_tag": init_tag if arm == "pretrained" else "", "steps": k_steps,
                        "steps_per_epoch": steps_per_epoch, "model": model, "val_z": data.val_z}
                 name = f"{organ}_{'all' if k is None else k}_{arm}_seed{seed}"
                 result, cached = cached_run(Path(workdir) / name, key,
-                                    lambda d, z=z, source=source, seed=seed:
+                                    lambda d, z=z, source=source, seed=seed, config=config:
                                     finetune_slices(config, data, z, source, seed, d))
                 runs.append({"organ": organ, "k": len(z), "all": k is None, "seed": seed, "arm": arm, **result})
                 print(f"{organ:6s} {len(z):3d} slices seed {seed} {arm:10s}: test Dice {result['dice']:.4f} "

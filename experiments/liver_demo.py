@@ -12,7 +12,10 @@ re-estimated with the final weights on unlabelled training batches before valida
 (genesis_jax.train.precise_bn), so no run reports the Dice 0 of stale running averages.
 
 Run (CPU):
-  python experiments/liver_demo.py [--seeds 0 1 2 3 4] [--steps 200] [--pretrain-steps 300]   # ~6 min
+  python experiments/liver_demo.py [--seeds 0 1 2 3 4] [--steps 200] [--min-epochs 100] [--pretrain-steps 300]
+                                   # 10 runs of 850 steps: ~15 min
+Each run trains for max(--steps, ceil(--min-epochs * 34 / 4)) steps, 850 at the defaults (100 passes over the 34
+slices): the post-hoc convergence rule of annotation_efficiency.py, whose docstring says why and how it was chosen.
   python experiments/liver_demo.py --tiny     # a smoke run of the same path (tiny network, 2 steps)
 Writes experiments/results/liver_demo.{md,csv,json}; the last printed line is
   liver_dice: scratch=<mean>+-<sd> pretrained=<mean>+-<sd>
@@ -32,7 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "experiments"))
 
 import _study as S  # noqa: E402
-from annotation_efficiency import add_study_arguments, pretrained, resolve  # noqa: E402
+from annotation_efficiency import add_study_arguments, min_epochs, pretrained, resolve  # noqa: E402
 
 from genesis_jax.data.samples import SampleDataUnavailable, fetch_samples  # noqa: E402
 
@@ -51,7 +54,8 @@ def main(argv=None) -> int:
         return 2
     init, pre = pretrained(d)
     runs, data = S.study_runs("liver", [None], d["seeds"], d["steps"], d["steps_per_epoch"], init,
-                              pre.get("params_fingerprint", ""), d["workdir"] / "runs", d["model"])
+                              pre.get("params_fingerprint", ""), d["workdir"] / "runs", d["model"],
+                              min_epochs(d, "liver"))
     stats = {arm: S.mean_sd([r["dice"] for r in runs if r["arm"] == arm]) for arm in ("scratch", "pretrained")}
     by_seed = {(r["seed"], r["arm"]): r for r in runs}
     diff = S.paired_bootstrap([by_seed[s, "pretrained"]["dice"] - by_seed[s, "scratch"]["dice"] for s in d["seeds"]])
@@ -65,8 +69,9 @@ def main(argv=None) -> int:
     command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
     notes = [
         f"Command: `python experiments/liver_demo.py{' ' + command if command else ''}`",
-        (f"Machine: {S.machine()}; CPU only, 2D Genesis U-Net {d['model']}, {d['steps']} fine-tuning steps of batch "
-         f"4 x 64x64 slices per run, seeds {d['seeds']} (paired)."),
+        (f"Machine: {S.machine()}; CPU only, 2D Genesis U-Net {d['model']}, {runs[0]['steps']} fine-tuning "
+         f"steps of batch 4 x 64x64 slices per run (at least {d['steps']} and {min_epochs(d, 'liver')} passes "
+         f"over the labelled slices), seeds {d['seeds']} (paired)."),
         f"Paired pretrained-minus-scratch Dice: {S.fmt_ci(diff)} (bootstrap over seeds).",
         (f"Pre-training: Genesis-2D, {pre.get('step')} steps on unlabelled cubes of ct_abdomen (validation "
          "ct_chest); the test scan is never used before testing."),

@@ -47,6 +47,17 @@ def test_labelled_subsets_are_nested_per_seed_and_differ_across_seeds():
     assert study.labelled_subset(pool, 8, seed=3) != study.labelled_subset(pool, 8, seed=4)
 
 
+def test_run_steps_gives_small_subsets_the_base_budget_and_large_ones_enough_passes():
+    study = _module("_study")
+    # the study's rule (annotation_efficiency.MIN_EPOCHS: spleen 50, liver 100 passes, batch 4): 2/4/8 slices keep
+    # their 200 steps, all slices (spleen 24, liver 34) get 300 and 850
+    assert [study.run_steps(k, 200, 50, 4) for k in (2, 4, 8, 16, 24)] == [200, 200, 200, 200, 300]
+    assert [study.run_steps(k, 200, 100, 4) for k in (2, 4, 8, 34)] == [200, 200, 200, 850]
+    assert study.run_steps(34, 200, 0, 4) == 200  # min_epochs 0: the fixed budget
+    with pytest.raises(ValueError, match="n_labelled=0"):
+        study.run_steps(0, 200, 50, 4)
+
+
 def test_run_cache_reuses_only_the_same_recipe(tmp_path):
     study = _module("_study")
     calls = []
