@@ -15,8 +15,8 @@ still rising slowly at step 200 with all slices); the validation Dice curve of e
 
 POST-HOC CONVERGENCE RULE (added after the first full run, not pre-registered): every run trains for at least 200
 steps and at least MIN_EPOCHS[organ] passes over its labelled slices, ``ceil(passes * k / 4)`` steps at batch 4
-(_study.run_steps): liver 100 passes, spleen 50. It was set in rounds from mean validation curves only (the
-validation slices of ct_abdomen), never from test results:
+(_study.run_steps): liver 100 passes, spleen 50. It was set in rounds from mean validation curves (the
+validation slices of ct_abdomen); see the last round's caveat below:
   1. the first study gave every k 200 steps: 400, 200 and 100 passes over 2, 4 and 8 slices but only 24 over all
      34 liver slices and 33 over all 24 spleen slices. Its all-slices validation Dice was still rising at step 200
      (liver 0.50 -> 0.61 scratch, 0.55 -> 0.65 pre-trained from step 160 to 200) while the 2-slice curves had
