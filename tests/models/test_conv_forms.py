@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from genesis_jax.models import GenesisUNet, UNetPlusPlus
-from genesis_jax.models.layers import UpConv2x, depth_tap_conv, resolve_conv_impl, transpose_conv_2x
+from genesis_jax.models.layers import UpConv2x, _conv2d_same, depth_tap_conv, resolve_conv_impl, transpose_conv_2x
 
 HIGHEST = functools.partial(jax.default_matmul_precision, "highest")
 
@@ -72,6 +72,34 @@ def test_depth_tap_conv_equals_lax_conv_forward_and_gradient():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="stride-1 'SAME'"):
         depth_tap_conv(x, kernel, (2, 2, 2), "SAME")
+
+
+@pytest.mark.parametrize("kernel_shape", [(3, 3), (5, 3), (1, 5)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_matmul_kernel_gradient_equals_lax_conv(kernel_shape, dtype):
+    # the 2D convolution inside the depth-tap form, whose kernel gradient is our matmul: every tap's offset
+    # (non-square and 1-wide kernels, odd sizes) and both gradients against XLA's, also in bfloat16
+    kx, kk, kg = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(kx, (3, 6, 5, 4), dtype)
+    kernel = jax.random.normal(kk, (*kernel_shape, 4, 7), dtype)
+    cotangent = jax.random.normal(kg, (3, 6, 5, 7), dtype)
+
+    def native(a, b, p, t):
+        return jax.lax.conv_general_dilated(a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision=p, preferred_element_type=t)
+
+    tol = 1e-5 if dtype == jnp.float32 else 5e-2
+    with HIGHEST():
+        results = [jax.jit(jax.value_and_grad(lambda a, b, f=f: jnp.sum((f(a, b, None, None) * cotangent)
+                                                                        .astype(jnp.float32)), (0, 1)))(x, kernel)
+                   for f in (_conv2d_same, native)]
+    (v_ours, g_ours), (v_ref, g_ref) = results
+    np.testing.assert_allclose(v_ours, v_ref, rtol=tol)
+    for got, want in zip(g_ours, g_ref):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
+        np.testing.assert_allclose(np.asarray(got, np.float32) / scale, np.asarray(want, np.float32) / scale,
+                                   atol=tol)
 
 
 @pytest.mark.parametrize(
