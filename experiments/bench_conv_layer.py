@@ -1,6 +1,6 @@
 """Fwd+bwd time of ONE 3^3 convolution layer in each computed form: XLA's `native` 3D convolution, `depth_taps`
-with XLA's own kernel gradient of its 2D convolution, and `depth_taps` as the library computes it (kernel gradient
-as one matmul, ``genesis_jax.models.layers._conv2d_same``). Forms timed in alternation, medians printed; the
+with XLA's own gradients of its 2D convolution, and `depth_taps` as the library computes it (kernel and input
+gradients as one matmul each over the shifted cotangent, ``genesis_jax.models.layers._conv2d_same``). Forms timed in alternation, medians printed; the
 gradients are checked against `native` first.
 
   taskset -c 1 env XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false" \\
@@ -38,17 +38,17 @@ def main() -> int:
     def taps(a: jax.Array, b: jax.Array) -> jax.Array:
         return layers.depth_tap_conv(a, b, (1, 1, 1), "SAME")
 
-    def compiled(f, xla_kernel_grad: bool = False):
+    def compiled(f, xla_grads: bool = False):
         saved = layers._conv2d_same
-        if xla_kernel_grad:  # trace with the plain lax convolution inside the depth-tap form
+        if xla_grads:  # trace with the plain lax convolution inside the depth-tap form
             layers._conv2d_same = layers._conv2d_same_xla
         try:
             return jax.jit(jax.grad(lambda a, b, c: jnp.sum(f(a, b) * c), (0, 1))).lower(x, w, g).compile()
         finally:
             layers._conv2d_same = saved
 
-    forms = {"native": compiled(native), "depth_taps (XLA kernel grad)": compiled(taps, True),
-             "depth_taps (matmul kernel grad)": compiled(taps)}
+    forms = {"native": compiled(native), "depth_taps (XLA grads)": compiled(taps, True),
+             "depth_taps (matmul grads)": compiled(taps)}
     ref = jax.block_until_ready(forms["native"](x, w, g))
     for name, f in forms.items():
         got = jax.block_until_ready(f(x, w, g))  # also the untimed warm-up round

@@ -162,8 +162,9 @@ def _conv2d_same(x: jax.Array, w: jax.Array, precision: Any, preferred_element_t
     the Genesis U-Net's largest layers (64x64x32, batch 2) the layer's whole fwd+bwd in the depth-tap form took
     about twice as long that way as with the kernel gradient as ``xp^T @ [g shifted by each tap]``
     (``_conv2d_same_bwd``; figures in the README's performance section). Slicing the input once per tap instead
-    (kh*kw matmuls over copies of the wider operand) was slower than XLA's own. The input gradient is XLA's (a
-    convolution with the flipped kernel)."""
+    (kh*kw matmuls over copies of the wider operand) was slower than XLA's own. The input gradient reuses the same
+    shifted cotangent: ``dx = crop([g shifted by each tap] @ w^T)``, one more matmul, where XLA's (a convolution with
+    the flipped kernel) took about as long as the forward again at the widest layers."""
     return _conv2d_same_xla(x, w, precision, preferred_element_type)
 
 
@@ -173,13 +174,13 @@ def _conv2d_same_fwd(x, w, precision, preferred_element_type):
 
 def _conv2d_same_bwd(precision, preferred_element_type, residuals, g):
     x, w = residuals
-    _, input_vjp = jax.vjp(lambda a: _conv2d_same_xla(a, w, precision, preferred_element_type), x)
-    (dx,) = input_vjp(g)
-    kh, kw, c = w.shape[0], w.shape[1], x.shape[-1]
+    n, size_h, size_w, c = x.shape
+    kh, kw = w.shape[0], w.shape[1]
     ph, pw = kh // 2, kw // 2
-    # 'SAME' (odd kernels): output pixel (i, j) sees x[i + a - ph, j + b - pw], so over the padded input xp,
-    # dw[a, b] = sum_{n,p,q} xp[n, p, q] g[n, p - a, q - b]: the cotangent is shifted (it has the fewer channels)
-    # and all taps' shifts go side by side, making the kernel gradient ONE matmul (C_in, M) @ (M, kh*kw*C_out).
+    # 'SAME' (odd kernels): output pixel (i, j) sees xp[i + a, j + b] of the padded input xp, so
+    # dw[a, b] = sum_{n,p,q} xp[n, p, q] g[n, p - a, q - b] and dxp[n, p, q] = sum_{a,b} g[n, p - a, q - b] w[a, b]^T.
+    # Both read the cotangent shifted by every tap; with all taps' shifts side by side (M, kh*kw*C_out) each
+    # gradient is ONE matmul: dw = xp^T @ shifted, dxp = shifted @ w^T (then crop the padding off).
     xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).reshape(-1, c)
     shifted = jnp.concatenate(
         [jnp.pad(g, ((0, 0), (a, kh - 1 - a), (b, kw - 1 - b), (0, 0))) for a in range(kh) for b in range(kw)],
@@ -188,6 +189,10 @@ def _conv2d_same_bwd(precision, preferred_element_type, residuals, g):
     dw = jax.lax.dot_general(xp, shifted, (((0,), (0,)), ((), ())), precision=precision,
                              preferred_element_type=jnp.float32)  # (C_in, taps * C_out)
     dw = dw.reshape(c, kh, kw, -1).transpose(1, 2, 0, 3).astype(w.dtype)
+    w_rows = jnp.transpose(w, (0, 1, 3, 2)).reshape(-1, c).astype(shifted.dtype)  # row (a, b, o) = w[a, b, :, o]
+    dxp = jax.lax.dot_general(shifted, w_rows, (((1,), (0,)), ((), ())), precision=precision,
+                              preferred_element_type=jnp.float32)  # (M, C_in)
+    dx = dxp.reshape(n, size_h + 2 * ph, size_w + 2 * pw, c)[:, ph : ph + size_h, pw : pw + size_w]
     return dx.astype(x.dtype), dw
 
 

@@ -76,8 +76,8 @@ def test_depth_tap_conv_equals_lax_conv_forward_and_gradient():
 
 @pytest.mark.parametrize("kernel_shape", [(3, 3), (5, 3), (1, 5)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_matmul_kernel_gradient_equals_lax_conv(kernel_shape, dtype):
-    # the 2D convolution inside the depth-tap form, whose kernel gradient is our matmul: every tap's offset
+def test_matmul_gradients_equal_lax_conv(kernel_shape, dtype):
+    # the 2D convolution inside the depth-tap form, whose two gradients are our matmuls: every tap's offset
     # (non-square and 1-wide kernels, odd sizes) and both gradients against XLA's, also in bfloat16
     kx, kk, kg = jax.random.split(jax.random.key(5), 3)
     x = jax.random.normal(kx, (3, 6, 5, 4), dtype)
