@@ -169,6 +169,8 @@ def main() -> int:
 
     device = f"{jax.devices()[0].device_kind} ({platform})"
     xla_flags = os.environ.get("XLA_FLAGS") or "(none)"
+    if os.environ.get("GLIBC_TUNABLES"):  # e.g. glibc.malloc.hugetlb=1 (README, Performance): both frameworks get it
+        xla_flags += f"`; GLIBC_TUNABLES: `{os.environ['GLIBC_TUNABLES']}"
     torch = None
     if not args.no_torch:
         try:

@@ -97,7 +97,8 @@ def resolve_conv_impl(impl: str, ndim: int, kernel: int, platform: str | None = 
     'native' is ``lax.conv_general_dilated`` as XLA lowers it; 'depth_taps' (3D, odd kernels) computes the same
     convolution as ONE 2D convolution over (Y, Z) whose input channels are the ``kernel`` shifted copies of the
     input along X (``depth_tap_conv``). With ``impl='auto'``: 'depth_taps' for 3D 3^3 convolutions on XLA:CPU,
-    where it was faster at every layer shape of the Genesis U-Net measured (``experiments/bench_step.py --forms``,
+    where it was faster at every layer shape of the Genesis U-Net measured but the single-channel image layer
+    (``_auto_cpu_conv`` keeps XLA's convolution there) (``experiments/bench_step.py --forms``,
     figures in the README's performance section), 'native' everywhere else (GPU/TPU have tuned 3D convolution
     kernels; 1^n and 2D convolutions gain nothing). ``platform`` defaults to ``jax.default_backend()``.
     """
@@ -145,6 +146,16 @@ def depth_tap_conv(
     kernel_2d = jnp.moveaxis(rhs, 0, 2).reshape(rhs.shape[1], rhs.shape[2], k * channels, rhs.shape[-1])
     out = _conv2d_same(stacked, kernel_2d, precision, preferred_element_type)
     return out.reshape(n, size_x, size_y, size_z, rhs.shape[-1])
+
+
+def _auto_cpu_conv(lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+    """``conv_impl='auto'`` on XLA:CPU: the depth-tap form, except for a single-channel input (a network's image
+    layer), where XLA's own convolution was 6x faster (fwd + kernel gradient, 1->32 channels at 64x64x32, batch 2:
+    91 ms vs 598 ms; from 2 input channels up, with the input gradient as well, the tap form won at every width
+    measured). The choice is made at trace time from the input's static channel count."""
+    if lhs.shape[-1] == 1:
+        return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
+    return depth_tap_conv(lhs, rhs, *args, **kwargs)
 
 
 def _conv2d_same_xla(x: jax.Array, w: jax.Array, precision: Any, preferred_element_type: Any) -> jax.Array:
@@ -204,7 +215,7 @@ def conv(
 ) -> nn.Conv:
     """An N-d 'same' convolution with bias and float32 parameters, in the form ``resolve_conv_impl`` picks."""
     if resolve_conv_impl(impl, ndim, kernel) == "depth_taps":
-        kwargs["conv_general_dilated"] = depth_tap_conv
+        kwargs["conv_general_dilated"] = depth_tap_conv if impl == "depth_taps" else _auto_cpu_conv
     return nn.Conv(
         features,
         (kernel,) * ndim,

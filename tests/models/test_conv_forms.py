@@ -3,6 +3,7 @@ depth-to-space against ``lax.conv_transpose`` (the flax ``ConvTranspose`` it rep
 convolution against ``lax.conv``, in outputs and gradients; the choice rule of ``conv_impl``."""
 
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -111,7 +112,7 @@ def test_every_conv_impl_gives_the_same_outputs_and_gradients(model):
     x = jax.random.uniform(jax.random.key(4), (2, 8, 4, 4, 1))
     variables = jax.jit(model.init)(jax.random.key(0), x)
     results = {}
-    for impl in ("native", "depth_taps"):
+    for impl in ("native", "depth_taps", "auto"):
         m = model.clone(conv_impl=impl)
         # the loss of a training step: BatchNorm in training mode, gradient through every layer
         def loss(p, m=m):
@@ -119,10 +120,27 @@ def test_every_conv_impl_gives_the_same_outputs_and_gradients(model):
 
         with HIGHEST():
             results[impl] = jax.jit(jax.value_and_grad(loss))(variables["params"])
-    (l_native, g_native), (l_taps, g_taps) = results["native"], results["depth_taps"]
-    np.testing.assert_allclose(l_taps, l_native, rtol=1e-5)
-    assert jax.tree.structure(g_taps) == jax.tree.structure(g_native)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), g_taps, g_native)
+    l_native, g_native = results["native"]
+    for impl in ("depth_taps", "auto"):
+        l_form, g_form = results[impl]
+        np.testing.assert_allclose(l_form, l_native, rtol=1e-5)
+        assert jax.tree.structure(g_form) == jax.tree.structure(g_native)
+        jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-4, atol=1e-6), g_form, g_native)
+
+
+def test_auto_on_cpu_keeps_xla_convolution_for_the_single_channel_image_layer():
+    from genesis_jax.models.layers import _auto_cpu_conv
+
+    def convolution_ranks(channels):
+        x, w = jnp.zeros((1, 4, 4, 4, channels)), jnp.zeros((3, 3, 3, channels, 2))
+        hlo = jax.jit(lambda a, b: _auto_cpu_conv(a, b, (1, 1, 1), "SAME",
+                                                  dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))).lower(x, w)
+        lines = [ln for ln in hlo.as_text().splitlines() if "stablehlo.convolution" in ln]
+        # the input operand's rank: "(tensor<1x4x4x4x1xf32>, ..." has 5 dimensions
+        return [re.search(r":\s*\(tensor<((?:\d+x)+)f32>", ln).group(1).count("x") for ln in lines]
+
+    assert convolution_ranks(1) == [5]  # XLA's 3D convolution
+    assert convolution_ranks(2) == [4]  # the depth-tap form: one 2D convolution
 
 
 def test_conv_impl_rule():
