@@ -24,7 +24,7 @@ import jax.numpy as jnp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genesis_jax.models import layers  # noqa: E402
+from genesis_jax.models import layers
 
 
 def unet_layers(width: int, cube: tuple[int, int, int], batch: int) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -85,12 +85,12 @@ def main() -> int:
         ms = {}
         for name, form in (("native", native), ("depth_taps", taps)):
             grad = jax.jit(jax.grad(lambda a, b, c, f=form: jnp.sum(f(a, b) * c), wrt)).lower(x, w, g).compile()
-            ms[name] = best_of(lambda grad=grad: jax.block_until_ready(grad(x, w, g)), args.rounds) * 1e3
+            ms[name] = best_of(lambda grad=grad, x=x, w=w, g=g: jax.block_until_ready(grad(x, w, g)), args.rounds) * 1e3
         if torch is not None:
             conv = torch.nn.Conv3d(cin, cout, 3, padding=1)
             tx = torch.randn(shape[0], cin, *shape[1:], requires_grad=cin > 1)
 
-            def torch_step() -> None:
+            def torch_step(conv=conv, tx=tx) -> None:
                 y = conv(tx)
                 y.backward(torch.ones_like(y))
 
