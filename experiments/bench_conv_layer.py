@@ -19,6 +19,16 @@ import jax.numpy as jnp
 from genesis_jax.models import layers
 
 
+def native(a: jax.Array, b: jax.Array) -> jax.Array:
+    """XLA's own 3D convolution, channels-last, stride 1, 'SAME'."""
+    return jax.lax.conv_general_dilated(a, b, (1, 1, 1), "SAME", dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))
+
+
+def taps(a: jax.Array, b: jax.Array) -> jax.Array:
+    """The library's depth-tap form of the same convolution."""
+    return layers.depth_tap_conv(a, b, (1, 1, 1), "SAME")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("cin", type=int)
@@ -31,12 +41,6 @@ def main() -> int:
     x = jax.random.normal(kx, (n, sx, sy, sz, args.cin))
     w = jax.random.normal(kw, (3, 3, 3, args.cin, args.cout)) * 0.05
     g = jax.random.normal(kg, (n, sx, sy, sz, args.cout))
-
-    def native(a: jax.Array, b: jax.Array) -> jax.Array:
-        return jax.lax.conv_general_dilated(a, b, (1, 1, 1), "SAME", dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))
-
-    def taps(a: jax.Array, b: jax.Array) -> jax.Array:
-        return layers.depth_tap_conv(a, b, (1, 1, 1), "SAME")
 
     def compiled(f, xla_grads: bool = False):
         saved = layers._conv2d_same

@@ -169,8 +169,8 @@ def main() -> int:
 
     device = f"{jax.devices()[0].device_kind} ({platform})"
     xla_flags = os.environ.get("XLA_FLAGS") or "(none)"
-    if os.environ.get("GLIBC_TUNABLES"):  # e.g. glibc.malloc.hugetlb=1 (README, Performance): both frameworks get it
-        xla_flags += f"`; GLIBC_TUNABLES: `{os.environ['GLIBC_TUNABLES']}"
+    glibc_tunables = os.environ.get("GLIBC_TUNABLES")  # e.g. glibc.malloc.hugetlb=1 (README): both frameworks get it
+    tunables = f"; GLIBC_TUNABLES: {glibc_tunables}" if glibc_tunables else ""
     torch = None
     if not args.no_torch:
         try:
@@ -187,7 +187,7 @@ def main() -> int:
         return f"{os.getloadavg()[0]:.1f}"
 
     tname += f", {torch.get_num_threads()} threads" if tdev is not None and tdev.type == "cpu" else ""
-    print(f"device: {device}; jax {jax.__version__}; XLA_FLAGS: {xla_flags}; torch "
+    print(f"device: {device}; jax {jax.__version__}; XLA_FLAGS: {xla_flags}{tunables}; torch "
           f"{getattr(torch, '__version__', '-')} on {tname or '-'}; {rounds} rounds; load average {load()}", flush=True)
 
     header = ("| width | cube | batch | dtype | " + " | ".join(f"ours ({f}) ms" for f in args.forms)
@@ -206,7 +206,7 @@ def main() -> int:
         partial = "" if done else f"PARTIAL: {len(rows)} of {len(plan)} rows so far. "
         out.write_text(
             f"# bench_step\n\nCommand: `python experiments/bench_step.py {' '.join(sys.argv[1:])}`\n\n"
-            f"Device: {device}; jax {jax.__version__}; XLA_FLAGS: `{xla_flags}`; PyTorch "
+            f"Device: {device}; jax {jax.__version__}; XLA_FLAGS: `{xla_flags}`{tunables}; PyTorch "
             f"{getattr(torch, '__version__', '-')} on {tname or '-'}. {partial}Median of {rounds} rounds, ours and "
             f"PyTorch in alternation (one untimed round first). Step = fwd + MSE bwd + SGD update of the Genesis U-Net "
             f"`pytorch` variant (BatchNorm on batch statistics), depth 4. Load average = 1-minute load at the start "

@@ -7,15 +7,14 @@ whole step's time goes (bench_step.py times the whole step).
 
 Expected: one line per layer (input -> output channels, shape, milliseconds per form) and a total line; the table
 is written to --out (default experiments/results/bench_unet_layers_<platform>.md). The image layer (1 input
-channel) is timed without its input gradient, as in training. Each time is the faster of --rounds calls after one
-untimed call.
+channel) is timed without its input gradient, as in training. Each time is the median of --rounds calls after one
+untimed call (models/timing.median_seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -24,7 +23,9 @@ import jax.numpy as jnp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genesis_jax.models import layers
+from bench_conv_layer import native, taps  # experiments/ is on sys.path when run as a script
+
+from genesis_jax.models.timing import median_seconds
 
 
 def unet_layers(width: int, cube: tuple[int, int, int], batch: int) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -38,16 +39,6 @@ def unet_layers(width: int, cube: tuple[int, int, int], batch: int) -> list[tupl
     decoder = [(24 * w, 8 * w, 2), (8 * w, 8 * w, 2), (12 * w, 4 * w, 1), (4 * w, 4 * w, 1), (6 * w, 2 * w, 0),
                (2 * w, 2 * w, 0)]
     return [(cin, cout, shape(level)) for cin, cout, level in encoder + decoder]
-
-
-def best_of(fn, rounds: int) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> int:
@@ -68,12 +59,6 @@ def main() -> int:
         if args.torch_threads:
             torch.set_num_threads(args.torch_threads)
 
-    def native(a: jax.Array, b: jax.Array) -> jax.Array:
-        return jax.lax.conv_general_dilated(a, b, (1, 1, 1), "SAME", dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))
-
-    def taps(a: jax.Array, b: jax.Array) -> jax.Array:
-        return layers.depth_tap_conv(a, b, (1, 1, 1), "SAME")
-
     key = jax.random.key(0)
     header = "| layer | N,X,Y,Z | native ms | depth_taps ms | PyTorch ms |"
     rows, totals = [], {"native": 0.0, "depth_taps": 0.0, "torch": 0.0}
@@ -85,7 +70,7 @@ def main() -> int:
         ms = {}
         for name, form in (("native", native), ("depth_taps", taps)):
             grad = jax.jit(jax.grad(lambda a, b, c, f=form: jnp.sum(f(a, b) * c), wrt)).lower(x, w, g).compile()
-            ms[name] = best_of(lambda grad=grad, x=x, w=w, g=g: jax.block_until_ready(grad(x, w, g)), args.rounds) * 1e3
+            ms[name] = median_seconds(grad, x, w, g, repeats=args.rounds) * 1e3
         if torch is not None:
             conv = torch.nn.Conv3d(cin, cout, 3, padding=1)
             tx = torch.randn(shape[0], cin, *shape[1:], requires_grad=cin > 1)
@@ -94,16 +79,16 @@ def main() -> int:
                 y = conv(tx)
                 y.backward(torch.ones_like(y))
 
-            ms["torch"] = best_of(torch_step, args.rounds) * 1e3
+            ms["torch"] = median_seconds(torch_step, repeats=args.rounds) * 1e3
         for k, v in ms.items():
             totals[k] += v
+        torch_ms = f"{ms['torch']:.0f}" if "torch" in ms else "-"
         line = (f"| {cin}->{cout} | {','.join(map(str, shape))} | {ms['native']:.0f} | {ms['depth_taps']:.0f} | "
-                f"{ms['torch']:.0f} |" if "torch" in ms else
-                f"| {cin}->{cout} | {','.join(map(str, shape))} | {ms['native']:.0f} | {ms['depth_taps']:.0f} | - |")
+                f"{torch_ms} |")
         print(line, flush=True)
         rows.append(line)
-    total = (f"| total | | {totals['native']:.0f} | {totals['depth_taps']:.0f} | "
-             f"{totals['torch']:.0f} |" if torch is not None else "")
+    torch_total = f"{totals['torch']:.0f}" if torch is not None else "-"
+    total = f"| total | | {totals['native']:.0f} | {totals['depth_taps']:.0f} | {torch_total} |"
     print(total)
     platform = jax.default_backend()
     out = Path(args.out or REPO / f"experiments/results/bench_unet_layers_{platform}.md")
@@ -112,7 +97,7 @@ def main() -> int:
     out.write_text(
         f"# bench_unet_layers\n\nCommand: `python experiments/bench_unet_layers.py {' '.join(sys.argv[1:])}`\n\n"
         f"Device: {jax.devices()[0].device_kind} ({platform}); jax {jax.__version__}; {tinfo}. Width {args.width}, "
-        f"cube {args.cube}, batch {args.batch}; fwd+bwd per layer, best of {args.rounds}.\n\n"
+        f"cube {args.cube}, batch {args.batch}; fwd+bwd per layer, median of {args.rounds}.\n\n"
         + "\n".join([header, "|---|---|---|---|---|", *rows, total]) + "\n"
     )
     print(f"table written to {out}")

@@ -91,16 +91,19 @@ ConvImpl = Literal["auto", "native", "depth_taps"]
 CONV_IMPLS: tuple[str, ...] = ("auto", "native", "depth_taps")
 
 
-def resolve_conv_impl(impl: str, ndim: int, kernel: int, platform: str | None = None) -> str:
+def resolve_conv_impl(
+    impl: str, ndim: int, kernel: int, platform: str | None = None, in_channels: int | None = None
+) -> str:
     """The one place where the form of a convolution is chosen: 'native' or 'depth_taps'.
 
     'native' is ``lax.conv_general_dilated`` as XLA lowers it; 'depth_taps' (3D, odd kernels) computes the same
     convolution as ONE 2D convolution over (Y, Z) whose input channels are the ``kernel`` shifted copies of the
     input along X (``depth_tap_conv``). With ``impl='auto'``: 'depth_taps' for 3D 3^3 convolutions on XLA:CPU,
-    where it was faster at every layer shape of the Genesis U-Net measured but the single-channel image layer
-    (``_auto_cpu_conv`` keeps XLA's convolution there) (``experiments/bench_step.py --forms``,
-    figures in the README's performance section), 'native' everywhere else (GPU/TPU have tuned 3D convolution
-    kernels; 1^n and 2D convolutions gain nothing). ``platform`` defaults to ``jax.default_backend()``.
+    where it was faster at every layer shape of the Genesis U-Net measured (``experiments/bench_unet_layers.py``,
+    figures in the README's performance section) except a single-channel input (``in_channels=1``, the image layer:
+    XLA's convolution was 6x faster, 91 ms vs 598 ms fwd + kernel gradient for 1->32 at 64x64x32, batch 2);
+    'native' everywhere else (GPU/TPU have tuned 3D convolution kernels; 1^n and 2D convolutions gain nothing).
+    ``platform`` defaults to ``jax.default_backend()``; ``in_channels=None`` (not known yet) does not exclude taps.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
@@ -108,6 +111,8 @@ def resolve_conv_impl(impl: str, ndim: int, kernel: int, platform: str | None = 
         return "native"  # the tap form exists for odd 3D kernels; 1^n is a matmul either way
     if impl != "auto":
         return impl
+    if in_channels == 1:
+        return "native"
     return "depth_taps" if (platform or jax.default_backend()) == "cpu" else "native"
 
 
@@ -149,11 +154,9 @@ def depth_tap_conv(
 
 
 def _auto_cpu_conv(lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
-    """``conv_impl='auto'`` on XLA:CPU: the depth-tap form, except for a single-channel input (a network's image
-    layer), where XLA's own convolution was 6x faster (fwd + kernel gradient, 1->32 channels at 64x64x32, batch 2:
-    91 ms vs 598 ms; from 2 input channels up, with the input gradient as well, the tap form won at every width
-    measured). The choice is made at trace time from the input's static channel count."""
-    if lhs.shape[-1] == 1:
+    """``conv_impl='auto'`` where taps were chosen before the input was seen: ``resolve_conv_impl`` decides again
+    with the input's static channel count, at trace time."""
+    if resolve_conv_impl("auto", 3, rhs.shape[0], in_channels=lhs.shape[-1]) == "native":
         return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
     return depth_tap_conv(lhs, rhs, *args, **kwargs)
 

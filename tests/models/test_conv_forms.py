@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from genesis_jax.models import GenesisUNet, UNetPlusPlus
-from genesis_jax.models.layers import UpConv2x, _conv2d_same, depth_tap_conv, resolve_conv_impl, transpose_conv_2x
+from genesis_jax.models.layers import (
+    UpConv2x, _auto_cpu_conv, _conv2d_same, depth_tap_conv, resolve_conv_impl, transpose_conv_2x,
+)
 
 HIGHEST = functools.partial(jax.default_matmul_precision, "highest")
 
@@ -129,8 +131,6 @@ def test_every_conv_impl_gives_the_same_outputs_and_gradients(model):
 
 
 def test_auto_on_cpu_keeps_xla_convolution_for_the_single_channel_image_layer():
-    from genesis_jax.models.layers import _auto_cpu_conv
-
     def convolution_ranks(channels):
         x, w = jnp.zeros((1, 4, 4, 4, channels)), jnp.zeros((3, 3, 3, channels, 2))
         hlo = jax.jit(lambda a, b: _auto_cpu_conv(a, b, (1, 1, 1), "SAME",
@@ -150,5 +150,7 @@ def test_conv_impl_rule():
     assert resolve_conv_impl("depth_taps", 2, 3, platform="cpu") == "native"  # no tap form in 2D
     assert resolve_conv_impl("depth_taps", 3, 1, platform="gpu") == "native"  # 1^3 heads stay matmuls
     assert resolve_conv_impl("depth_taps", 3, 3, platform="gpu") == "depth_taps"  # an explicit choice wins
+    assert resolve_conv_impl("auto", 3, 3, platform="cpu", in_channels=1) == "native"  # the image layer
+    assert resolve_conv_impl("depth_taps", 3, 3, platform="cpu", in_channels=1) == "depth_taps"
     with pytest.raises(ValueError, match="conv_impl must be one of"):
         resolve_conv_impl("fast", 3, 3)
