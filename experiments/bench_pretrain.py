@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.runtime import prefer_wide_cpu_vectors  # noqa: E402
+from genesis_jax.runtime import tune_cpu_runtime  # noqa: E402
 from genesis_jax.data.pipeline import global_batch, pretrain_dataset  # noqa: E402
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh  # noqa: E402
 from genesis_jax.train.pretrain import make_restoration_prepare  # noqa: E402
@@ -94,7 +94,7 @@ def timed(run_step, steps: int, warmup: int, sync) -> float:
 
 def main() -> int:
     args = parse_args()
-    prefer_wide_cpu_vectors()  # before the first JAX computation, like the genesis-jax command
+    tune_cpu_runtime()  # before the first JAX computation, like the genesis-jax command
     from genesis_jax.transforms import restoration_batch
     from published_numpy_transforms import PublishedTransforms
 

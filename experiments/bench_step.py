@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.runtime import prefer_wide_cpu_vectors  # noqa: E402
+from genesis_jax.runtime import prefer_wide_cpu_vectors, tune_cpu_runtime  # noqa: E402
 
 FULL_GRID = [(w, c, b) for w in (4, 32) for c in ((32, 32, 16), (64, 64, 32)) for b in (2, 6)]
 CPU_LEFT_OUT = [(32, (32, 32, 16), 6), (32, (64, 64, 32), 6)]
@@ -79,6 +79,9 @@ def parse_args() -> argparse.Namespace:
                    help="torch.set_num_threads (default torch's own; on a CPU shared with other jobs its spinning "
                    "OpenMP threads can be far slower than 1 thread)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (no genesis_jax.runtime.reuse_freed_host_memory, which the "
+                   "genesis-jax command applies on CPU); it is process-wide, so it applies to PyTorch too")
     p.add_argument("--out", default=None, help="markdown table path (default experiments/results/bench_step_<platform>.md)")
     return p.parse_args()
 
@@ -155,7 +158,7 @@ def upconv_rows(rounds: int) -> list[str]:
 
 def main() -> int:
     args = parse_args()
-    prefer_wide_cpu_vectors()
+    tuned = {"wide_vectors": prefer_wide_cpu_vectors()} if args.default_malloc else tune_cpu_runtime()
     platform = jax.devices()[0].platform
     on_cpu = platform == "cpu"
     rounds = args.rounds or (3 if on_cpu else 20)
@@ -171,6 +174,8 @@ def main() -> int:
     xla_flags = os.environ.get("XLA_FLAGS") or "(none)"
     glibc_tunables = os.environ.get("GLIBC_TUNABLES")  # e.g. glibc.malloc.hugetlb=1 (README): both frameworks get it
     tunables = f"; GLIBC_TUNABLES: {glibc_tunables}" if glibc_tunables else ""
+    if tuned.get("reuse_freed_host_memory"):
+        tunables += "; host allocator: genesis_jax.runtime.reuse_freed_host_memory (both frameworks)"
     torch = None
     if not args.no_torch:
         try:

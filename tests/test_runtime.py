@@ -1,4 +1,5 @@
-"""XLA:CPU flags set by genesis_jax.runtime: when they are added, when they are left alone, and that XLA accepts them."""
+"""Process settings of genesis_jax.runtime: the XLA:CPU flags (when they are added, when they are left alone, and
+that XLA accepts them) and the allocator setting that stops every step faulting its buffers in again."""
 
 import subprocess
 import sys
@@ -68,3 +69,48 @@ def test_xla_accepts_the_flag():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "4032.0"
+
+
+_FAULTS = """
+import resource, sys, threading
+import numpy as np
+if sys.argv[1] == "reuse":
+    from genesis_jax import runtime
+    assert runtime.reuse_freed_host_memory({})
+faults = []
+def twice():  # what an XLA:CPU step does with its temporaries: allocate, write, free, again the next step
+    for i in range(2):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        block = np.ones(50_000_000)  # 400 MB
+        del block
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+twice()
+worker = threading.Thread(target=twice)  # XLA runs steps on its own threads, which get arenas of their own
+worker.start(); worker.join()
+print(faults[1], faults[3])
+"""
+
+
+@pytest.mark.parametrize("setting", ["default", "reuse"])
+def test_second_allocation_reuses_the_first_ones_pages(setting):
+    done = subprocess.run([sys.executable, "-c", _FAULTS, setting], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr
+    main_thread, worker = (int(v) for v in done.stdout.split())
+    # a fresh 400 MB mapping faults in at least 200 pages even with 2 MB transparent huge pages; reused: none
+    if setting == "reuse":
+        assert main_thread < 20 and worker < 20, done.stdout
+    else:
+        assert main_thread >= 100 and worker >= 100, done.stdout
+
+
+def test_malloc_tunables_of_the_user_win_and_it_is_too_late_once_jax_has_started():
+    assert not runtime.reuse_freed_host_memory({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    jax.devices()
+    assert not runtime.reuse_freed_host_memory({})
+
+
+def test_will_run_on_cpu_follows_jax_platforms():
+    assert runtime.will_run_on_cpu({"JAX_PLATFORMS": "cpu"})
+    assert not runtime.will_run_on_cpu({"JAX_PLATFORMS": "cuda,cpu"})
+    assert not runtime.will_run_on_cpu({"JAX_PLATFORMS": "tpu"})

@@ -67,9 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if rest and not getattr(args, "accepts_config_overrides", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    from genesis_jax.runtime import prefer_wide_cpu_vectors
+    from genesis_jax.runtime import tune_cpu_runtime
 
-    prefer_wide_cpu_vectors()  # before the subcommand's first JAX computation
+    tune_cpu_runtime()  # before the subcommand's first JAX computation
     command = " ".join(filter(None, (args.command, getattr(args, "al_command", None),
                                      getattr(args, "data_command", None))))
     try:

@@ -58,11 +58,13 @@ def test_upconv_has_the_flax_conv_transpose_parameters_and_outputs(dtype):
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), rtol=tol, atol=tol)
 
 
-def test_depth_tap_conv_equals_lax_conv_forward_and_gradient():
+@pytest.mark.parametrize("k, size_x", [(3, 5), (5, 6), (5, 2)])
+def test_depth_tap_conv_equals_lax_conv_forward_and_gradient(k, size_x):
+    # every X shift of the stacked taps (kernel 5; a volume thinner than the kernel) against XLA's 3D convolution
     kx, kk, kg = jax.random.split(jax.random.key(3), 3)
-    x = jax.random.normal(kx, (2, 5, 4, 3, 3))
-    kernel = jax.random.normal(kk, (3, 3, 3, 3, 4))
-    cotangent = jax.random.normal(kg, (2, 5, 4, 3, 4))
+    x = jax.random.normal(kx, (2, size_x, 4, 3, 3))
+    kernel = jax.random.normal(kk, (k, k, k, 3, 4))
+    cotangent = jax.random.normal(kg, (2, size_x, 4, 3, 4))
     spec = ("NXYZC", "XYZIO", "NXYZC")
     native = functools.partial(jax.lax.conv_general_dilated, window_strides=(1, 1, 1), padding="SAME",
                                dimension_numbers=spec)
