@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from genesis_jax.models import layers
+from genesis_jax.runtime import tune_cpu_runtime
 
 
 def native(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -36,6 +37,7 @@ def main() -> int:
     p.add_argument("--shape", default="2,64,64,32", help="N,X,Y,Z (default 2,64,64,32)")
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
+    tune_cpu_runtime()  # as the genesis-jax command does: the allocator setting applies to PyTorch too
     n, sx, sy, sz = (int(v) for v in args.shape.split(","))
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)
     x = jax.random.normal(kx, (n, sx, sy, sz, args.cin))

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from bench_conv_layer import native, taps  # experiments/ is on sys.path when run as a script
 
 from genesis_jax.models.timing import median_seconds
+from genesis_jax.runtime import tune_cpu_runtime
 
 
 def unet_layers(width: int, cube: tuple[int, int, int], batch: int) -> list[tuple[int, int, tuple[int, ...]]]:
@@ -51,6 +52,7 @@ def main() -> int:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    tune_cpu_runtime()  # as the genesis-jax command does: the allocator setting applies to PyTorch too
     cube = tuple(int(v) for v in args.cube.split(","))
     torch = None
     if not args.no_torch:
