@@ -14,7 +14,9 @@ One step is what pre-training runs: forward, MSE backward and the SGD (lr 1.0, m
 U-Net, `pytorch` variant, BatchNorm with batch statistics as published. Ours is genesis_jax.train.steps'
 jitted step (compiled once before timing); PyTorch's is tests/interop/torch_unet3d.py's UNet3D on the same device
 (CUDA when JAX runs on a GPU and torch sees one). The two are timed in alternation, one step each per round, after
-one untimed round, and the median over rounds is reported, so a machine shared with other jobs slows both alike.
+``--warmup`` untimed rounds (default 2: the first compiles, and the second still finds the host allocator's heap
+growing to the step's peak), and the median over rounds is reported, so a machine shared with other jobs slows both
+alike.
 bfloat16: ours computes in bfloat16 with float32 parameters (``model.dtype``), PyTorch under
 ``torch.autocast(dtype=torch.bfloat16)``.
 
@@ -74,6 +76,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--forms", nargs="+", default=["auto"], choices=["auto", "native", "depth_taps"],
                    help="conv_impl values to time ours with")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 20 GPU/TPU, 3 CPU)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed rounds before the timed ones (default 2)")
     p.add_argument("--upconv", action="store_true", help="also time the 2x up-sampling layer in both forms")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="torch.set_num_threads (default torch's own; on a CPU shared with other jobs its spinning "
@@ -213,7 +216,7 @@ def main() -> int:
             f"# bench_step\n\nCommand: `python experiments/bench_step.py {' '.join(sys.argv[1:])}`\n\n"
             f"Device: {device}; jax {jax.__version__}; XLA_FLAGS: `{xla_flags}`{tunables}; PyTorch "
             f"{getattr(torch, '__version__', '-')} on {tname or '-'}. {partial}Median of {rounds} rounds, ours and "
-            f"PyTorch in alternation (one untimed round first). Step = fwd + MSE bwd + SGD update of the Genesis U-Net "
+            f"PyTorch in alternation ({args.warmup} untimed rounds first). Step = fwd + MSE bwd + SGD update of the Genesis U-Net "
             f"`pytorch` variant (BatchNorm on batch statistics), depth 4. Load average = 1-minute load at the start "
             f"and end of each row (the machine may be shared). {left_out}\n\n"
             + "\n".join([header, "|" + "---|" * (len(args.forms) + 7), *rows]) + "\n\n"
@@ -238,7 +241,7 @@ def main() -> int:
         tsync = (lambda: torch.cuda.synchronize()) if tdev is not None and tdev.type == "cuda" else (lambda: None)
         times: dict[str, list[float]] = {name: [] for name in [*ours, "torch"]}
         load_start = load()
-        for r in range(rounds + 1):  # round 0 compiles / warms up and is not timed
+        for r in range(args.warmup + rounds):  # the warm-up rounds compile and fill the heap; not timed
             for name, (run, wait) in ours.items():
                 start = time.perf_counter()
                 run(batch_dev)
@@ -249,7 +252,7 @@ def main() -> int:
                 tstep(tx, ty)
                 tsync()
                 times["torch"].append(time.perf_counter() - start)
-        med = {k: statistics.median(v[1:]) for k, v in times.items() if len(v) > 1}
+        med = {k: statistics.median(v[args.warmup:]) for k, v in times.items() if len(v) > args.warmup}
         first = args.forms[0]
         ratio = med["torch"] / med[first] if "torch" in med else float("nan")
         if (width, cube, batch, dtype) == HEADLINE or not headline:

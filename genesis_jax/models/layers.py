@@ -191,23 +191,24 @@ def _conv2d_same_bwd(precision, preferred_element_type, residuals, g):
     n, size_h, size_w, c = x.shape
     kh, kw = w.shape[0], w.shape[1]
     ph, pw = kh // 2, kw // 2
-    # 'SAME' (odd kernels): output pixel (i, j) sees xp[i + a, j + b] of the padded input xp, so
-    # dw[a, b] = sum_{n,p,q} xp[n, p, q] g[n, p - a, q - b] and dxp[n, p, q] = sum_{a,b} g[n, p - a, q - b] w[a, b]^T.
-    # Both read the cotangent shifted by every tap; with all taps' shifts side by side (M, kh*kw*C_out) each
-    # gradient is ONE matmul: dw = xp^T @ shifted, dxp = shifted @ w^T (then crop the padding off).
-    xp = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))).reshape(-1, c)
+    # 'SAME' (odd kernels): out[i, j] = sum_{a,b} x[i + a - ph, j + b - pw] w[a, b] (zero outside), so
+    # dw[a, b] = sum_{n,i,j} x[n, i, j] g[n, i - a + ph, j - b + pw] and dx[n, i, j] = sum_{a,b} g[n, i - a + ph,
+    # j - b + pw] w[a, b]^T. Both read the cotangent shifted by every tap; with all taps' shifts side by side
+    # (M, kh*kw*C_out) each gradient is ONE matmul: dw = x^T @ shifted, dx = shifted @ w^T. M counts the voxels
+    # only: no rows for padding (a tenth of the rows at 64x64x32, two fifths at 16x16x8).
+    gp = jnp.pad(g, ((0, 0), (ph, ph), (pw, pw), (0, 0)))  # gp[i + ph] = g[i]
     shifted = jnp.concatenate(
-        [jnp.pad(g, ((0, 0), (a, kh - 1 - a), (b, kw - 1 - b), (0, 0))) for a in range(kh) for b in range(kw)],
+        [gp[:, 2 * ph - a : 2 * ph - a + size_h, 2 * pw - b : 2 * pw - b + size_w] for a in range(kh)
+         for b in range(kw)],
         axis=-1,
-    ).reshape(xp.shape[0], -1)
-    dw = jax.lax.dot_general(xp, shifted, (((0,), (0,)), ((), ())), precision=precision,
+    ).reshape(n * size_h * size_w, -1)
+    dw = jax.lax.dot_general(x.reshape(-1, c), shifted, (((0,), (0,)), ((), ())), precision=precision,
                              preferred_element_type=jnp.float32)  # (C_in, taps * C_out)
     dw = dw.reshape(c, kh, kw, -1).transpose(1, 2, 0, 3).astype(w.dtype)
     w_rows = jnp.transpose(w, (0, 1, 3, 2)).reshape(-1, c).astype(shifted.dtype)  # row (a, b, o) = w[a, b, :, o]
-    dxp = jax.lax.dot_general(shifted, w_rows, (((1,), (0,)), ((), ())), precision=precision,
-                              preferred_element_type=jnp.float32)  # (M, C_in)
-    dx = dxp.reshape(n, size_h + 2 * ph, size_w + 2 * pw, c)[:, ph : ph + size_h, pw : pw + size_w]
-    return dx.astype(x.dtype), dw
+    dx = jax.lax.dot_general(shifted, w_rows, (((1,), (0,)), ((), ())), precision=precision,
+                             preferred_element_type=jnp.float32)  # (M, C_in)
+    return dx.reshape(x.shape).astype(x.dtype), dw
 
 
 _conv2d_same.defvjp(_conv2d_same_fwd, _conv2d_same_bwd)
