@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.runtime import prefer_wide_cpu_vectors, tune_cpu_runtime  # noqa: E402
+from genesis_jax.runtime import tune_cpu_runtime  # noqa: E402
 
 FULL_GRID = [(w, c, b) for w in (4, 32) for c in ((32, 32, 16), (64, 64, 32)) for b in (2, 6)]
 CPU_LEFT_OUT = [(32, (32, 32, 16), 6), (32, (64, 64, 32), 6)]
@@ -161,7 +161,7 @@ def upconv_rows(rounds: int) -> list[str]:
 
 def main() -> int:
     args = parse_args()
-    tuned = {"wide_vectors": prefer_wide_cpu_vectors()} if args.default_malloc else tune_cpu_runtime()
+    tuned = tune_cpu_runtime(reuse_memory=not args.default_malloc)
     platform = jax.devices()[0].platform
     on_cpu = platform == "cpu"
     rounds = args.rounds or (3 if on_cpu else 20)
@@ -175,7 +175,7 @@ def main() -> int:
 
     device = f"{jax.devices()[0].device_kind} ({platform})"
     xla_flags = os.environ.get("XLA_FLAGS") or "(none)"
-    glibc_tunables = os.environ.get("GLIBC_TUNABLES")  # e.g. glibc.malloc.hugetlb=1 (README): both frameworks get it
+    glibc_tunables = os.environ.get("GLIBC_TUNABLES")  # process-wide: both frameworks get it
     tunables = f"; GLIBC_TUNABLES: {glibc_tunables}" if glibc_tunables else ""
     if tuned.get("reuse_freed_host_memory"):
         tunables += "; host allocator: genesis_jax.runtime.reuse_freed_host_memory (both frameworks)"

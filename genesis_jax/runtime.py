@@ -76,7 +76,7 @@ def will_run_on_cpu(env: Mapping[str, str] | None = None) -> bool:
         import jax_plugins  # the namespace package JAX scans for accelerator plugins
     except ImportError:
         return True
-    return not any(True for _ in pkgutil.iter_modules(jax_plugins.__path__))
+    return next(pkgutil.iter_modules(jax_plugins.__path__), None) is None
 
 
 def reuse_freed_host_memory(env: Mapping[str, str] | None = None) -> bool:
@@ -108,8 +108,9 @@ def reuse_freed_host_memory(env: Mapping[str, str] | None = None) -> bool:
     return all(r == 1 for r in done)
 
 
-def tune_cpu_runtime() -> dict[str, bool]:
+def tune_cpu_runtime(reuse_memory: bool = True) -> dict[str, bool]:
     """The process settings for XLA:CPU, before the first JAX computation: wide vectors on AVX-512 hosts and, when
-    JAX will run on the CPU, the allocator behaviour of ``reuse_freed_host_memory``. Returns what was applied."""
+    JAX will run on the CPU (and ``reuse_memory``), the allocator behaviour of ``reuse_freed_host_memory``. Returns
+    what was applied."""
     return {"wide_vectors": prefer_wide_cpu_vectors(),
-            "reuse_freed_host_memory": will_run_on_cpu() and reuse_freed_host_memory()}
+            "reuse_freed_host_memory": reuse_memory and will_run_on_cpu() and reuse_freed_host_memory()}

@@ -259,8 +259,7 @@ def _block_order(n: int) -> tuple[int, ...]:
     return (0, *range(1, 2 * n + 1, 2), *range(2, 2 * n + 1, 2), 2 * n + 1)
 
 
-@jax.custom_vjp
-def _transpose_conv_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def _upsample_blocks(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """The matmul (M, I) @ (I, 2^n * O) then the depth-to-space transpose. The backward is written out because XLA's
     own, from an einsum, computed the kernel gradient over a cotangent transposed to put the voxels last, fused
     with that cotangent's producers: the three up-samplings of the width-32 step at 64x64x32, batch 2 took 2.0 s
@@ -274,8 +273,11 @@ def _transpose_conv_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return blocks.transpose(inverse).reshape(x.shape[0], *(2 * s for s in size), features)
 
 
+_transpose_conv_2x = jax.custom_vjp(_upsample_blocks)
+
+
 def _transpose_conv_2x_fwd(x, kernel):
-    return _transpose_conv_2x(x, kernel), (x, kernel)
+    return _upsample_blocks(x, kernel), (x, kernel)
 
 
 def _transpose_conv_2x_bwd(residuals, g):
