@@ -232,3 +232,38 @@ def test_settings_fall_back_to_the_runs_config(tmp_path):
     assert (settings.hu_min, settings.overlap, settings.batch_size) == (-160.0, 0.25, 2)
     assert InferenceSettings.from_dict(settings.as_dict()) == settings
     assert inference_settings(tmp_path / "elsewhere", {})[1].startswith("defaults")
+
+
+def test_predict_reads_a_scan_as_evaluate_does(tmp_path):
+    """The same weights on the same phantom: predict (from HU on disk, its recorded settings) gives the probabilities
+    `evaluate` computes from the prepared test volume, so preprocessing and windowing match training's."""
+    from genesis_jax.config_loader import load_config
+    from genesis_jax.data.task_data import load_task_data
+    from genesis_jax.evaluation.test_set import evaluate_test_set
+
+    config = load_config("finetune/lcs:tiny")
+    config.model.base_width = 4
+    model = build_model(config.model)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, *config.input_shape)))
+    variables = jax.tree.map(np.asarray, variables)
+    data = load_task_data(config, parts=("test",))
+    volume = data.test_volumes[0]
+    expected = evaluate_test_set(config, config.model.to_dict(), variables, data, keep_probabilities=True)
+    expected = expected["probabilities"][volume.name]
+    settings = InferenceSettings.from_config(config.to_dict())  # what a fine-tuning export records
+    save_weights(tmp_path / "w", variables, config.model.to_dict(),
+                 {"source": "genesis_jax finetune", "inference": settings.as_dict()})
+    write_nifti(tmp_path / "in" / "phantom.nii.gz", volume.image * 2000.0 - 1000.0, volume.affine)
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights",
+                 str(tmp_path / "w"), "--save-probabilities", "--no-progress"]) == 0
+    got = nib.load(str(tmp_path / "out" / "phantom_probabilities.nii.gz")).get_fdata()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=0.5 / 255 + 1e-4)
+
+
+def test_fine_tuning_configs_record_their_spacing():
+    from genesis_jax.config_loader import load_config
+
+    settings = InferenceSettings.from_config(load_config("finetune/liver_sample").to_dict())
+    assert settings.target_spacing == (3.0, 3.0, 3.0) and settings.window == (32, 32, 16)
+    assert InferenceSettings.from_config(load_config("finetune/lcs:tiny").to_dict()).window == (16, 16, 8)
