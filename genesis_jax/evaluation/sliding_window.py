@@ -10,9 +10,8 @@ input's affine (:func:`save_nifti`). The jitted function is compiled once per vo
 
 Test-time mirroring (``mirror_axes``, nnU-Net's "mirroring"): every window is also predicted flipped along each
 combination of those axes, flipped back, and the predictions averaged (2^n network calls per window).
-Progress (``progress=`` a callback): the same per-batch step runs from a host loop instead of the ``scan``, one
-jitted call per batch with the accumulators donated back to the device, so a caller can show windows done and an
-ETA; the result is the same.
+Progress (``progress=`` a callback): the same scan runs in at most 50 chunks of batches, one jitted call each with
+the accumulators donated back to the device, so a caller can show windows done and an ETA; the result is the same.
 
 Networks whose BatchNorm always uses batch statistics (the ``pytorch`` Genesis variant, as published) depend on
 the other windows of the batch; the last batch is filled with repeats of real windows (given zero weight) so the
@@ -48,6 +47,7 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
 
 
 IMPORTANCE_FLOOR = 1e-6  # the least weight of a window voxel; see gaussian_importance
+PROGRESS_STEPS = 50  # with a progress callback, a volume's windows run in at most this many jitted calls
 
 
 def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
@@ -109,7 +109,7 @@ class SlidingWindow:
             raise ValueError(f"mirror_axes {tuple(mirror_axes)} must be spatial axes of the {len(self.window)}D window")
         self._predict_fn = predict_fn
         self._jitted = jax.jit(self._accumulate)
-        self._step = jax.jit(self._add_batch, donate_argnums=(2,))
+        self._chunk = jax.jit(self._accumulate_batches, donate_argnums=(2,))
         self._finish = jax.jit(lambda carry: carry[0] / jnp.maximum(carry[1], 1e-8))
         window_starts(max(self.window), max(self.window), self.overlap)  # validates the overlap early
 
@@ -162,23 +162,45 @@ class SlidingWindow:
         return (jnp.zeros((*volume.shape[:-1], self.num_classes), jnp.float32),
                 jnp.zeros((*volume.shape[:-1], 1), jnp.float32))
 
+    def _accumulate_batches(self, variables: Any, volume: jax.Array, carry: tuple[jax.Array, jax.Array],
+                            starts: jax.Array, valid: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        """Scan batches of windows (starts (n, B, ndim), valid (n, B)) into ``carry``; also returns one of its voxels,
+        a small value to wait for."""
+
+        def body(c, batch):
+            return self._add_batch(variables, volume, c, batch), None
+
+        carry, _ = jax.lax.scan(body, carry, (starts, valid))
+        return carry, carry[1][(0,) * carry[1].ndim]
+
     def _accumulate(self, variables: Any, volume: jax.Array, starts: jax.Array, valid: jax.Array) -> jax.Array:
         """volume (*spatial, C); starts (n_batches, B, ndim) int32; valid (n_batches, B) float32 -> (*spatial, K)."""
-
-        def body(carry, batch):
-            return self._add_batch(variables, volume, carry, batch), None
-
-        (acc, weight), _ = jax.lax.scan(body, self._zeros(volume), (starts, valid))
+        (acc, weight), _ = self._accumulate_batches(variables, volume, self._zeros(volume), starts, valid)
         return acc / jnp.maximum(weight, 1e-8)
 
-    def _accumulate_stepwise(self, variables: Any, volume: jax.Array, starts: np.ndarray, valid: np.ndarray,
-                             progress: Callable[[int], None]) -> jax.Array:
-        """The scan's steps from a host loop: one jitted call per batch, ``progress(real windows)`` after each."""
+    def _accumulate_in_chunks(self, variables: Any, volume: jax.Array, starts: np.ndarray, valid: np.ndarray,
+                              progress: Callable[[int], None]) -> jax.Array:
+        """The same scan in at most ``PROGRESS_STEPS`` chunks of equal length (the last filled with zero-weight
+        windows), one jitted call each, ``progress(real windows)`` after each."""
+        per_chunk = -(-len(starts) // PROGRESS_STEPS)
+        fill = -len(starts) % per_chunk
+        starts = np.concatenate([starts, np.repeat(starts[:1], fill, axis=0)])
+        valid = np.concatenate([valid, np.zeros((fill, *valid.shape[1:]), valid.dtype)])
         carry = jax.jit(self._zeros)(volume)
-        for batch_starts, batch_valid in zip(starts, valid):
-            carry = self._step(variables, volume, carry, (jnp.asarray(batch_starts), jnp.asarray(batch_valid)))
-            carry[1].block_until_ready()  # so the progress (and its ETA) follows the device, not the dispatch
-            progress(int(batch_valid.sum()))
+        pending: tuple[jax.Array, int] | None = None
+        for i in range(0, len(starts), per_chunk):
+            chunk_valid = valid[i: i + per_chunk]
+            carry, token = self._chunk(variables, volume, carry, jnp.asarray(starts[i: i + per_chunk]),
+                                       jnp.asarray(chunk_valid))
+            # One chunk stays queued while the one before is waited for: the device never idles for the host, and
+            # the progress (and its ETA) follows the device rather than the dispatch.
+            done, pending = pending, (token, int(chunk_valid.sum()))
+            if done is not None:
+                done[0].block_until_ready()
+                progress(done[1])
+        if pending is not None:
+            pending[0].block_until_ready()
+            progress(pending[1])
         return self._finish(carry)
 
     def plan(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
@@ -225,7 +247,7 @@ class SlidingWindow:
         if progress is None:
             probs = self._jitted(variables, volume, jnp.asarray(starts), jnp.asarray(valid))
         else:
-            probs = self._accumulate_stepwise(variables, volume, starts, valid, progress)
+            probs = self._accumulate_in_chunks(variables, volume, starts, valid, progress)
         crop = tuple(slice(0, s) for s in spatial)
         return np.asarray(probs[crop])
 
