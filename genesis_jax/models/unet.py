@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from genesis_jax.models.initializers import kernel_initializer
 from genesis_jax.models.layers import BatchNorm, check_input, conv, conv_transpose_2x, max_pool, upsample_nearest
+from genesis_jax.models.spec import NetworkSpec
 
 Variant = Literal["pytorch", "keras"]
 Output = Literal["prediction", "bottleneck", "features"]
@@ -156,3 +157,28 @@ class GenesisUNet(nn.Module):
         if output == "features":
             return {"bottleneck": bottleneck, "decoder": decoder_features, "prediction": prediction}
         return prediction
+
+
+def encoder_prefixes(model: GenesisUNet, under: str = "") -> tuple[str, ...]:
+    """The encoder levels ``encoder_0..encoder_{depth-1}`` (``under`` names an enclosing module, e.g. 'backbone/')."""
+    return tuple(f"{under}encoder_{d}" for d in range(model.depth))
+
+
+PUBLISHED_VARIANTS = {
+    "pytorch": "Genesis_Chest_CT.pt (the published PyTorch UNet3D; genesis-jax convert reads and writes it)",
+    "keras": "Genesis_Chest_CT.h5 (the published Keras model; exported to .pt with nearest-neighbour up-convolutions)",
+}
+
+SPEC = NetworkSpec(
+    name="genesis_unet",
+    build=lambda cfg: GenesisUNet(**cfg),
+    task="segmentation",
+    tiny_config={"name": "genesis_unet", "variant": "keras", "ndim": 3, "base_width": 2, "depth": 2},
+    input_divisor=lambda m: m.pooling_factor,
+    encoder_prefixes=encoder_prefixes,
+    stem_prefixes=lambda m: ("encoder_0/conv_0",),
+    head_prefixes=lambda m: ("head",),
+    encoder_apply_kwargs={"output": "bottleneck"},
+    variant_field="variant",
+    published_variants=PUBLISHED_VARIANTS,
+)
