@@ -31,7 +31,7 @@ Variant = Literal["pytorch", "keras"]
 Output = Literal["prediction", "bottleneck", "features"]
 
 # Published BatchNorm settings per variant: (mode, momentum of the running average, epsilon).
-_BN_SETTINGS = {"pytorch": ("batch", 0.9, 1e-5), "keras": ("standard", 0.99, 1e-3)}
+BATCHNORM_SETTINGS = {"pytorch": ("batch", 0.9, 1e-5), "keras": ("standard", 0.99, 1e-3)}
 
 
 def apply_activation(logits: jax.Array, activation: str | None) -> jax.Array:
@@ -117,7 +117,7 @@ class GenesisUNet(nn.Module):
         return self.kernel_init or ("pytorch" if self.variant == "pytorch" else "glorot_uniform")
 
     def _level(self, features: tuple[int, int], name: str, upsample: str | None = None) -> UNetLevel:
-        mode, momentum, epsilon = _BN_SETTINGS[self.variant]
+        mode, momentum, epsilon = BATCHNORM_SETTINGS[self.variant]
         return UNetLevel(
             features, self.ndim, mode, momentum, epsilon, self._init_name, upsample, self.dtype, self.conv_impl, name=name
         )
@@ -130,7 +130,7 @@ class GenesisUNet(nn.Module):
         output='bottleneck': only the encoder runs; returns the deepest features (N, *spatial/2^(depth-1), 16w).
         output='features': a dict with 'bottleneck', 'decoder' (last decoder features, 2w channels) and 'prediction'.
         """
-        if self.variant not in _BN_SETTINGS:
+        if self.variant not in BATCHNORM_SETTINGS:
             raise ValueError(f"GenesisUNet: unknown variant {self.variant!r}; choose 'pytorch' or 'keras'")
         check_input(
             x, ndim=self.ndim, in_channels=self.in_channels, divisor=self.pooling_factor, model="GenesisUNet"

@@ -150,7 +150,7 @@ def _initial_variables(config, model, model_config: dict[str, Any], key, input_s
     sample = jnp.zeros((1, *input_shape), jnp.float32)
     fresh = jax.jit(lambda: model.init({"params": init_key, "dropout": init_key}, sample, train=False))()
     fresh = {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}
-    name = str(meta.get("source") or init)
+    name = f"{init} ({meta['source']})" if meta.get("source") else str(init)
     variables, rep = transfer_variables(jax.device_get(fresh), source, config.task, config.init.keep_head, name,
                                         target_record=contract(model_config).adaptation_record(),
                                         source_record=source_record, strict=bool(config.init.get("strict", False)))
