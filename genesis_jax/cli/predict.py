@@ -52,7 +52,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
 
     setup_logging()
     out_dir = Path(args.output).expanduser()
-    cases = find_cases(args.input)
+    cases = find_cases(args.input, exclude=out_dir)  # an output folder inside the input is not input
     if not cases:
         raise ValueError(f"{args.input}: no NIfTI, MetaImage or DICOM series found")
     with hold(out_dir, "predict"):  # one writer per output folder; proves it writable before the first case
@@ -64,7 +64,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         bars: list = []
 
         def progress(total: int, case):
-            bar = tqdm(total=total, unit="window", desc=case.name, leave=False, disable=args.no_progress)
+            bar = tqdm(total=total, unit="window", desc=case.name, leave=False, disable=args.no_progress,
+                       mininterval=0.5)
             bars.append(bar)
             return bar.update
 

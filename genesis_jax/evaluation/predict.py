@@ -45,7 +45,7 @@ from genesis_jax.data.normalize import normalize_volume
 from genesis_jax.data.readers import Volume, is_volume_file, read_volume, resample, spacing_from_affine, zoom_to_shape
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.evaluation.test_set import eval_model_config
-from genesis_jax.models import build_model
+from genesis_jax.models import build_model, contract
 from genesis_jax.models.weights import is_weights_dir, load_weights
 from genesis_jax.workdir import atomic_file, sibling_tmp_dir
 
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
 DEFAULT_WINDOW = (64, 64, 32)  # the published fine-tuning patch
-_CLASSIFIERS = ("genesis_classifier",)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -143,6 +142,7 @@ class Case:
     name: str  # the output's path under OUT without its ending, e.g. 'liver_003' or 'sub/liver_003'
     channels: list[Path]
     ending: str  # '.nii.gz', '.nii', '.mha' or '.mhd'
+    channel_ids: list[int] = dataclasses.field(default_factory=lambda: [0])  # the files' _XXXX numbers
 
     def labels_path(self, out_dir: Path) -> Path:
         return out_dir / f"{self.name}{self.ending}"
@@ -152,10 +152,11 @@ class Case:
 
 
 def _split_name(path: Path) -> tuple[str, str]:
-    """(stem, output ending) of a volume file: NIfTI keeps .nii/.nii.gz, MetaImage .mha/.mhd, Analyze -> .nii.gz."""
+    """(stem, output ending) of a volume file: NIfTI keeps .nii/.nii.gz, MetaImage .mha/.mhd; Analyze and NRRD
+    give .nii.gz."""
     lower = path.name.lower()
     for suffix, ending in ((".nii.gz", ".nii.gz"), (".nii", ".nii"), (".mha", ".mha"), (".mhd", ".mhd"),
-                           (".img", ".nii.gz")):
+                           (".img", ".nii.gz"), (".nrrd", ".nii.gz")):  # no NRRD writer: NRRD gives NIfTI
         if lower.endswith(suffix):
             return path.name[: -len(suffix)], ending
     return path.name, ".nii.gz"
@@ -165,41 +166,38 @@ def _has_dicom(directory: Path) -> bool:
     return any(f.is_file() and is_dicom_file(f) for f in directory.iterdir())
 
 
-def find_cases(input_path: str | os.PathLike) -> list[Case]:
+def find_cases(input_path: str | os.PathLike, exclude: str | os.PathLike | None = None) -> list[Case]:
     """The cases under ``input_path``: a volume file, a DICOM series directory, or a folder (searched
-    recursively) of volume files and series directories. Files named ``<case>_<4 digits>`` are grouped as the
-    channels of ``<case>``."""
+    recursively, skipping ``exclude``: an output folder inside the input) of volume files and series directories.
+    Files named ``<case>_<4 digits>`` with one ending are grouped as the channels of ``<case>``."""
     root = Path(input_path).expanduser()
+    skip = Path(exclude).expanduser().resolve() if exclude is not None else None
     if not root.exists():
         raise PredictError(f"{root}: no such file or directory")
     if root.is_file():
         stem, ending = _split_name(root)
         match = NNUNET_CHANNEL.match(stem)
-        return [Case(match["case"] if match else stem, [root], ending)]
+        return [Case(match["case"] if match else stem, [root], ending, [int(match["channel"]) if match else 0])]
     if _has_dicom(root) and not any(is_volume_file(f) for f in root.iterdir()):
         return [Case(root.resolve().name, [root], ".nii.gz")]
-    groups: dict[tuple[str, str], list[tuple[int, Path]]] = {}
-    endings: dict[tuple[str, str], str] = {}
+    groups: dict[tuple[str, str, str], list[tuple[int, Path]]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if skip is None or (Path(dirpath) / d).resolve() != skip)
         here = Path(dirpath)
         rel = here.relative_to(root)
         volumes = sorted(f for f in filenames if is_volume_file(f))
         for f in volumes:
             stem, ending = _split_name(here / f)
             match = NNUNET_CHANNEL.match(stem)
-            key = (rel.as_posix(), match["case"] if match else stem)
+            key = (rel.as_posix(), match["case"] if match else stem, ending)
             groups.setdefault(key, []).append((int(match["channel"]) if match else 0, here / f))
-            endings.setdefault(key, ending)
         if not volumes and here != root and filenames and _has_dicom(here):
-            key = (rel.parent.as_posix(), here.name)
-            groups[key] = [(0, here)]
-            endings[key] = ".nii.gz"
+            groups[(rel.parent.as_posix(), here.name, ".nii.gz")] = [(0, here)]
     cases = []
-    for key in sorted(groups):
-        folder, case = key
+    for (folder, case, ending), files in sorted(groups.items()):
+        files = sorted(files)
         name = case if folder in ("", ".") else f"{folder}/{case}"
-        cases.append(Case(name, [p for _, p in sorted(groups[key])], endings[key]))
+        cases.append(Case(name, [p for _, p in files], ending, [c for c, _ in files]))
     return cases
 
 
@@ -244,8 +242,12 @@ def _check_segmentation_weights(weights_dir: Path, model_config: Mapping[str, An
                                 ) -> tuple[int, str]:
     """(number of output channels, 'sigmoid' or 'softmax') of a segmentation network, else PredictError."""
     name = model_config.get("name")
-    if name in _CLASSIFIERS:
-        raise PredictError(f"{weights_dir}: these are classifier weights ({name}); predict needs a segmentation "
+    try:
+        task = contract(dict(model_config)).task
+    except ValueError as err:
+        raise PredictError(f"{weights_dir}: {err}") from None
+    if task != "segmentation":
+        raise PredictError(f"{weights_dir}: these are {task} weights ({name}); predict needs a segmentation "
                            "network (a fine-tuned segmentation run's weights/)")
     if metadata.get("source") == "genesis_jax pretrain":
         raise PredictError(f"{weights_dir}: these are restoration pre-training weights, never trained to segment; "
@@ -329,6 +331,10 @@ class Predictor:
             raise PredictError(f"{case.channels[0]}: case {case.name} has {len(case.channels)} channel file(s) "
                                f"({names}) but the network takes {self.in_channels} (nnU-Net names <case>_0000 ... "
                                f"<case>_{self.in_channels - 1:04d})")
+        if case.channel_ids != list(range(len(case.channels))):
+            raise PredictError(f"{case.channels[0]}: case {case.name} has channels "
+                               f"{', '.join(f'_{c:04d}' for c in case.channel_ids)}; expected _0000 ... "
+                               f"_{len(case.channels) - 1:04d} without gaps")
         volumes = [read_volume(p, canonical=False) for p in case.channels]
         first = volumes[0]
         for vol in volumes[1:]:

@@ -189,7 +189,7 @@ def test_a_failed_write_leaves_no_output(tmp_path, binary_weights, monkeypatch):
     assert [p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".genesis_jax")] == []
 
 
-@pytest.mark.parametrize("kind, message", [("classifier", "classifier weights"),
+@pytest.mark.parametrize("kind, message", [("classifier", "classification weights (genesis_classifier)"),
                                            ("pretrain", "restoration pre-training weights")])
 def test_weights_that_cannot_segment_are_one_line(tmp_path, kind, message, capsys):
     if kind == "classifier":
@@ -206,15 +206,23 @@ def test_weights_that_cannot_segment_are_one_line(tmp_path, kind, message, capsy
 
 
 def test_find_cases_groups_nnunet_channels_and_series(tmp_path):
-    for name in ("b_0001.nii.gz", "b_0000.nii.gz", "plain.nii", "sub/c_0000.mha", "notes.txt"):
+    for name in ("b_0001.nii.gz", "b_0000.nii.gz", "plain.nii", "plain.mha", "sub/c_0000.mha", "notes.txt",
+                 "out/b.nii.gz"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     _write_dicom_series(tmp_path / "series", _ct((6, 5, 4)))
-    cases = {c.name: c for c in find_cases(tmp_path)}
-    assert sorted(cases) == ["b", "plain", "series", "sub/c"]
-    assert [p.name for p in cases["b"].channels] == ["b_0000.nii.gz", "b_0001.nii.gz"]
-    assert (cases["b"].ending, cases["plain"].ending, cases["sub/c"].ending, cases["series"].ending) == (
-        ".nii.gz", ".nii", ".mha", ".nii.gz")
+    cases = {(c.name, c.ending): c for c in find_cases(tmp_path, exclude=tmp_path / "out")}
+    assert sorted(cases) == [("b", ".nii.gz"), ("plain", ".mha"), ("plain", ".nii"), ("series", ".nii.gz"),
+                             ("sub/c", ".mha")]
+    assert [p.name for p in cases["b", ".nii.gz"].channels] == ["b_0000.nii.gz", "b_0001.nii.gz"]
+    assert cases["b", ".nii.gz"].channel_ids == [0, 1]
+
+
+def test_a_gap_in_the_channels_is_named(tmp_path, binary_weights, capsys):
+    write_nifti(tmp_path / "in" / "g_0001.nii.gz", _ct((20, 20, 10)))
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "in" / "out"), "--weights",
+                 str(binary_weights), "--no-progress"]) == 1
+    assert "g_0001.nii.gz: case g has channels _0001; expected _0000" in capsys.readouterr().err
 
 
 def test_settings_fall_back_to_the_runs_config(tmp_path):
