@@ -285,7 +285,9 @@ class Predictor:
         changes = {k: v for k, v in (("overlap", overlap), ("batch_size", batch_size)) if v is not None}
         self.settings = dataclasses.replace(settings, **changes)
         labels = metadata.get("labels")
-        self.label_names = {int(v): str(k) for k, v in labels.items()} if isinstance(labels, Mapping) else {}
+        # name -> class id; a region (a list of ids, as nnU-Net's dataset.json allows) names no single class id
+        self.label_names = {int(v): str(k) for k, v in labels.items() if isinstance(v, int)} \
+            if isinstance(labels, Mapping) else {}
         self.in_channels = int(model_config.get("in_channels", 1))
         s = self.settings
         model = build_model(eval_model_config(dict(model_config), ml_collections.ConfigDict(

@@ -275,3 +275,15 @@ def test_fine_tuning_configs_record_their_spacing():
     settings = InferenceSettings.from_config(load_config("finetune/liver_sample").to_dict())
     assert settings.target_spacing == (3.0, 3.0, 3.0) and settings.window == (32, 32, 16)
     assert InferenceSettings.from_config(load_config("finetune/lcs:tiny").to_dict()).window == (16, 16, 8)
+
+
+def test_a_two_channel_case_is_predicted_on_its_grid(tmp_path):
+    weights = _weights(tmp_path / "w2", 1, in_channels=2)
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    write_nifti(tmp_path / "in" / "mr_0001.nii.gz", _ct((20, 20, 10), seed=5), affine)
+    write_nifti(tmp_path / "in" / "mr_0000.nii.gz", _ct((20, 20, 10), seed=6), affine)
+    assert main(["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--no-progress"]) == 0
+    out = nib.load(str(tmp_path / "out" / "mr.nii.gz"))
+    assert out.shape == (20, 20, 10) and set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
+    np.testing.assert_array_equal(out.affine, affine)
