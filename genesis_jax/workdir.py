@@ -212,6 +212,7 @@ def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would
+        crash_point("atomic_file")  # tests: a kill with the file written but not yet in place
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -287,3 +287,25 @@ def test_a_two_channel_case_is_predicted_on_its_grid(tmp_path):
     out = nib.load(str(tmp_path / "out" / "mr.nii.gz"))
     assert out.shape == (20, 20, 10) and set(np.unique(np.asarray(out.dataobj))) <= {0, 1}
     np.testing.assert_array_equal(out.affine, affine)
+
+
+def test_a_kill_before_the_rename_leaves_no_output_and_the_rerun_finishes(tmp_path, binary_weights, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for name in ("a", "b"):
+        write_nifti(tmp_path / "in" / f"{name}_0000.nii.gz", _ct((20, 20, 10)), np.diag([1.5, 1.5, 3.0, 1.0]))
+    argv = ["predict", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(binary_weights),
+            "--no-progress"]
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "GENESIS_JAX_CRASH_AT": "atomic_file@2", "PYTHONPATH": str(repo)}
+    killed = subprocess.run([sys.executable, "-m", "genesis_jax.cli", *argv], env=env, cwd=repo,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".genesis_jax"))
+    assert left[1:] == ["a.nii.gz"] and left[0].startswith(".b.nii.gz.tmp-")  # b written, not in place
+    assert main(argv) == 0
+    assert "1 written, 1 already done" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".genesis_jax")) == [
+        "a.nii.gz", "b.nii.gz"]
