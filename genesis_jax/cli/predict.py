@@ -55,9 +55,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     cases = find_cases(args.input, exclude=out_dir)  # an output folder inside the input is not input
     if not cases:
         raise ValueError(f"{args.input}: no NIfTI, MetaImage or DICOM series found")
+    predictor = Predictor(args.weights, overlap=args.overlap, batch_size=args.batch_size, mirror=args.mirror)
     with hold(out_dir, "predict"):  # one writer per output folder; proves it writable before the first case
         remove_stale_temporaries(out_dir)  # left by a killed run
-        predictor = Predictor(args.weights, overlap=args.overlap, batch_size=args.batch_size, mirror=args.mirror)
         print(f"predict: {len(cases)} case(s) from {args.input}; {predictor.describe()}")
         done = [c for c in cases if not args.overwrite and predictor.is_done(c, out_dir, args.save_probabilities)]
         todo = [c for c in cases if c not in done]

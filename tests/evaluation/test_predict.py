@@ -203,6 +203,7 @@ def test_weights_that_cannot_segment_are_one_line(tmp_path, kind, message, capsy
                  str(tmp_path / "w")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "w") in err[0] and message in err[0]
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_find_cases_groups_nnunet_channels_and_series(tmp_path):
