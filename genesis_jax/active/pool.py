@@ -268,3 +268,100 @@ def matched_organ_pools(
         return CandidatePool(ids, contexts[..., None].astype(np.float32), labels[order])
 
     return make(in_pool, n_pool, "pool"), make(in_test, n_test, "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledScan:
+    """One scan for a multi-scan pool: ``image01`` (X, Y, Z) in [0, 1], the positive structure's mask and the
+    mask where candidate centres may lie (e.g. the body); all on one grid."""
+
+    name: str
+    image01: np.ndarray
+    positive: np.ndarray
+    allowed: np.ndarray
+
+
+def multi_scan_pools(
+    scans: list[LabelledScan],
+    n_pool: int,
+    n_test: int,
+    context_shape: tuple[int, ...],
+    box_shape: tuple[int, ...],
+    grid_step: int,
+    positive_fraction: float = 0.08,
+    hard_fraction: float = 0.5,
+    block: int = 8,
+    bins: int = 16,
+    seed: int = 0,
+    prefix: str = "scan",
+) -> tuple[CandidatePool, CandidatePool]:
+    """A pool and a test set of candidates from several scans: 2D axial (``context_shape`` of 2 axes) or 3D
+    contexts centred on a regular grid of step ``grid_step`` voxels (spatial de-duplication: no two centres
+    closer than that), positive when the centre lies in the positive mask.
+
+    Each part holds ``round(n * positive_fraction)`` positives; of its negatives, ``hard_fraction`` are hard:
+    drawn with weights that give their box-mean intensity (over ``box_shape`` around the centre) the positives'
+    histogram (``bins`` bins over the positives' 1-99% range), so brightness alone does not rank them; the rest
+    are drawn uniformly (the many easy negatives of a real detector's output). The pool takes the centres of even
+    z blocks of ``block`` voxels, the test set those of odd blocks (the two never share a centre slice).
+    """
+    from scipy import ndimage
+
+    from genesis_jax.data.patches import crop_centered
+
+    nd = len(context_shape)
+    if nd not in (2, 3) or len(box_shape) != nd:
+        raise ValueError(f"context_shape {context_shape} and box_shape {box_shape} must both have 2 or 3 axes")
+    if grid_step < 1 or block < 1 or not 0 < positive_fraction < 1 or not 0 <= hard_fraction <= 1:
+        raise ValueError(f"grid_step={grid_step}, block={block} must be >= 1, positive_fraction="
+                         f"{positive_fraction} in (0, 1), hard_fraction={hard_fraction} in [0, 1]")
+    rows = []  # (scan index, x, y, z, label, box mean, side)
+    for s, scan in enumerate(scans):
+        if not scan.image01.shape == scan.positive.shape == scan.allowed.shape or scan.image01.ndim != 3:
+            raise ValueError(f"{scan.name}: image {scan.image01.shape}, positive {scan.positive.shape} and allowed "
+                             f"{scan.allowed.shape} must be one (X, Y, Z) grid")
+        size = tuple(box_shape) + ((1,) if nd == 2 else ())
+        box_mean = ndimage.uniform_filter(scan.image01.astype(np.float32), size, mode="constant")
+        grid = np.stack(np.meshgrid(*[np.arange(grid_step // 2, n, grid_step) for n in scan.image01.shape],
+                                    indexing="ij"), -1).reshape(-1, 3)
+        grid = grid[scan.allowed[tuple(grid.T)]]
+        side = (grid[:, 2] // block) % 2
+        rows.append(np.column_stack([np.full(len(grid), s), grid, scan.positive[tuple(grid.T)],
+                                     box_mean[tuple(grid.T)], side]))
+    table = np.concatenate(rows)
+    rng = np.random.default_rng(seed)
+    pos_values = table[table[:, 4] == 1, 5]
+    if not len(pos_values):
+        raise ValueError("no grid centre lies in a positive mask")
+    edges = np.linspace(*np.percentile(pos_values, [1, 99]), bins + 1)
+
+    def make(side: int, n: int, name: str) -> CandidatePool:
+        part = table[table[:, 6] == side]
+        pos, neg = part[part[:, 4] == 1], part[part[:, 4] == 0]
+        n_pos = round(n * positive_fraction)
+        n_hard = round((n - n_pos) * hard_fraction)
+        p_hist = np.histogram(pos[:, 5], edges)[0].astype(np.float64)
+        n_bin = np.digitize(neg[:, 5], edges) - 1
+        in_range = (n_bin >= 0) & (n_bin < bins)
+        n_hist = np.bincount(n_bin[in_range], minlength=bins).astype(np.float64)
+        weights = np.where(in_range, p_hist[np.clip(n_bin, 0, bins - 1)] / np.maximum(
+            n_hist[np.clip(n_bin, 0, bins - 1)], 1.0), 0.0)
+        if len(pos) < n_pos or np.count_nonzero(weights) < n_hard or len(neg) < n - n_pos:
+            raise ValueError(f"{name}: {len(pos)} positive, {np.count_nonzero(weights)} intensity-matched and "
+                             f"{len(neg)} negative grid centres for {n_pos} + {n_hard} hard + "
+                             f"{n - n_pos - n_hard} easy candidates; lower n or grid_step")
+        pos = pos[rng.choice(len(pos), n_pos, replace=False)]
+        hard = rng.choice(len(neg), n_hard, replace=False, p=weights / weights.sum())
+        rest = np.setdiff1d(np.arange(len(neg)), hard)
+        easy = rng.choice(rest, n - n_pos - n_hard, replace=False)
+        chosen = np.concatenate([pos, neg[hard], neg[easy]])[rng.permutation(n)]
+        contexts, ids = [], []
+        for s, x, y, z in chosen[:, :4].astype(np.int64):
+            image = scans[s].image01
+            contexts.append(crop_centered(image[:, :, z], (x, y), context_shape) if nd == 2
+                            else crop_centered(image, (x, y, z), context_shape))
+            ids.append(f"{prefix}-{name}-{scans[s].name}-{x}_{y}_{z}")
+        return CandidatePool(np.array(ids), np.stack(contexts)[..., None].astype(np.float32),
+                             chosen[:, 4].astype(np.int64))
+
+    return make(0, n_pool, "pool"), make(1, n_test, "test")
