@@ -108,10 +108,11 @@ def load_encoder(config, weights: str | None):
         if model_cfg.get("name", "genesis_unet") != "genesis_unet":
             raise ValueError(f"{weights}: model_config name {model_cfg.get('name')!r}; a GenesisUNet is needed")
         model = GenesisUNet(**{k: v for k, v in model_cfg.items() if k != "name"})
-        gate = metadata.get("gate") or metadata.get("restoration_gate")
-        desc = f"pre-trained encoder {weights} ({model.ndim}D, width {model.base_width}, depth {model.depth})"
-        if gate is not None:
-            desc += f"; its restoration gate: {json.dumps(gate, default=str)}"
+        # pre-training records its restoration quality gate in the weights' metadata as 'pretext_gate'
+        gate = metadata.get("pretext_gate", metadata.get("init_gate"))
+        desc = f"pre-trained encoder {weights} ({model.ndim}D, width {model.base_width}, depth {model.depth}); "
+        desc += ("its metadata records no restoration gate" if gate is None else
+                 f"its restoration gate: {json.dumps(gate, default=str)}")
         return model, variables, desc
     cfg = config.encoder.to_dict()
     model = GenesisUNet(**{k: v for k, v in cfg.items() if k != "name"})

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,12 +92,12 @@ class LinearProbe:
     padding), so a new round compiles only when the set outgrows its bucket. ``l2`` multiplies 0.5 * ||W||^2
     (not the bias) added to the mean loss; ``newton_steps`` iterations, each halving its step until the objective
     does not increase (at most ``max_halvings`` times); it stops early once the gradient norm is below
-    ``tolerance``.
+    ``tolerance``. ``max_traces`` (tests) wraps the jitted fit in ``chex.assert_max_traces``.
     """
 
     def __init__(self, n_classes: int = 2, l2: float = 1e-2, newton_steps: int = 30, max_halvings: int = 20,
                  bucket_min: int = 32, guard_margin: float = 0.05, min_spread: float = 1e-3,
-                 tolerance: float = 1e-6):
+                 tolerance: float = 1e-6, max_traces: int | None = None):
         if n_classes < 2 or not l2 > 0 or newton_steps < 1:
             raise ValueError(f"LinearProbe: n_classes={n_classes} must be >= 2, l2={l2} > 0, "
                              f"newton_steps={newton_steps} >= 1")
@@ -105,7 +106,8 @@ class LinearProbe:
         self.tolerance = float(tolerance)
         self.bucket_min = int(bucket_min)
         self.guard_margin, self.min_spread = float(guard_margin), float(min_spread)
-        self._fit = jax.jit(self._fit_impl)
+        guard = (lambda f: chex.assert_max_traces(f, n=max_traces)) if max_traces is not None else (lambda f: f)
+        self._fit = jax.jit(guard(self._fit_impl))
         self._predict = jax.jit(self._predict_impl)
 
     # -- the objective ---------------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ spatial axes) and optionally ``labels`` (n ints: an oracle for simulations; the 
 read them). ``synthetic_pool`` makes a 3D pool whose difficulty is known: rare positives (a ball at the centre), hard
 negatives (an equally bright tube) and many easy negatives (background), and some contexts carry a bright
 distractor outside the detection box that only enlarged or shifted patches see (the noisy patches that majority
-selection is meant to ignore).
+selection is meant to ignore). ``matched_organ_pools`` cuts 2D organ-vs-organ candidates from one labelled CT;
+``multi_scan_pools`` takes grid-spaced (spatially de-duplicated) 2D or 3D candidates from several scans with a set
+share of positives and of intensity-matched hard negatives (the AL simulation's pool).
 """
 
 from __future__ import annotations
