@@ -59,7 +59,7 @@ def _nearest_up(slot: Slot) -> np.ndarray:
     """The Flax value of an up-sampling slot that makes the transposed convolution nearest-neighbour up-sampling."""
     if slot.leaf == "bias":
         return np.zeros(slot.shape, np.float32)
-    *spatial, fan_in, fan_out = slot.shape
+    fan_in, fan_out = slot.shape[-2:]
     return np.broadcast_to(np.eye(fan_in, fan_out, dtype=np.float32), slot.shape).copy()
 
 
@@ -107,7 +107,7 @@ def _to_torch(slot: Slot, array: np.ndarray) -> np.ndarray:
 def _torch_shape(slot: Slot) -> tuple[int, ...]:
     if not slot.is_kernel:
         return slot.shape
-    *spatial, fan_in, fan_out = slot.shape
+    fan_in, fan_out = slot.shape[-2:]
     return (fan_in, fan_out, *spatial) if slot.is_transposed_conv else (fan_out, fan_in, *spatial)
 
 
