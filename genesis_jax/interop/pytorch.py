@@ -107,7 +107,7 @@ def _to_torch(slot: Slot, array: np.ndarray) -> np.ndarray:
 def _torch_shape(slot: Slot) -> tuple[int, ...]:
     if not slot.is_kernel:
         return slot.shape
-    fan_in, fan_out = slot.shape[-2:]
+    *spatial, fan_in, fan_out = slot.shape
     return (fan_in, fan_out, *spatial) if slot.is_transposed_conv else (fan_out, fan_in, *spatial)
 
 
