@@ -6,7 +6,7 @@ Run, after `genesis-jax data prepare --dataset=DIR` (the volumes, their split an
       ones; validation: those), then trains the published recipe (PyTorch UNet3D variant, SGD 1.0, plateau
       schedule, early stopping). W1/weights is the --init of `finetune --config=finetune/dataset`.
   genesis-jax pretrain --config=pretrain/dataset:tiny --dataset=DIR --workdir=W1
-      a CPU smoke run: 16x16x8 cubes, a width-2 depth-2 network, 2 epochs of 4 steps (seconds to a minute).
+      a CPU smoke run: 16x16x8 cubes, a width-2 depth-2 network, 2 epochs of 3 steps of 8 cubes.
 Cube rule (config.data.cubes): the foreground test of data/genesis_cubes:samples (>= 50% of a cube's voxels above
 -400 HU, or 0.3 of an MR volume's range), the published margins 100/100/30 with ``adapt_margins=True`` (a scan
 too small for them gets the largest margins that fit), 32 cubes per scan. A scan smaller than the cube itself is
@@ -36,13 +36,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = recipe(tiny=opts.tiny, variant=opts.variant)
     c.data = dataset_cube_data(c.input_shape[:-1])
     if opts.tiny:
-        c.data.cubes.cubes_per_scan = 8
-        c.data.cubes.max_attempts = 200
+        c.data.cubes.cubes_per_scan = 16
+        c.data.cubes.max_attempts = 400
         c.data.cubes.min_foreground_fraction = 0.3
-        c.global_batch_size = 4
-        c.steps_per_epoch = 4
+        c.global_batch_size = 8  # divides over 1, 2, 4 or 8 devices
+        c.steps_per_epoch = 3
         c.max_epochs = 2
-        c.checkpoint.every_steps = 8
-        c.logging.preview_every_steps = 8
+        c.checkpoint.every_steps = 6
+        c.logging.preview_every_steps = 6
         c.precise_bn.num_batches = 2
     return c
