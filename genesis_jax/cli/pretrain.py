@@ -60,7 +60,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     config = pretrain_with_dataset(load_config(args.config, overrides), args.dataset)
     try:
         if args.dataset is not None and jax.process_index() == 0:
-            prepare(config.data)  # the cubes of this rule, cut once from the prepared volumes (reused after)
+            cubes = prepare(config.data)  # the cubes of this rule, cut once from the prepared volumes
+            print(f"pretrain: cubes {cubes.dataset_dir} ({', '.join(f'{k} {v}' for k, v in cubes.examples.items())}"
+                  f"{'; reused' if cubes.reused else ''}; {len(cubes.skipped)} scan(s) skipped"
+                  + "".join(f"\n  - {reason}" for _, reason in cubes.skipped) + ")")
         summary = pretrain(config, args.workdir)
     except TrainingDiverged as err:
         print(f"genesis-jax pretrain: stopped: {err}", file=sys.stderr)
