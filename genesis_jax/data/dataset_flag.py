@@ -67,6 +67,31 @@ def finetune_with_dataset(config: ml_collections.ConfigDict, dataset: str | None
     return config
 
 
+def labelled_volumes(dataset: str, label: str, splits=("train", "validation"), data_dir: str = ""):
+    """[(scan id, image in [0, 1], binary label of ``label``)] of a prepared folder's labelled cases in ``splits``
+    (e.g. an active-learning pool's volumes)."""
+    from genesis_jax.data.normalize import dequantize_unit
+    from genesis_jax.data.sources import volume_source
+
+    record = load_record(dataset, data_dir)
+    data = ml_collections.ConfigDict(record["data"])
+    data.label = label
+    if len(label_table(dict(record["labels"]), label)[1]) != 2:
+        raise ConfigError(f"--label={label!r}: an active-learning pool needs one label (positive vs the rest); it has "
+                          f"{', '.join(n for n in record['labels'] if record['labels'][n] != 0)}")
+    out = []
+    for split in splits:
+        if not record["splits"].get(split):
+            continue
+        source = volume_source(data, split)
+        for i in range(len(source)):
+            element = source[i]
+            sid = element["scan_id"]
+            out.append((sid.decode() if isinstance(sid, bytes) else str(sid), dequantize_unit(element["image"]),
+                        element["label"]))
+    return out
+
+
 def label_from_weights(metadata: dict) -> str:
     """The ``--label`` selection a fine-tuned network was trained with, from its weights' metadata ('' = unknown)."""
     labels = {str(n): int(k) for n, k in dict(metadata.get("labels") or {}).items()}
