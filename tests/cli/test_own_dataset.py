@@ -1,6 +1,6 @@
 """The own-data commands as a user types them, on a tiny nnU-Net v2 raw dataset with two labels (liver, spleen):
 `data prepare --dataset=DIR`, `pretrain --config=pretrain/dataset:tiny --dataset=DIR`, `finetune` on one label
-(binary, from the pre-trained weights) and on every label (softmax), with no other override."""
+(binary, from the pre-trained weights) and on every label (softmax), then `evaluate`, with no other override."""
 
 import json
 
@@ -42,3 +42,9 @@ def test_prepare_pretrain_and_finetune_a_dataset_folder_with_no_override(tmp_pat
     assert {"dice", "dice_liver", "dice_spleen"} <= set(test["set"]) and len(test["per_volume"]) == len(
         split["validation"])
     assert "test {'dice'" in capsys.readouterr().out
+
+    # evaluate reads the same record; the labels come from the weights (no --label)
+    assert main(["evaluate", "--config=finetune/dataset:tiny", f"--dataset={folder}", f"--weights={w3}",
+                 f"--out={tmp_path / 'E3'}"]) == 0
+    metrics = json.loads((tmp_path / "E3" / "metrics.json").read_text())["metrics"]
+    assert metrics["set"]["dice_spleen"] == pytest.approx(test["set"]["dice_spleen"], abs=1e-6)
