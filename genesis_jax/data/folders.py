@@ -8,8 +8,8 @@ Layouts read (``read_folder``):
   plain           ``images/`` and ``labels/`` with the same names (an image may carry the ``_0000`` suffix);
                   a ``dataset.json`` beside them is read when present, else the label names are ``label_<id>``
                   for every id found in the label maps.
-Formats: NIfTI (.nii.gz, .nii) and MetaImage (.mha, .mhd); a file ending without a reader here (.nrrd) is refused
-by name.
+Formats: NIfTI (.nii.gz, .nii), MetaImage (.mha, .mhd) and NRRD (.nrrd); a file ending without a reader here
+(.nhdr, .tif) is refused by name.
 
 Labels (``label_table``): ``labels`` maps a name to an id, or to a list of ids (an nnU-Net region, e.g. "whole
 tumour": [1, 2, 3]). A fine-tuning run picks its classes by name: one name (``--label=liver``) trains a binary
@@ -40,8 +40,8 @@ import numpy as np
 
 from genesis_jax.data.builders.base import DatasetError, resolve_data_dir, split_by_scan
 
-READABLE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd")
-UNREADABLE_ENDINGS = (".nrrd", ".nhdr", ".tif", ".tiff", ".png")
+READABLE_ENDINGS = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+UNREADABLE_ENDINGS = (".nhdr", ".tif", ".tiff", ".png")
 SPLIT_FILE = "splits.json"
 RECORD_FILE = "prepared.json"
 _CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")

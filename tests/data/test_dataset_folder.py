@@ -48,9 +48,9 @@ def test_a_plain_images_labels_folder_gets_label_names_from_the_maps(tmp_path):
 @pytest.mark.parametrize("damage, message", [
     (lambda root: (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": LABELS})),
      "dataset.json: missing field 'file_ending'"),
-    (lambda root: (root / "dataset.json").write_text(json.dumps(dict(channel_names={"0": "CT"}, file_ending=".nrrd",
+    (lambda root: (root / "dataset.json").write_text(json.dumps(dict(channel_names={"0": "CT"}, file_ending=".tif",
                                                                       labels=LABELS))),
-     "file_ending '.nrrd' has no reader"),
+     "file_ending '.tif' has no reader"),
     (lambda root: (root / "dataset.json").write_text(json.dumps(dict(channel_names={"0": "CT"}, file_ending=".nii.gz",
                                                                       labels={"liver": 1}))),
      "labels has no background"),
