@@ -287,14 +287,21 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
-        export_metadata=segmentation_classes(config, model_config) if config.task == "segmentation" else {},
+        export_metadata=segmentation_metadata(config, model_config) if config.task == "segmentation" else {},
     )
 
 
-def segmentation_classes(config: ml_collections.ConfigDict, model_config: dict[str, Any]) -> dict[str, Any]:
-    """What a segmentation network's weights/ say about its outputs (metadata.json): ``labels`` {name: the class id
-    a label map holds} with background 0, and ``head`` 'sigmoid' (binary: one output, foreground above the
-    threshold) or 'softmax' (multi-class: the arg-max class)."""
+PREPROCESSING_FIELDS = ("modality", "hu_min", "hu_max", "mr_method", "mr_percentiles", "target_spacing", "channel")
+
+
+def segmentation_metadata(config: ml_collections.ConfigDict, model_config: dict[str, Any]) -> dict[str, Any]:
+    """What a segmentation network's weights/ say about its outputs and inputs (metadata.json): ``labels`` {name:
+    the class id a label map holds} with background 0; ``head`` 'sigmoid' (binary: one output, foreground above the
+    threshold) or 'softmax' (multi-class: the arg-max class); ``preprocessing`` the intensity normalisation and
+    voxel spacing its inputs had (``config.data``'s modality, HU window, MR method, target_spacing, channel)."""
     head = "softmax" if model_config.get("head_activation") == "softmax" else "sigmoid"
     labels = dict(config.get("labels") or {}) or {"background": 0, "foreground": 1}
-    return {"labels": {str(k): int(v) for k, v in labels.items()}, "head": head}
+    data = config.get("data") or {}
+    preprocessing = {k: data[k] for k in PREPROCESSING_FIELDS if k in data}
+    return {"labels": {str(k): int(v) for k, v in labels.items()}, "head": head,
+            "preprocessing": json.loads(json.dumps(preprocessing, default=list))}

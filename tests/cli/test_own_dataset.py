@@ -29,6 +29,8 @@ def test_prepare_pretrain_and_finetune_a_dataset_folder_with_no_override(tmp_pat
                  f"--init={w1 / 'weights'}", f"--workdir={w2}"]) == 0
     binary = json.loads((w2 / "weights" / "metadata.json").read_text())
     assert binary["labels"] == {"background": 0, "liver": 1} and binary["head"] == "sigmoid"
+    assert binary["preprocessing"] == {"modality": "ct", "hu_min": -1000.0, "hu_max": 1000.0, "mr_method": "minmax",
+                                       "mr_percentiles": [0.5, 99.5], "target_spacing": [], "channel": 0}
     assert json.loads((w2 / "weights" / "model_config.json").read_text())["num_classes"] == 1
     transfer = json.loads((w2 / "transfer_report.json").read_text())
     assert any(p.startswith("params/encoder") for p in transfer["loaded"])
