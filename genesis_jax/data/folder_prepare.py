@@ -64,13 +64,18 @@ def prepare_folder(data_config) -> tuple[PrepareSummary, dict[str, Any]]:
         notes.append(f"split: {split_path} (drawn by case: validation_fraction {data.validation_fraction}, seed "
                      f"{data.seed}; edit it and rerun to change it)")
     data.split_cases = split
+    data.cases = [c.case_id for c in folder.cases]  # a case added to or removed from the folder rebuilds
     builder = make_builder(data)
     if builder.is_prepared() and not data.overwrite:
         diff = settings_diff(builder, data)
-        if diff and all(d.startswith("split_cases.") for d in diff):
-            notes.append(f"the split file changed since the last prepare: the volumes are rebuilt "
-                         f"({'; '.join(diff)})")
+        if diff and all(d.startswith(("split_cases.", "cases:")) for d in diff):
+            notes.append(f"the split file or the folder's cases changed since the last prepare: the volumes are "
+                         f"rebuilt ({'; '.join(diff)})")
             data.overwrite = True
+    orphans = [c for c in unlabelled_cases(folder, split) if folder.case(c).label is not None]
+    if orphans:
+        notes.append(f"{len(orphans)} labelled case(s) are in no split, so pre-training only: "
+                     f"{', '.join(orphans[:8])}{' ...' if len(orphans) > 8 else ''}; list them in {split_path}")
     if folder.num_training is not None and folder.num_training != sum(c.part == "Tr" for c in folder.cases):
         log.warning("%s: numTraining is %d but imagesTr holds %d cases", folder.root / "dataset.json",
                     folder.num_training, sum(c.part == "Tr" for c in folder.cases))

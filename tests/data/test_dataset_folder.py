@@ -94,9 +94,17 @@ def test_the_split_file_is_written_once_honoured_when_edited_and_the_settings_re
     edited = {"train": ["case_000", "case_001"], "validation": ["case_002", "case_003"], "test": []}
     split_path.write_text(json.dumps(edited))
     again, record = prepare_folder(_data_config(root, tmp_path / "tfds"))
-    assert not again.reused and any("split file changed" in n for n in again.notes)
+    assert not again.reused and any("changed since the last prepare" in n for n in again.notes)
     assert again.split_scans["validation"] == ["case_002", "case_003"]
     assert prepare_folder(_data_config(root, tmp_path / "tfds"))[0].reused
+
+    # a labelled case added to the folder: rebuilt, pre-training only until the split file lists it
+    image, label = tiny_case(7)
+    write_nifti(root / "imagesTr/case_007_0000.nii.gz", image, np.diag([1.5, 1.5, 2.0, 1.0]))
+    write_nifti(root / "labelsTr/case_007.nii.gz", label, np.diag([1.5, 1.5, 2.0, 1.0]))
+    added, record = prepare_folder(_data_config(root, tmp_path / "tfds"))
+    assert not added.reused and sorted(added.split_scans["unlabelled"]) == ["case_004", "case_007"]
+    assert any("1 labelled case(s) are in no split" in n and "case_007" in n for n in added.notes)
 
     # later commands read the record: the folder or its name, no data override
     assert load_record(str(root), str(tmp_path / "tfds"))["splits"]["validation"] == ["case_002", "case_003"]
