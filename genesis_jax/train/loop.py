@@ -147,7 +147,7 @@ class Task:
     preview_every_steps: int = 0
     save_each_epoch: bool = False  # also checkpoint after every validation
     select_best: bool = True  # export the best-by-validation variables (else the final ones)
-    export_metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # added to weights/metadata.json
+    export_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # added to weights/metadata.json
 
 
 @dataclasses.dataclass

@@ -1,9 +1,11 @@
 """The own-data commands as a user types them, on a tiny nnU-Net v2 raw dataset with two labels (liver, spleen):
 `data prepare --dataset=DIR`, `pretrain --config=pretrain/dataset:tiny --dataset=DIR`, `finetune` on one label
-(binary, from the pre-trained weights) and on every label (softmax), then `evaluate`, with no other override."""
+(binary, from the pre-trained weights) and on every label (softmax), `predict` on imagesTs with both networks,
+`convert` to .pt and `evaluate`, with no other override."""
 
 import json
 
+import numpy as np
 import pytest
 
 from genesis_jax.cli import main
@@ -29,8 +31,7 @@ def test_prepare_pretrain_and_finetune_a_dataset_folder_with_no_override(tmp_pat
                  f"--init={w1 / 'weights'}", f"--workdir={w2}"]) == 0
     binary = json.loads((w2 / "weights" / "metadata.json").read_text())
     assert binary["labels"] == {"background": 0, "liver": 1} and binary["head"] == "sigmoid"
-    assert binary["preprocessing"] == {"modality": "ct", "hu_min": -1000.0, "hu_max": 1000.0, "mr_method": "minmax",
-                                       "mr_percentiles": [0.5, 99.5], "target_spacing": [], "channel": 0}
+    assert binary["inference"]["modality"] == "ct" and binary["inference"]["window"] == [16, 16, 8]
     assert json.loads((w2 / "weights" / "model_config.json").read_text())["num_classes"] == 1
     transfer = json.loads((w2 / "transfer_report.json").read_text())
     assert any(p.startswith("params/encoder") for p in transfer["loaded"])
@@ -44,6 +45,21 @@ def test_prepare_pretrain_and_finetune_a_dataset_folder_with_no_override(tmp_pat
     assert {"dice", "dice_liver", "dice_spleen"} <= set(test["set"]) and len(test["per_volume"]) == len(
         split["validation"])
     assert "test {'dice'" in capsys.readouterr().out
+
+    # predict on the unlabelled imagesTs: uint8 label maps on the input's grid, the classes of each network
+    import nibabel as nib
+
+    source = nib.load(str(folder / "imagesTs" / "case_004_0000.nii.gz"))
+    for weights, classes in ((w2, {0, 1}), (w3, {0, 1, 2})):
+        out = tmp_path / f"OUT_{weights.name}"
+        assert main(["predict", "-i", str(folder / "imagesTs"), "-o", str(out), f"--weights={weights / 'weights'}",
+                     "--no-progress"]) == 0
+        predicted = nib.load(str(out / "case_004.nii.gz"))
+        assert predicted.shape == source.shape and np.allclose(predicted.affine, source.affine)
+        values = np.asanyarray(predicted.dataobj)
+        assert values.dtype == np.uint8 and set(np.unique(values).tolist()) <= classes
+    assert main(["convert", f"--from={w2 / 'weights'}", f"--to={tmp_path / 'W2.pt'}"]) == 0
+    assert (tmp_path / "W2.pt").stat().st_size > 0
 
     # evaluate reads the same record; the labels come from the weights (no --label)
     assert main(["evaluate", "--config=finetune/dataset:tiny", f"--dataset={folder}", f"--weights={w3}",
