@@ -64,6 +64,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
             print(f"pretrain: cubes {cubes.dataset_dir} ({', '.join(f'{k} {v}' for k, v in cubes.examples.items())}"
                   f"{'; reused' if cubes.reused else ''}; {len(cubes.skipped)} scan(s) skipped"
                   + "".join(f"\n  - {reason}" for _, reason in cubes.skipped) + ")")
+        if args.dataset is not None and jax.process_count() > 1:  # the other processes read what process 0 wrote
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("genesis_jax pretrain --dataset cubes")
         summary = pretrain(config, args.workdir)
     except TrainingDiverged as err:
         print(f"genesis-jax pretrain: stopped: {err}", file=sys.stderr)
