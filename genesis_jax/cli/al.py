@@ -58,8 +58,9 @@ def _config_and_workdir(args: argparse.Namespace, overrides: list[str]):
     from genesis_jax.config_loader import load_config
 
     config = load_config(args.config, overrides) if args.config else None
-    if config is None and overrides:
-        raise SystemExit(f"genesis-jax al {args.al_command}: --config.x=y overrides need --config")
+    if config is None and (overrides or args.dataset is not None or args.label is not None):
+        raise SystemExit(f"genesis-jax al {args.al_command}: --config.x=y overrides, --dataset and --label need "
+                         "--config")
     workdir = args.workdir or (config.workdir if config is not None else None)
     if not workdir:
         raise SystemExit(f"genesis-jax al {args.al_command}: give --workdir (or a --config with a workdir field)")
