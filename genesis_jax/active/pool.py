@@ -1,8 +1,13 @@
 """Candidate pools: ids, context arrays around detections, and (for simulations only) the true labels.
 
-A pool on disk is an ``.npz`` with ``ids`` (n strings), ``contexts`` ((n, *spatial) or (n, *spatial, C), 2 or 3
-spatial axes) and optionally ``labels`` (n ints: an oracle for simulations; the human-in-the-loop commands never
-read them). ``synthetic_pool`` makes a 3D pool whose difficulty is known: rare positives (a ball at the centre), hard
+A pool on disk is an ``.npz`` (``load_pool`` checks each rule with a one-line error naming the file and the key):
+  ``ids``       (n,) unique strings (or integers), one per candidate;
+  ``contexts``  (n, *spatial) or (n, *spatial, C) real numbers, 2 or 3 spatial axes, NORMALISED intensities in
+                [0, 1] as every genesis_jax network reads them (CT: HU clipped to [-1000, 1000] and scaled,
+                ``genesis_jax.data.normalize.normalize_ct``; MR: per-volume min-max). Raw HU or scanner values
+                (anything outside [-1, 2]) are refused, and so are NaN/Inf;
+  ``labels``    optional (n,) integers: an oracle for simulations; the human-in-the-loop commands never read them.
+``dataset_pool`` makes a pool from a prepared dataset folder's volumes (:mod:`genesis_jax.data.folders`). ``synthetic_pool`` makes a 3D pool whose difficulty is known: rare positives (a ball at the centre), hard
 negatives (an equally bright tube) and many easy negatives (background), and some contexts carry a bright
 distractor outside the detection box that only enlarged or shifted patches see (the noisy patches that majority
 selection is meant to ignore). ``matched_organ_pools`` cuts 2D organ-vs-organ candidates from one labelled CT;
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -55,12 +61,32 @@ def load_pool(path: str | Path, spatial_dims: int = 3) -> CandidatePool:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such pool file")
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npz pool ({err})") from None
+    with data:
         for field in ("ids", "contexts"):
             if field not in data:
-                raise ValueError(f"{path}: the pool has no {field!r} array (found {sorted(data.files)})")
-        ids, contexts = data["ids"], data["contexts"].astype(np.float32)
-        labels = data["labels"].astype(np.int64) if "labels" in data else None
+                raise ValueError(f"{path}: the pool has no {field!r} array (found {sorted(data.files)}); a pool "
+                                 "holds 'ids' (n,), 'contexts' (n, *spatial[, C]) in [0, 1] and optionally 'labels'")
+        ids, contexts = data["ids"], data["contexts"]
+        labels = data["labels"] if "labels" in data else None
+    if ids.ndim != 1 or ids.dtype.kind not in "USiu":
+        raise ValueError(f"{path}: 'ids' must be a 1-D array of strings or integers, got {ids.dtype} {ids.shape}")
+    if contexts.dtype.kind not in "fiub":
+        raise ValueError(f"{path}: 'contexts' must hold real numbers, got dtype {contexts.dtype}")
+    contexts = contexts.astype(np.float32)
+    if contexts.size and not np.all(np.isfinite(contexts)):
+        raise ValueError(f"{path}: 'contexts' hold NaN or Inf values")
+    if contexts.size and (contexts.min() < -1.0 or contexts.max() > 2.0):
+        raise ValueError(f"{path}: 'contexts' range over [{contexts.min():.4g}, {contexts.max():.4g}]: raw HU or "
+                         "scanner values? contexts are normalised intensities in [0, 1] (CT: clip HU to [-1000, "
+                         "1000], then (HU + 1000) / 2000)")
+    if labels is not None:
+        if labels.dtype.kind not in "iub" or labels.ndim != 1:
+            raise ValueError(f"{path}: 'labels' must be a 1-D array of integers, got {labels.dtype} {labels.shape}")
+        labels = labels.astype(np.int64)
     if contexts.ndim == spatial_dims + 1:
         contexts = contexts[..., None]
     if contexts.ndim != spatial_dims + 2:
@@ -186,6 +212,43 @@ def organ_cube_pools(
         return CandidatePool(ids, contexts.astype(np.float32), labels[order])
 
     return make(index <= split - half, n_pool, "pool"), make(index >= split + half, n_test, "test")
+
+
+def dataset_pool(
+    volumes: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    n: int,
+    context_size: int = 12,
+    positive_fraction: float = 0.2,
+    tissue_threshold: float = 0.3,
+    seed: int = 0,
+) -> CandidatePool:
+    """Candidates from labelled volumes [(scan id, image in [0, 1], binary label)] (a prepared dataset folder's, read
+    with ``genesis_jax.data.dataset_flag.labelled_volumes``): ``context_size``^3 contexts centred on label voxels
+    (positives, ``positive_fraction`` of ``n``) and on other tissue (intensity above ``tissue_threshold``:
+    negatives), spread evenly over the volumes; ``labels`` is the oracle of a simulation. Ids are
+    ``<scan>@<x>_<y>_<z>`` (the centre voxel)."""
+    from genesis_jax.data.patches import crop_centered
+
+    if not volumes:
+        raise ValueError("dataset_pool: no labelled volume")
+    rng = np.random.default_rng(seed)
+    n_pos = round(n * positive_fraction)
+    picks: list[tuple[str, np.ndarray, np.ndarray, int]] = []
+    for want, label_value in ((n_pos, 1), (n - n_pos, 0)):
+        share = np.diff(np.linspace(0, want, len(volumes) + 1).round().astype(int))
+        for (sid, image, label), count in zip(volumes, share):
+            mask = label > 0 if label_value else (label == 0) & (image > tissue_threshold)
+            centres = np.argwhere(mask)
+            if len(centres) < count:
+                raise ValueError(f"{sid}: only {len(centres)} {'label' if label_value else 'tissue'} voxels for "
+                                 f"{count} candidates; lower config.pool.n")
+            for centre in centres[rng.choice(len(centres), count, replace=False)]:
+                picks.append((sid, image, centre, label_value))
+    order = rng.permutation(len(picks))
+    shape = (context_size,) * 3
+    contexts = np.stack([crop_centered(picks[i][1], picks[i][2], shape) for i in order])[..., None]
+    ids = np.array([f"{picks[i][0]}@{'_'.join(map(str, picks[i][2]))}" for i in order])
+    return CandidatePool(ids, contexts.astype(np.float32), np.array([picks[i][3] for i in order], np.int64))
 
 
 def box_mean_intensity(contexts: np.ndarray, box_size: int) -> np.ndarray:

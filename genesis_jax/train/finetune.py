@@ -35,7 +35,7 @@ import numpy as np
 
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import export_predictions
-from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
+from genesis_jax.evaluation.metrics import MultiClassAccumulator, SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.predict import InferenceSettings
 from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model, contract
@@ -117,9 +117,10 @@ def _precise_bn(config, model, train_source, patch_shape, local_bs: int, shardin
                                                     prepare=network_input)
 
 
-def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
-    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics."""
-    losses, acc, scores, labels = [], SegmentationAccumulator(), [], []
+def _validate(eval_step, state, batches, task: str, accumulator: Any = None) -> dict[str, float]:
+    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics
+    (``accumulator``: a softmax network's per-class one instead of the binary segmentation metrics)."""
+    losses, acc, scores, labels = [], accumulator or SegmentationAccumulator(), [], []
     for batch in batches:
         loss, prediction, targets = eval_step(state, batch)
         losses.append(float(loss))
@@ -235,9 +236,10 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
     global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
     local_bs = local_batch_size(global_bs)
     patch_shape = _patch_shape(config, data)
-    if config.task == "segmentation" and model_config.get("num_classes", 1) != 1:
-        raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output), got "
-                         f"{model_config.get('num_classes')}")
+    num_classes = int(model_config.get("num_classes", 1))
+    if config.task == "segmentation" and num_classes != 1 and model_config.get("head_activation") != "softmax":
+        raise ValueError(f"config.model.num_classes={num_classes}: a multi-class segmentation network needs "
+                         "config.model.head_activation=softmax (and config.loss=dice_ce); binary is one sigmoid output")
     model = build_model(model_config)
     network = contract(model_config)  # the network's spec: deep supervision, encoder prefixes
     input_shape = tuple(config.input_shape)
@@ -276,7 +278,9 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
     def validate(state) -> dict[str, float]:
         # validated with recalibrated statistics; the state that trains on and is saved keeps its own
         val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
-        return _validate(eval_step, val_state, val_batches, config.task)
+        return _validate(eval_step, val_state, val_batches, config.task,
+                         MultiClassAccumulator(num_classes, dict(config.get("labels") or {})) if num_classes > 1
+                         else None)
 
     steps_per_epoch = int(config.steps_per_epoch)
     return Task(
@@ -286,6 +290,16 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
         # what `genesis-jax predict` needs to read new scans as this run read its own (spacing, intensities, window)
-        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict()}
-        if config.task == "segmentation" else {},
+        # and to name its output classes
+        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict(),
+                         **segmentation_classes(config, model_config)} if config.task == "segmentation" else {},
     )
+
+
+def segmentation_classes(config: ml_collections.ConfigDict, model_config: dict[str, Any]) -> dict[str, Any]:
+    """What a segmentation network's weights/ say about its outputs (metadata.json): ``labels`` {name: the class id
+    a label map holds} with background 0, and ``head`` 'sigmoid' (binary: one output, foreground above the
+    threshold) or 'softmax' (multi-class: the arg-max class)."""
+    head = "softmax" if model_config.get("head_activation") == "softmax" else "sigmoid"
+    labels = dict(config.get("labels") or {}) or {"background": 0, "foreground": 1}
+    return {"labels": {str(k): int(v) for k, v in labels.items()}, "head": head}
