@@ -273,7 +273,8 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
     prepare = make_prepare(config.task, ndim)
     loss_fn = get_loss(config.loss)
     train_prepare = make_prepare(config.task, ndim, augment_settings(config))  # device augmentation: training only
-    train_step = make_train_step(loss_fn, train_prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
+    train_step = make_train_step(loss_fn, train_prepare, mesh=mesh,
+                                 apply_kwargs={"return_all_heads": True} if ds else None,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
     sharding = batch_sharding(mesh)
