@@ -5,6 +5,11 @@ a validation pass every epoch whose loss drives ReduceLROnPlateau (0.5 / 6 / 1e-
 task's patience), and the best-by-validation weights kept; these are then evaluated on the test set: whole volumes
 by sliding window (Dice, IoU, HD95, the published mean IoU) or crops / candidates (mean IoU, AUC).
 
+Training batches are augmented on the device inside the jitted step (``config.augment``,
+:mod:`genesis_jax.transforms.augment`; on for segmentation). With ``config.ema_decay`` > 0 the optimiser keeps a
+moving average of the parameters (:mod:`genesis_jax.train.ema`) and validation, ``best/``, ``weights/`` and the test
+evaluation use it (``summary.json['evaluated']['parameters']`` says which parameters were evaluated).
+
 The loop is pre-training's (:mod:`genesis_jax.train.loop`); this module supplies the target task. The batch is
 sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state (also after
 every validation), SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
@@ -44,7 +49,7 @@ from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config
 from genesis_jax.train.distributed import to_host
 from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
-from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_prepare
+from genesis_jax.train.finetune_steps import augment_settings, make_eval_step, make_finetune_optimizer, make_prepare
 from genesis_jax.train.losses import get_loss
 from genesis_jax.train.loop import Task, locked, params_fingerprint, train
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
@@ -263,11 +268,14 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
             (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
     labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder, network.encoder)
     log.info("parameter groups (scalars): %s", count_group_sizes(abstract_params, labels))
-    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale)
+    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale,
+                                 float(config.get("ema_decay") or 0.0))
 
-    prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
+    ndim = int(model_config.get("ndim", 3))
+    prepare = make_prepare(config.task, ndim)
     loss_fn = get_loss(config.loss)
-    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs=network.deep_supervision,
+    train_prepare = make_prepare(config.task, ndim, augment_settings(config))  # device augmentation: training only
+    train_step = make_train_step(loss_fn, train_prepare, mesh=mesh, apply_kwargs=network.deep_supervision,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, network.deep_supervision, model_config.get("mode", "accurate"))
     sharding = batch_sharding(mesh)
