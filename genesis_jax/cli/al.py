@@ -62,6 +62,14 @@ def _config_and_workdir(args: argparse.Namespace, overrides: list[str]):
     return config, workdir
 
 
+def _warn_about_init(config) -> None:
+    """The one line for ``config.init`` weights that failed the pre-training quality gate or record none."""
+    from genesis_jax.pretext.gate import weights_warning
+
+    if config.get("init") and (warning := weights_warning(config.init)):
+        print(warning, file=sys.stderr)
+
+
 def _fail(args: argparse.Namespace, err: Exception) -> int:
     print(f"genesis-jax al {args.al_command}: {err}", file=sys.stderr)
     return 1
@@ -72,6 +80,7 @@ def run_select(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.active.state import StateError
 
     config, workdir = _config_and_workdir(args, overrides)
+    _warn_about_init(config)
     try:
         paths = session.select(config, workdir, args.budget, args.method)
     except (StateError, ValueError, FileNotFoundError) as err:
@@ -103,6 +112,7 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.active.state import StateError
 
     config, workdir = _config_and_workdir(args, overrides)
+    _warn_about_init(config)
     try:
         s = session.step(config, workdir)
     except (StateError, ValueError, FileNotFoundError) as err:

@@ -50,6 +50,11 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.init is not None:
         config.init.checkpoint = args.init
     setup_logging()
+    if config.init.checkpoint not in ("", "scratch", None) and jax.process_index() == 0:
+        from genesis_jax.pretext.gate import weights_warning
+
+        if warning := weights_warning(config.init.checkpoint):
+            print(warning, file=sys.stderr)
     try:
         summary = finetune(config, args.workdir)
     except TrainingDiverged as err:

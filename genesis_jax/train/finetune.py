@@ -34,10 +34,11 @@ import numpy as np
 
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import export_predictions
-from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
+from genesis_jax.evaluation.metric_table import Collected, compute_metrics, metric_names
 from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model
 from genesis_jax.models.weights import CheckpointError
+from genesis_jax.pretext.gate import INIT_RECORD_KEY, init_record
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config
 from genesis_jax.train.distributed import to_host
@@ -121,26 +122,17 @@ def _precise_bn(config, model, train_source, patch_shape, local_bs: int, shardin
                                                     prepare=network_input)
 
 
-def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
-    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics."""
-    losses, acc, scores, labels = [], SegmentationAccumulator(), [], []
+def _validate(eval_step, state, batches, task: str, metrics: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the metrics of
+    :mod:`genesis_jax.evaluation.metric_table` (``config.eval.metrics``; default: the task's)."""
+    losses, collected = [], Collected()
+    add = collected.add_segmentation if task == "segmentation" else collected.add_classification
     for batch in batches:
         loss, prediction, targets = eval_step(state, batch)
         losses.append(float(loss))
-        prediction, targets = to_host(prediction), to_host(targets)
-        if task == "segmentation":
-            acc.update(targets, prediction)
-        else:
-            scores.append(prediction.reshape(len(prediction), -1)[:, -1])
-            labels.append(targets.reshape(len(targets), -1)[:, 0])
+        add(to_host(targets), to_host(prediction))
     out = {"val_loss": float(np.mean(losses))}
-    if task == "segmentation":
-        out.update({f"val_{k}": v for k, v in acc.result().items()})
-    else:
-        try:
-            out["val_auc"] = roc_auc(np.concatenate(labels), np.concatenate(scores))
-        except ValueError:  # one class only in this validation set
-            out["val_auc"] = float("nan")
+    out.update({f"val_{k}": v for k, v in compute_metrics(metrics or metric_names(task), collected).items()})
     return out
 
 
@@ -276,7 +268,8 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
     def validate(state) -> dict[str, float]:
         # validated with recalibrated statistics; the state that trains on and is saved keeps its own
         val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
-        return _validate(eval_step, val_state, val_batches, config.task)
+        return _validate(eval_step, val_state, val_batches, config.task,
+                         metric_names(config.task, config.eval.get("metrics")))
 
     steps_per_epoch = int(config.steps_per_epoch)
     return Task(
@@ -285,4 +278,5 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
+        export_record=lambda state, variables: {INIT_RECORD_KEY: init_record(config.init.checkpoint)},
     )

@@ -147,6 +147,9 @@ class Task:
     preview_every_steps: int = 0
     save_each_epoch: bool = False  # also checkpoint after every validation
     select_best: bool = True  # export the best-by-validation variables (else the final ones)
+    # (state, exported variables) -> what the weights' metadata.json records besides their source (e.g. a quality
+    # gate measured on exactly the exported variables); also left in Result.record
+    export_record: Callable[[TrainState, Variables], Mapping[str, Any]] | None = None
 
 
 @dataclasses.dataclass
@@ -165,6 +168,7 @@ class Result:
     weights: Path | None = None  # None when preempted
     variables: Variables | None = None  # the exported (host) variables
     source: dict[str, Any] | None = None  # which variables were exported (kind, step, precise_bn_batches, ...)
+    record: dict[str, Any] | None = None  # the task's export_record of the exported variables
 
 
 def divergence_message(at: int, values: Mapping[str, float], kept: int | None, workdir: Path) -> str:
@@ -398,7 +402,8 @@ def export_weights(workdir: Path, task: Task, result: Result) -> None:
     variables, source["precise_bn_batches"] = task.recalibrate(result.state, variables)
     result.variables = jax.tree.map(to_host, variables)
     result.source = source
+    result.record = dict(task.export_record(result.state, result.variables)) if task.export_record else {}
     result.weights = save_weights(
         workdir / "weights", result.variables, task.model_config,
-        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source},
+        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source, **result.record},
     )
