@@ -178,7 +178,11 @@ def _pretext_task(config: ml_collections.ConfigDict, workdir: Path, transform: A
 
     def export_record(state, variables) -> dict[str, Any]:
         """The gate measured on exactly the exported variables (best or final, BatchNorm re-estimated)."""
-        exported = state.replace(params=variables["params"], batch_stats=variables.get("batch_stats") or {})
+        def placed(host: Any, like: Any) -> Any:  # on the state's (replicated) shardings, every process alike
+            return jax.tree.map(lambda h, x: jax.device_put(h, x.sharding), host, like)
+
+        exported = state.replace(params=placed(variables["params"], state.params),
+                                 batch_stats=placed(variables.get("batch_stats") or {}, state.batch_stats))
         record = gate_record(gate_figures(exported)[1], pretext.gate, pretext.scored_voxels)
         return {"pretext": pretext.name, RECORD_KEY: record}
 

@@ -6,7 +6,10 @@ Run (GPU/TPU), on the prepared LUNA16 cubes as the Genesis recipe (data/luna16):
   ... :keras, :unetpp, :2d as pretrain/mim
 CPU smoke run:
   genesis-jax pretrain --config=pretrain/genesis_mim:tiny --workdir=/tmp/genesis_mim_tiny
-Expected (tiny): EXPECTED_TINY
+Expected (tiny): as pretrain/mim:tiny (40 steps, 4 epochs), slower per step (the deformations run too); one run
+printed val_restoration_mse 0.0367 after epoch 1 and 0.01794 after epoch 4 against 0.01703 for the batch-mean
+predictor (ratio 1.05) and a clean identity MSE of 0.01974: ``pretext_gate.passed`` is false at this size, as for
+Genesis alone; the preview shows deformed + masked input | restored | original | mask and a clean-input row.
 Its weights/ initialise the fine-tuning :tiny configs:
   genesis-jax finetune --config=finetune/lcs:tiny --workdir=/tmp/lcs_gm --init=/tmp/genesis_mim_tiny/weights
 

@@ -6,7 +6,11 @@ Run (GPU/TPU), on the prepared LUNA16 cubes as the Genesis recipe (data/luna16):
   ... :2d             a 2D network on one axial slice per cube
 CPU smoke run:
   genesis-jax pretrain --config=pretrain/mim:tiny --workdir=/tmp/mim_tiny
-Expected (tiny): EXPECTED_TINY
+Expected (tiny): a minute or so on a 2-core CPU: 40 steps in 4 epochs on 16x16x8 cubes of 6 synthetic CT phantoms
+with a base-width-2, depth-2 U-Net; each epoch prints the masked-region validation MSE beside the gate's figures
+(one run printed val_restoration_mse 0.02694 after epoch 1 and 0.01611 after epoch 4, against 0.01657 for the
+batch-mean predictor: ratio 0.97, so ``pretext_gate.passed`` is false at this size); summary.json and
+weights/metadata.json hold the gate, previews/ a PNG whose last column is the mask.
 Its weights/ initialise the fine-tuning :tiny configs (same width and depth):
   genesis-jax finetune --config=finetune/lcs:tiny --workdir=/tmp/lcs_mim --init=/tmp/mim_tiny/weights
 
