@@ -84,6 +84,9 @@ def warning_line(metadata: Mapping[str, Any], source: Any) -> str | None:
                     "learned more than a constant)")
         return None if record.get("passed") else f"warning: {source}: {what} failed the restoration quality gate " \
                                                  f"({_why(record)})"
+    if record is None and metadata.get("source") == "genesis_jax finetune":  # fine-tuned before the gate existed
+        return (f"warning: {source}: these fine-tuned weights record no restoration quality gate of the weights "
+                "they began from")
     if record is None:
         return (f"warning: {source}: {what} record no restoration quality gate (nothing shows they restore better "
                 "than a constant predictor)")

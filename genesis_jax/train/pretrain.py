@@ -77,7 +77,7 @@ def pretrain(
     train_source: Any = None,
     val_source: Any = None,
 ) -> dict[str, Any]:
-    """Run (or resume) restoration pre-training as ``config`` describes, writing everything under ``workdir``.
+    """Run (or resume) pre-training on the pretext ``config.pretext.name`` picks, writing everything under ``workdir``.
 
     ``transform(key, cubes) -> (inputs, targets)`` replaces the published deformations of the pretexts that use
     them (default: genesis_jax.transforms.restoration_batch with ``config.transforms``); ``train_source``/

@@ -54,6 +54,7 @@ def test_warning_lines():
     assert "fine-tuned from" in warning_line({"init_gate": failed}, "w")
     assert warning_line({"init_gate": passed}, "w") is None
     assert "record no" in warning_line({"init_gate": None}, "w")
+    assert "fine-tuned weights record no" in warning_line({"source": "genesis_jax finetune"}, "w")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from genesis_jax.cli import main
 from genesis_jax.config_loader import load_config
 from genesis_jax.models import build_model
 from genesis_jax.train.mesh import make_mesh, resolve_batch_size
-from genesis_jax.train.pretrain import make_restoration_prepare
+from genesis_jax.pretext import build_pretext
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import abstract_train_state
 from genesis_jax.train.steps import make_train_step
