@@ -66,7 +66,8 @@ def _warn_about_init(config) -> None:
     """The one line for ``config.init`` weights that failed the pre-training quality gate or record none."""
     from genesis_jax.pretext.gate import weights_warning
 
-    if config.get("init") and (warning := weights_warning(config.init)):
+    init = config.get("init")
+    if isinstance(init, str) and init and (warning := weights_warning(init)):  # another kind of config: al says so
         print(warning, file=sys.stderr)
 
 
