@@ -94,3 +94,21 @@ def test_finetune_init_prints_one_warning_and_records_the_init_gate(pretrained, 
     assert len(lines) == 1 and "failed the restoration quality gate" in lines[0], lines
     assert read_metadata(tmp_path / "weights")["init_gate"] == summary["pretext_gate"]
     assert "fine-tuned from pre-trained weights that failed" in weights_warning(tmp_path / "weights")
+
+    rc = main(["evaluate", "--config=finetune/ncc:tiny", f"--weights={tmp_path}", f"--out={tmp_path / 'eval'}",
+               "--config.logging.progress=False"])
+    assert rc == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "fine-tuned from pre-trained weights that failed" in lines[0], lines
+
+
+def test_al_warns_about_its_init_in_one_line(pretrained, capsys):
+    import ml_collections
+
+    from genesis_jax.cli import al
+
+    _, workdir = pretrained
+    al._warn_about_init(ml_collections.ConfigDict({"init": str(workdir / "weights")}))
+    al._warn_about_init(ml_collections.ConfigDict({"init": ""}))  # a fresh encoder: nothing to say
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "quality gate" in lines[0], lines
