@@ -147,8 +147,9 @@ class Task:
     preview_every_steps: int = 0
     save_each_epoch: bool = False  # also checkpoint after every validation
     select_best: bool = True  # export the best-by-validation variables (else the final ones)
-    # (state, exported variables) -> what the weights' metadata.json records besides their source (e.g. a quality
-    # gate measured on exactly the exported variables); also left in Result.record
+    export_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # added to weights/metadata.json
+    # (state, exported variables) -> what metadata.json records of exactly the exported variables (e.g. their
+    # quality gate), besides export_metadata; also left in Result.record
     export_record: Callable[[TrainState, Variables], Mapping[str, Any]] | None = None
 
 
@@ -405,5 +406,6 @@ def export_weights(workdir: Path, task: Task, result: Result) -> None:
     result.record = dict(task.export_record(result.state, result.variables)) if task.export_record else {}
     result.weights = save_weights(
         workdir / "weights", result.variables, task.model_config,
-        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source, **result.record},
+        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source, **task.export_metadata,
+         **result.record},
     )
