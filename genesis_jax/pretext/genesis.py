@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from genesis_jax.evaluation.metrics import mean_squared_error
-from genesis_jax.pretext.base import Batch, GateSettings, Pretext, gate_settings, whole_image
+from genesis_jax.pretext.base import GateSettings, Pretext, gate_settings, whole_image
 
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 COLUMNS = ("deformed input", "restored", "original")
@@ -83,5 +83,3 @@ def build(config: Any, transform: TransformFn | None = None, *, name: str = "gen
         gate=gate_settings(config.get("pretext"), GateSettings()),
     )
 
-
-__all__ = ["Batch", "build", "check_config", "default_transform", "make_prepare"]
