@@ -45,7 +45,7 @@ from genesis_jax.models import build_model  # noqa: E402
 from genesis_jax.runtime import tune_cpu_runtime  # noqa: E402
 from genesis_jax.data.pipeline import global_batch, pretrain_dataset  # noqa: E402
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh  # noqa: E402
-from genesis_jax.train.pretrain import make_restoration_prepare  # noqa: E402
+from genesis_jax.pretext.genesis import make_prepare as make_restoration_prepare  # noqa: E402
 from genesis_jax.train.schedules import build_optimizer  # noqa: E402
 from genesis_jax.train.state import create_train_state  # noqa: E402
 from genesis_jax.train.losses import mse_loss  # noqa: E402

@@ -19,11 +19,13 @@ from genesis_jax.config_loader import ConfigError
 
 MISSING = object()
 
-# What tells the kinds apart (each kind's distinctive fields), for "this is a fine-tuning config" messages.
-_KIND_MARKERS: dict[str, tuple[str, ...]] = {
-    "fine-tuning": ("task", "sampling"),
-    "pre-training": ("transforms", "per_device_batch_size"),
-    "active-learning": ("learner", "pool"),
+# What tells the kinds apart, for "this is a fine-tuning config" messages: a kind is recognised by any one of its
+# sets of distinctive fields. A pre-training config names its pretext (genesis_jax.pretext); one written before
+# pretexts were plug-ins is recognised by its restoration deformations.
+_KIND_MARKERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "fine-tuning": (("task", "sampling"),),
+    "pre-training": (("pretext.name", "per_device_batch_size"), ("transforms", "per_device_batch_size")),
+    "active-learning": (("learner", "pool"),),
 }
 # The packaged config group of each kind (--config=<group>/<name>; see genesis-jax configs).
 _KIND_DIRS = {"fine-tuning": "finetune/", "pre-training": "pretrain/", "active-learning": "active/", "data": "data/"}
@@ -41,8 +43,8 @@ def get_field(config: Any, dotted: str) -> Any:
 
 def config_kind(config: Any) -> str:
     """'pre-training', 'fine-tuning', 'active-learning', 'data' (only a ``data`` block) or 'unknown'."""
-    for kind, markers in _KIND_MARKERS.items():
-        if all(get_field(config, m) is not MISSING for m in markers):
+    for kind, alternatives in _KIND_MARKERS.items():
+        if any(all(get_field(config, m) is not MISSING for m in markers) for markers in alternatives):
             return kind
     if get_field(config, "data") is not MISSING and get_field(config, "model") is MISSING:
         return "data"

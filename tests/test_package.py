@@ -19,7 +19,7 @@ PACKAGE = REPO / "genesis_jax"
 # or below, and the rooms' graph has no cycle. config_loader reaches the configs by name at run time
 # (importlib.import_module), never by an import statement.
 LAYERS = {
-    "models": 0, "transforms": 0, "data": 0, "evaluation": 0, "runtime": 0, "visualize": 0, "config_loader": 0, "config_checks": 0, "workdir": 0,
+    "models": 0, "transforms": 0, "pretext": 0, "data": 0, "evaluation": 0, "runtime": 0, "visualize": 0, "config_loader": 0, "config_checks": 0, "workdir": 0,
     "train": 1,
     "active": 2, "interop": 2,
     "configs": 3, "cli": 3,

@@ -77,6 +77,15 @@ def _config_and_workdir(args: argparse.Namespace, overrides: list[str]):
     return config, workdir
 
 
+def _warn_about_init(config) -> None:
+    """The one line for ``config.init`` weights that failed the pre-training quality gate or record none."""
+    from genesis_jax.pretext.gate import weights_warning
+
+    init = config.get("init")
+    if isinstance(init, str) and init and (warning := weights_warning(init)):  # another kind of config: al says so
+        print(warning, file=sys.stderr)
+
+
 def _fail(args: argparse.Namespace, err: Exception) -> int:
     print(f"genesis-jax al {args.al_command}: {err}", file=sys.stderr)
     return 1
@@ -87,6 +96,7 @@ def run_select(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.active.state import StateError
 
     config, workdir = _config_and_workdir(args, overrides)
+    _warn_about_init(config)
     try:
         paths = session.select(config, workdir, args.budget, args.method)
     except (StateError, ValueError, FileNotFoundError) as err:
@@ -118,6 +128,7 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.active.state import StateError
 
     config, workdir = _config_and_workdir(args, overrides)
+    _warn_about_init(config)
     try:
         s = session.step(config, workdir)
     except (StateError, ValueError, FileNotFoundError) as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,6 +55,7 @@ def _evaluate(args: argparse.Namespace, config) -> int:
     from genesis_jax.cli._logging import setup_logging
     from genesis_jax.evaluation.evaluate import export_predictions
     from genesis_jax.models.weights import is_weights_dir
+    from genesis_jax.pretext.gate import weights_warning
     from genesis_jax.train.checkpointing import load_init_weights
     from genesis_jax.train.config_checks import check_weights_for_task
     from genesis_jax.evaluation.test_set import evaluate_test_set
@@ -65,6 +67,8 @@ def _evaluate(args: argparse.Namespace, config) -> int:
         weights = weights / "weights"
     variables, model_config, metadata = load_init_weights(weights)
     check_weights_for_task(config, model_config, metadata, weights)
+    if warning := weights_warning(weights):  # weights fine-tuned from pre-training that failed the quality gate
+        print(warning, file=sys.stderr)
     if not model_config:
         model_config = config.model.to_dict()  # a workdir checkpoint without its network's config: use the config's
     data = load_task_data(config, parts=("test",))

@@ -53,6 +53,13 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.init is not None:
         config.init.checkpoint = args.init
     setup_logging()
+    init = config.get("init")
+    checkpoint = init.get("checkpoint") if hasattr(init, "get") else None  # another kind of config: finetune says so
+    if checkpoint not in ("", "scratch", None) and jax.process_index() == 0:
+        from genesis_jax.pretext.gate import weights_warning
+
+        if warning := weights_warning(checkpoint):
+            print(warning, file=sys.stderr)
     try:
         summary = finetune(config, args.workdir)
     except TrainingDiverged as err:

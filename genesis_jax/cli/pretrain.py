@@ -1,4 +1,5 @@
-"""`genesis-jax pretrain`: restoration pre-training (Models Genesis) from a config into a workdir; resumes there."""
+"""`genesis-jax pretrain`: self-supervised pre-training (the pretext ``config.pretext.name`` picks: Models Genesis
+restoration, masked image modelling, both) from a config into a workdir; resumes there."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def add_dataset_flags(p: argparse.ArgumentParser, label: bool = True) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain",
-        help="self-supervised restoration pre-training; rerun with the same --workdir to resume",
+        help="self-supervised pre-training (Genesis restoration, masked image modelling, ...); rerun with the same "
+        "--workdir to resume",
         description="Example: genesis-jax pretrain --config=pretrain/genesis_chest_ct:tiny "
         "--workdir=/tmp/genesis_tiny [--config.optimizer.learning_rate=0.5 ...]",
     )

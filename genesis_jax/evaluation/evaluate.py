@@ -1,10 +1,11 @@
 """Evaluate a trained network on a test set: whole volumes (sliding window), crops, or classification candidates.
 
 Plain arguments only (a predict function, variables, arrays); fine-tuning and ``genesis-jax evaluate`` call these.
-Segmentation reports, per volume and over the whole set: binary Dice and foreground IoU at threshold 0.5, HD95 in
-mm (from the volume spacing), and the published Keras ``mean_iou`` and soft Dice streamed over the set; a softmax
-(multi-class) network Dice and HD95 per class.
-Classification reports ROC AUC and accuracy at 0.5.
+Segmentation reports per volume binary Dice and foreground IoU at threshold 0.5 and HD95 in mm (from the volume
+spacing); over the whole set (``set``) and for classification, the metrics ``metrics`` names from the one metric
+table of validation and test (:mod:`genesis_jax.evaluation.metric_table`; default: the task's: the published Keras
+``mean_iou``, IoU, Dice and soft Dice streamed over the set; ROC AUC and accuracy at 0.5). A softmax (multi-class)
+network is scored per class (Dice and HD95 per class, per volume and over the set).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from genesis_jax.evaluation.metrics import MultiClassAccumulator, SegmentationAccumulator, binary_dice, \
-    class_overlaps, dice_from_overlaps, foreground_iou, hd95, roc_auc
+from genesis_jax.evaluation.metric_table import Collected, compute_metrics, metric_names
+from genesis_jax.evaluation.metrics import MultiClassAccumulator, binary_dice, class_overlaps, dice_from_overlaps, \
+    foreground_iou, hd95
 from genesis_jax.evaluation.overlays import save_overlay
 from genesis_jax.evaluation.sliding_window import SlidingWindow, save_nifti
 
@@ -52,21 +54,22 @@ def evaluate_volumes(
     keep_probabilities: bool = False,
     progress: bool = True,
     class_names: dict[str, int] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Sliding-window predictions for every volume (objects with ``image``, ``label``, ``spacing``, ``name``).
 
-    Returns {'per_volume': [...], 'mean': {...}, 'set': {mean_iou, iou, dice, soft_dice over all voxels}} and,
-    with ``keep_probabilities``, 'probabilities': {name: (*spatial,) map of channel 0}. A softmax network (more
-    than one output channel) is scored per class instead (:func:`evaluate_volumes_multiclass`).
+    Returns {'per_volume': [...], 'mean': {...}, 'set': {the ``metrics`` over all voxels}} and, with
+    ``keep_probabilities``, 'probabilities': {name: (*spatial,) map of channel 0}. A softmax network (more than one
+    output channel) is scored per class instead (:func:`evaluate_volumes_multiclass`).
     """
     if sliding.num_classes > 1:
         return evaluate_volumes_multiclass(sliding, variables, volumes, keep_probabilities, progress, class_names)
-    acc = SegmentationAccumulator()
+    collected = Collected()
     per_volume, probabilities = [], {}
     for vol in tqdm(volumes, desc="evaluate volumes", disable=not progress, leave=False):
         prob = sliding(variables, vol.image)[..., 0]
         label = (np.asarray(vol.label) > 0).astype(np.float32)
-        acc.update(label[None], prob[None])
+        collected.add_segmentation(label[None], prob[None])
         row = {"name": vol.name, **segmentation_volume_metrics(label, prob, vol.spacing, threshold)}
         per_volume.append(row)
         if keep_probabilities:
@@ -74,7 +77,7 @@ def evaluate_volumes(
     out: dict[str, Any] = {
         "per_volume": per_volume,
         "mean": {k: _finite_mean(r[k] for r in per_volume) for k in ("dice", "iou", "hd95")},
-        "set": acc.result(),
+        "set": compute_metrics(metric_names("segmentation", metrics), collected),
     }
     if keep_probabilities:
         out["probabilities"] = probabilities
@@ -161,32 +164,26 @@ def predict_arrays(predict_fn: PredictFn, variables: Any, x: np.ndarray, batch_s
 
 
 def evaluate_segmentation_arrays(
-    predict_fn: PredictFn, variables: Any, x: np.ndarray, y: np.ndarray, batch_size: int
+    predict_fn: PredictFn, variables: Any, x: np.ndarray, y: np.ndarray, batch_size: int,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Crops (the published NCS test set): the Keras metrics streamed over batches, plus Dice and IoU at 0.5."""
-    acc = SegmentationAccumulator()
+    """Crops (the published NCS test set): the ``metrics`` streamed over batches, plus Dice and IoU at 0.5."""
+    collected = Collected()
     probs = predict_arrays(predict_fn, variables, x, batch_size)
     for i in range(0, len(x), batch_size):
-        acc.update(y[i : i + batch_size], probs[i : i + batch_size])
-    return {"set": acc.result(), "mean": {"dice": acc.result()["dice"], "iou": acc.result()["iou"]}}
+        collected.add_segmentation(y[i : i + batch_size], probs[i : i + batch_size])
+    overlap = compute_metrics(("dice", "iou"), collected)
+    return {"set": compute_metrics(metric_names("segmentation", metrics), collected), "mean": overlap}
 
 
 def evaluate_classification(
-    predict_fn: PredictFn, variables: Any, x: np.ndarray, y: np.ndarray, batch_size: int
+    predict_fn: PredictFn, variables: Any, x: np.ndarray, y: np.ndarray, batch_size: int,
+    metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """ROC AUC (of the positive-class probability) and accuracy at 0.5 over candidates."""
-    probs = predict_arrays(predict_fn, variables, x, batch_size)
-    labels = np.asarray(y).reshape(len(y), -1)
-    if probs.shape[-1] == 1:
-        score, truth = probs[:, 0], labels[:, 0] > 0.5
-        accuracy = float(np.mean((score > 0.5) == truth))
-    else:  # softmax over classes: class 1 vs rest for the AUC
-        truth = labels[:, 0].astype(int) if labels.shape[1] == 1 else labels.argmax(-1)
-        score = probs[:, 1]
-        accuracy = float(np.mean(probs.argmax(-1) == truth))
-        truth = truth == 1
-    try:
-        auc = roc_auc(truth, score)
-    except ValueError:
-        auc = float("nan")  # one class only in this test set
-    return {"auc": auc, "accuracy": accuracy, "n": int(len(y)), "positives": int(np.sum(truth))}
+    """The ``metrics`` (default ROC AUC of the positive-class probability and accuracy at 0.5) over candidates,
+    with their count and positives."""
+    collected = Collected()
+    collected.add_classification(y, predict_arrays(predict_fn, variables, x, batch_size))
+    truth = collected.classification()[0]
+    return {**compute_metrics(metric_names("classification", metrics), collected), "n": int(len(y)),
+            "positives": int(np.sum(truth))}

@@ -5,6 +5,8 @@ probabilities, and a prediction is foreground when it is strictly greater than t
 published Keras code binarises).
 
 * :func:`soft_dice`: the published ``dice_coef`` (smooth 1, sums over the whole batch tensor); jit-able.
+* :func:`mean_squared_error`: the restoration error (the pre-training loss and its quality gate), optionally over
+  the voxels a weight map selects (masked image modelling scores the masked voxels only); jit-able.
 * :func:`confusion_counts` / :func:`mean_iou_from_counts` / :func:`keras_mean_iou`: the published Keras
   ``mean_iou``: for each threshold t in 0.5, 0.55, ..., 0.95 the TF1 ``tf.metrics.mean_iou`` (the mean over the two
   classes, background and foreground, of TP / (TP + FP + FN), taken over the classes whose denominator is non-zero)
@@ -37,6 +39,16 @@ def soft_dice(y_true: jax.Array, y_pred: jax.Array, smooth: float = 1.0) -> jax.
     y = jnp.asarray(y_true, jnp.float32)
     p = jnp.asarray(y_pred, jnp.float32)
     return (2.0 * jnp.sum(y * p) + smooth) / (jnp.sum(y) + jnp.sum(p) + smooth)
+
+
+def mean_squared_error(y_true: jax.Array, y_pred: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """Mean of ``(y_pred - y_true)**2`` in float32; with ``weights`` (broadcastable, e.g. a 0/1 mask) the weighted
+    mean ``sum(w * e) / sum(w)`` (0 when no voxel is weighted)."""
+    error = jnp.square(jnp.asarray(y_pred, jnp.float32) - jnp.asarray(y_true, jnp.float32))
+    if weights is None:
+        return jnp.mean(error)
+    w = jnp.broadcast_to(jnp.asarray(weights, jnp.float32), error.shape)
+    return jnp.sum(w * error) / jnp.maximum(jnp.sum(w), 1.0)
 
 
 def confusion_counts(

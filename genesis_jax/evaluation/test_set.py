@@ -12,6 +12,7 @@ import ml_collections
 
 from genesis_jax.data.task_data import TaskData
 from genesis_jax.evaluation.evaluate import evaluate_classification, evaluate_segmentation_arrays, evaluate_volumes
+from genesis_jax.evaluation.metric_table import metric_names
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.models import build_model, contract
 
@@ -34,8 +35,10 @@ def evaluate_test_set(
     model = build_model(eval_model_config(model_config, config.eval))
     predict = model.apply
     batch = int(config.eval.batch_size)
+    metrics = metric_names(config.task, config.eval.get("metrics"))  # the metric table validation uses too
     if config.task == "classification":
-        return evaluate_classification(predict, variables, *data.test_arrays, batch) if data.test_arrays else {}
+        return evaluate_classification(predict, variables, *data.test_arrays, batch, metrics) if data.test_arrays \
+            else {}
     if data.test_volumes:
         window = tuple(config.eval.window) if config.eval.get("window") else tuple(config.input_shape[:-1])
         if len(window) == 2:  # a 2D network over 3D volumes: axial slices
@@ -43,7 +46,8 @@ def evaluate_test_set(
         sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend,
                                 num_classes=int(model_config.get("num_classes", 1)))
         return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
-                                progress=config.logging.progress, class_names=dict(config.get("labels") or {}))
+                                progress=config.logging.progress, class_names=dict(config.get("labels") or {}),
+                                metrics=metrics)
     if data.test_arrays is not None:
-        return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
+        return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch, metrics)
     return {}

@@ -138,6 +138,16 @@ def load_weights(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any],
     return to_numpy(variables), model_config, metadata
 
 
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``metadata.json`` of a weights directory, or of a training workdir's exported ``weights/``, without
+    loading any array; {} when there is none (e.g. a workdir that has not exported yet)."""
+    path = Path(path).expanduser()
+    for directory in (path, path / "weights"):
+        if is_weights_dir(directory) and (directory / METADATA_FILE).is_file():
+            return _read_json(directory / METADATA_FILE)
+    return {}
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object file of a weights directory; a damaged one raises CheckpointError naming it."""
     try:

@@ -24,6 +24,8 @@ from genesis_jax.models.initializers import KERNEL_INITIALIZERS
 from genesis_jax.models.registry import MODELS
 from genesis_jax.data.task_data import SAMPLING_MODES
 from genesis_jax.train.finetune_steps import augment_settings
+from genesis_jax.evaluation.metric_table import METRICS, metric_names
+from genesis_jax.pretext.registry import PRETEXTS
 from genesis_jax.train.losses import LOSSES
 from genesis_jax.train.schedules import OPTIMIZERS, SCHEDULES
 
@@ -52,8 +54,22 @@ def validate_pretrain_config(config: Any, *, data: bool = True) -> None:
     check_input_shape(c, config.model)
     _run_settings(c)
     c.int_at_least("validation_batches", 1, optional=True)
+    _check_pretext(c, config)
     if data:
         validate_data_config(config.data)
+
+
+def _check_pretext(c: Checker, config: Any) -> None:
+    """``config.pretext`` (absent: Genesis restoration): a registered name, the gate's thresholds, and the
+    pretext's own fields (its module's ``check_config``)."""
+    block = get_field(config, "pretext")
+    if block is MISSING:
+        return
+    c.one_of("pretext.name", tuple(PRETEXTS))
+    c.check("pretext.gate.max_ratio", lambda v: float(v) > 0, "must be a number > 0")
+    c.check("pretext.gate.max_clean_mse", lambda v: float(v) >= 0, "must be a number >= 0 (or None: not gated)",
+            optional=True)
+    PRETEXTS[block.name].check_config(c, block, config)
 
 
 def validate_finetune_config(config: Any, *, data: bool = True, command: str = "finetune") -> None:
@@ -83,6 +99,8 @@ def validate_finetune_config(config: Any, *, data: bool = True, command: str = "
         augment_settings(config)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    c.check("eval.metrics", lambda v: bool(metric_names(config.task, v)), "must name metrics of the task's in "
+            f"genesis_jax.evaluation.metric_table: {sorted(METRICS)}", optional=True)
     if data:
         validate_data_config(config.data)
 

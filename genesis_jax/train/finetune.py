@@ -40,11 +40,13 @@ import numpy as np
 
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import export_predictions
-from genesis_jax.evaluation.metrics import MultiClassAccumulator, SegmentationAccumulator, roc_auc
+from genesis_jax.evaluation.metric_table import Collected, compute_metrics, metric_names
+from genesis_jax.evaluation.metrics import MultiClassAccumulator
 from genesis_jax.evaluation.predict import InferenceSettings
 from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model, contract
 from genesis_jax.models.weights import CheckpointError, init_adaptation_record
+from genesis_jax.pretext.gate import INIT_RECORD_KEY, init_record
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config
 from genesis_jax.train.distributed import to_host
@@ -122,27 +124,24 @@ def _precise_bn(config, model, train_source, patch_shape, local_bs: int, shardin
                                                     prepare=network_input)
 
 
-def _validate(eval_step, state, batches, task: str, accumulator: Any = None) -> dict[str, float]:
-    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics
-    (``accumulator``: a softmax network's per-class one instead of the binary segmentation metrics)."""
-    losses, acc, scores, labels = [], accumulator or SegmentationAccumulator(), [], []
+def _validate(eval_step, state, batches, task: str, metrics: tuple[str, ...] | None = None,
+              accumulator: Any = None) -> dict[str, float]:
+    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the metrics of
+    :mod:`genesis_jax.evaluation.metric_table` (``config.eval.metrics``; default: the task's), or, for a softmax
+    network, its per-class ``accumulator`` (:class:`~genesis_jax.evaluation.metrics.MultiClassAccumulator`)."""
+    losses, collected = [], Collected()
+    if accumulator is not None:
+        add = accumulator.update
+    else:
+        add = collected.add_segmentation if task == "segmentation" else collected.add_classification
     for batch in batches:
         loss, prediction, targets = eval_step(state, batch)
         losses.append(float(loss))
-        prediction, targets = to_host(prediction), to_host(targets)
-        if task == "segmentation":
-            acc.update(targets, prediction)
-        else:
-            scores.append(prediction.reshape(len(prediction), -1)[:, -1])
-            labels.append(targets.reshape(len(targets), -1)[:, 0])
+        add(to_host(targets), to_host(prediction))
     out = {"val_loss": float(np.mean(losses))}
-    if task == "segmentation":
-        out.update({f"val_{k}": v for k, v in acc.result().items()})
-    else:
-        try:
-            out["val_auc"] = roc_auc(np.concatenate(labels), np.concatenate(scores))
-        except ValueError:  # one class only in this validation set
-            out["val_auc"] = float("nan")
+    scores = accumulator.result() if accumulator is not None else \
+        compute_metrics(metrics or metric_names(task), collected)
+    out.update({f"val_{k}": v for k, v in scores.items()})
     return out
 
 
@@ -287,6 +286,7 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         # validated with recalibrated statistics; the state that trains on and is saved keeps its own
         val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
         return _validate(eval_step, val_state, val_batches, config.task,
+                         metric_names(config.task, config.eval.get("metrics")),
                          MultiClassAccumulator(num_classes, dict(config.get("labels") or {})) if num_classes > 1
                          else None)
 
@@ -298,9 +298,11 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
         # what `genesis-jax predict` needs to read new scans as this run read its own (spacing, intensities, window)
-        # and to name its output classes
-        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict(),
-                         **segmentation_classes(config, model_config)} if config.task == "segmentation" else {},
+        # and to name its output classes; the quality gate of the weights this run began from (evaluate warns when
+        # they failed it)
+        export_metadata={INIT_RECORD_KEY: init_record(config.init.checkpoint),
+                         **({"inference": InferenceSettings.from_config(config.to_dict()).as_dict(),
+                             **segmentation_classes(config, model_config)} if config.task == "segmentation" else {})},
     )
 
 

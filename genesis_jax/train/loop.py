@@ -150,6 +150,9 @@ class Task:
     save_each_epoch: bool = False  # also checkpoint after every validation
     select_best: bool = True  # export the best-by-validation variables (else the final ones)
     export_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # added to weights/metadata.json
+    # (state, exported variables) -> what metadata.json records of exactly the exported variables (e.g. their
+    # quality gate), besides export_metadata; also left in Result.record
+    export_record: Callable[[TrainState, Variables], Mapping[str, Any]] | None = None
 
 
 @dataclasses.dataclass
@@ -168,6 +171,7 @@ class Result:
     weights: Path | None = None  # None when preempted
     variables: Variables | None = None  # the exported (host) variables
     source: dict[str, Any] | None = None  # which variables were exported (kind, step, precise_bn_batches, ...)
+    record: dict[str, Any] | None = None  # the task's export_record of the exported variables
 
 
 def divergence_message(at: int, values: Mapping[str, float], kept: int | None, workdir: Path) -> str:
@@ -403,7 +407,9 @@ def export_weights(workdir: Path, task: Task, result: Result) -> None:
     variables, source["precise_bn_batches"] = task.recalibrate(result.state, variables)
     result.variables = jax.tree.map(to_host, variables)
     result.source = source
+    result.record = dict(task.export_record(result.state, result.variables)) if task.export_record else {}
     result.weights = save_weights(
         workdir / "weights", result.variables, task.model_config,
-        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source, **task.export_metadata},
+        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source, **task.export_metadata,
+         **result.record},
     )

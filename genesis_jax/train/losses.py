@@ -1,7 +1,9 @@
 """The training losses on activated network outputs (probabilities), as the published Keras code defines them.
 
 One convention for every loss here and every ``loss_fn`` the steps take (:mod:`genesis_jax.train.steps`):
-``loss(y_true, y_pred) -> scalar``, the Keras order, ``y_pred`` the output of ONE head. A deep-supervised UNet++
+``loss(y_true, y_pred) -> scalar``, the Keras order, ``y_pred`` the output of ONE head. ``y_true`` is whatever the
+step's ``prepare`` returned as targets: an array here, or a pytree a pre-training pretext defines (masked image
+modelling passes ``{'image', 'mask'}``: the mask is the loss's weight map, :mod:`genesis_jax.pretext`). A deep-supervised UNet++
 returns a list of heads; the steps score it with :func:`deep_supervision_loss`, the one reduction (a sum).
 
 * ``dice``: ``1 - dice_coef`` with smooth 1 over the whole batch tensor (published ``dice_coef_loss``; NCS, LCS, BMS).
@@ -25,7 +27,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from genesis_jax.evaluation.metrics import soft_dice
+from genesis_jax.evaluation.metrics import mean_squared_error, soft_dice
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]  # loss(y_true, y_pred) of one head
 KERAS_EPSILON = 1e-7
@@ -67,7 +69,7 @@ def dice_ce_loss(y_true: jax.Array, y_pred: jax.Array, smooth: float = 1.0, eps:
 
 
 def mse_loss(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
-    return jnp.mean(jnp.square(jnp.asarray(y_pred, jnp.float32) - jnp.asarray(y_true, jnp.float32)))
+    return mean_squared_error(y_true, y_pred)
 
 
 LOSSES: dict[str, LossFn] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from genesis_jax.visualize import tile_grid
@@ -164,16 +164,65 @@ class Progress:
         self.bar.close()
 
 
-def save_preview(path: str | Path, inputs: np.ndarray, predictions: np.ndarray, targets: np.ndarray, *,
-                 max_rows: int = 4, scale: int = 4) -> np.ndarray:
-    """Write a [0, 1] grey grid as a PNG (nearest-neighbour up-scaled): one row per sample, columns input |
-    prediction | target, each the middle axial slice of the first channel (:func:`genesis_jax.visualize.tile_grid`).
-    Returns the grid."""
-    samples = range(min(max_rows, len(inputs)))
-    grid = tile_grid([[a[i][..., 0] for a in (inputs, predictions, targets)] for i in samples])
+def _wrapped(draw: Any, text: str, font: Any, width: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a single long word stays whole)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _text_strip(lines_per_cell: Sequence[Sequence[str]], cell_width: int, total_width: int, font: Any,
+                line_height: int) -> Image.Image:
+    """A white strip with each cell's lines centred in its ``cell_width`` columns."""
+    height = max(len(lines) for lines in lines_per_cell) * line_height + 4
+    strip = Image.new("L", (total_width, height), 255)
+    draw = ImageDraw.Draw(strip)
+    for column, lines in enumerate(lines_per_cell):
+        for row, line in enumerate(lines):
+            x = column * cell_width + (cell_width - draw.textlength(line, font=font)) / 2
+            draw.text((max(x, 0), 2 + row * line_height), line, fill=0, font=font)
+    return strip
+
+
+def save_preview(path: str | Path, columns: Sequence[np.ndarray], *, titles: Sequence[str] = (),
+                 clean_row: Sequence[np.ndarray] | None = None, max_rows: int = 4, scale: int = 4) -> np.ndarray:
+    """Write a [0, 1] grey grid as a PNG (nearest-neighbour up-scaled): one row per sample, one column per array of
+    ``columns`` (e.g. deformed input | restored | original), each the middle axial slice of the first channel
+    (:func:`genesis_jax.visualize.tile_grid`), and with ``clean_row`` a last row of one clean (undeformed) input
+    through the network. ``titles`` head the columns; a footer says what the last row is. Returns the grid (the
+    panels without text)."""
+    samples = range(min(max_rows, len(columns[0])))
+    rows = [[a[i][..., 0] for a in columns] for i in samples]
+    if clean_row is not None:
+        rows.append([a[..., 0] for a in clean_row])
+    grid = tile_grid(rows)
     image = Image.fromarray((grid * 255).round().astype(np.uint8), mode="L")
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    if titles or clean_row is not None:
+        font = ImageFont.load_default()
+        draw = ImageDraw.Draw(image)
+        line_height = int(draw.textbbox((0, 0), "Ag", font=font)[3]) + 2
+        cell = image.width // len(columns)
+        parts = []
+        if titles:
+            parts.append(_text_strip([_wrapped(draw, t, font, cell - 4) for t in titles], cell, image.width, font,
+                                     line_height))
+        parts.append(image)
+        if clean_row is not None:
+            note = "last row: a clean input (no deformation, no mask) through the network"
+            parts.append(_text_strip([_wrapped(draw, note, font, image.width - 4)], image.width, image.width, font,
+                                     line_height))
+        framed = Image.new("L", (image.width, sum(p.height for p in parts)), 255)
+        top = 0
+        for part in parts:
+            framed.paste(part, (0, top))
+            top += part.height
+        image = framed
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)

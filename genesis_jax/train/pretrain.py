@@ -1,13 +1,17 @@
-"""Self-supervised restoration pre-training (Models Genesis): ``pretrain(config, workdir) -> summary``.
+"""Self-supervised pre-training: ``pretrain(config, workdir) -> summary`` runs the pretext ``config.pretext.name``
+picks (:mod:`genesis_jax.pretext`: Models Genesis restoration, masked image modelling, both; a config without a
+``pretext`` block is Genesis restoration).
 
-Each step takes a global batch of clean cubes sharded over the ``data`` mesh axis, deforms it ON THE DEVICE with the
-restoration transforms (flip, local shuffle, Bezier intensity map, in/out-painting) inside the jitted step, and
-trains the network to restore the original with MSE on its sigmoid output. Epochs of ``steps_per_epoch`` steps end
-with a validation pass on transformed validation cubes (a fixed key, so epochs are comparable) that drives the
-learning-rate schedule, early stopping and the best checkpoint.
+Each step takes a global batch of clean cubes sharded over the ``data`` mesh axis; the pretext's ``prepare`` turns
+it into inputs and targets ON THE DEVICE inside the jitted step (deformations, slices, masks) and its loss scores
+the network's output. Epochs of ``steps_per_epoch`` steps end with a validation pass on prepared validation cubes (a
+fixed key, so epochs are comparable) that drives the learning-rate schedule, early stopping and the best
+checkpoint, and reports the restoration quality gate's figures (:mod:`genesis_jax.pretext.gate`): the scored MSE,
+the batch-mean and per-image-mean predictors' MSE on the same batches, and the identity MSE on clean inputs. The
+exported ``weights/`` and ``summary.json`` record the gate measured on the exported variables.
 
 The loop itself (resume, the periodic actions, schedule, early stopping, best checkpoint, the weights export) is
-:mod:`genesis_jax.train.loop`'s; this module supplies the restoration task. Resume order: the workdir's latest
+:mod:`genesis_jax.train.loop`'s; this module knows no pretext by name. Resume order: the workdir's latest
 checkpoint, else ``config.init`` (a weights directory or another training workdir), else a random initialisation.
 SIGTERM/SIGINT save a checkpoint and return with ``stopped='preempted'``; a non-finite loss or gradient stops with
 :class:`~genesis_jax.train.loop.TrainingDiverged` and leaves the last good checkpoint in place.
@@ -15,11 +19,10 @@ SIGTERM/SIGINT save a checkpoint and return with ``stopped='preempted'``; a non-
 
 from __future__ import annotations
 
-import dataclasses
-import functools
+import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ import numpy as np
 
 from genesis_jax.data.pipeline import cube_source, global_batch, pretrain_dataset
 from genesis_jax.models import build_model
+from genesis_jax.pretext import Pretext, build_pretext
+from genesis_jax.pretext.gate import FIGURES, RECORD_KEY, batch_figures, gate_record
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_pretrain_config
 from genesis_jax.train.distributed import to_host
@@ -44,42 +49,9 @@ from genesis_jax.train.loop import (  # noqa: F401  (TrainingDiverged, Preemptio
 )
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
 from genesis_jax.train.schedules import build_optimizer
-from genesis_jax.train.losses import mse_loss
 from genesis_jax.train.steps import make_eval_step, make_train_step
 
-TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
-
-
-def default_transform(transforms_config: Any, *, slice_2d: bool = False) -> TransformFn:
-    """The published restoration deformations, run on the device (genesis_jax.transforms). With ``slice_2d`` they
-    act on (B, X, Y, 1) slices as 2D images (``spatial_dims=2``): flips, shuffling windows and painting boxes are 2D,
-    so an out-painted slice always keeps 1-5 windows of its own content."""
-    from genesis_jax import transforms
-
-    settings = transforms.settings_from_config(transforms_config or None)
-    if slice_2d:
-        if settings.spatial_dims == 3:
-            raise ValueError("config.transforms.spatial_dims=3 contradicts config.slice_2d=True (Genesis 2D deforms "
-                             "each 2D slice); leave it 0 or set 2")
-        settings = dataclasses.replace(settings, spatial_dims=2)
-    return functools.partial(transforms.restoration_batch, config=settings)
-
-
-def make_restoration_prepare(transform: TransformFn, *, slice_2d: bool = False) -> Callable:
-    """``prepare(key, batch)`` for the steps: deform ``batch['cube']``; with ``slice_2d`` (Genesis 2D) first take one
-    random axial slice per sample, then deform the slices, giving (B, X, Y, 1) inputs and targets (``transform``
-    then gets (B, X, Y, 1) slices: :func:`default_transform` with ``slice_2d=True`` deforms them in 2D)."""
-
-    def prepare(key: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        transform_key, slice_key = jax.random.split(key)
-        cubes = batch["cube"]
-        if slice_2d:
-            z = jax.random.randint(slice_key, (cubes.shape[0],), 0, cubes.shape[3])
-            take = jax.vmap(lambda volume, i: jax.lax.dynamic_index_in_dim(volume, i, axis=2, keepdims=False))
-            cubes = take(cubes, z)
-        return transform(transform_key, cubes)
-
-    return prepare
+SUMMARY_FILE = "summary.json"
 
 
 def _data_sources(config: ml_collections.ConfigDict, train_source: Any, val_source: Any) -> tuple[Any, Any]:
@@ -101,26 +73,27 @@ def pretrain(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
     *,
-    transform: TransformFn | None = None,
+    transform: Any = None,
     train_source: Any = None,
     val_source: Any = None,
 ) -> dict[str, Any]:
-    """Run (or resume) restoration pre-training as ``config`` describes, writing everything under ``workdir``.
+    """Run (or resume) pre-training on the pretext ``config.pretext.name`` picks, writing everything under ``workdir``.
 
-    ``transform(key, cubes) -> (inputs, targets)`` replaces the published deformations (default:
-    genesis_jax.transforms.restoration_batch with ``config.transforms``); ``train_source``/``val_source``
-    (random-access sequences of (X, Y, Z) cubes or {"cube": ...} dicts) replace ``config.data``. Returns a summary dict.
-    The workdir is locked for the run (:func:`genesis_jax.workdir.hold`): a second writer gets ``WorkdirBusy``.
+    ``transform(key, cubes) -> (inputs, targets)`` replaces the published deformations of the pretexts that use
+    them (default: genesis_jax.transforms.restoration_batch with ``config.transforms``); ``train_source``/
+    ``val_source`` (random-access sequences of (X, Y, Z) cubes or {"cube": ...} dicts) replace ``config.data``.
+    Returns a summary dict, also written to ``workdir/summary.json``. The workdir is locked for the run
+    (:func:`genesis_jax.workdir.hold`): a second writer gets ``WorkdirBusy``.
     """
     validate_pretrain_config(config, data=train_source is None or val_source is None)
     workdir = Path(workdir).expanduser().resolve()
     started = time.time()
     with locked(workdir, "pretrain"):
-        result = train(config, workdir, lambda resuming: _restoration_task(
+        result = train(config, workdir, lambda resuming: _pretext_task(
             config, workdir, transform, train_source, val_source, resuming))
     task_spe = result.task.steps_per_epoch
     best_val = result.best["val_loss"]
-    return {
+    summary = {
         "workdir": str(workdir),
         "stopped": result.stopped,
         "step": result.step,
@@ -137,22 +110,29 @@ def pretrain(
         "weights": str(result.weights) if result.weights else None,
         "preview": str(result.preview) if result.preview else None,
         "params_fingerprint": params_fingerprint(result.state.params),
+        **(result.record or {}),  # the pretext and the quality gate of the exported weights
     }
+    if jax.process_index() == 0:
+        (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=float))
+    return summary
 
 
-def _restoration_task(config: ml_collections.ConfigDict, workdir: Path, transform: TransformFn | None,
-                      train_source: Any, val_source: Any, resuming: bool) -> Task:
-    """The restoration task: MSE on deformed cubes, validation on a fixed transformed set, previews, precise-BN
-    inputs from deformed training cubes."""
+def _scored_mean(outputs: list[Mapping[str, jax.Array]], key: str) -> float:
+    return float(np.mean([float(o[key]) for o in outputs]))
+
+
+def _pretext_task(config: ml_collections.ConfigDict, workdir: Path, transform: Any, train_source: Any,
+                  val_source: Any, resuming: bool) -> Task:
+    """The pretext's task: its loss on prepared cubes, validation (loss and quality-gate figures) on a fixed
+    prepared set, titled previews with a clean-input row, precise-BN inputs from prepared training cubes, and the
+    gate of the exported variables in weights/metadata.json."""
     primary = jax.process_index() == 0
     mesh = make_mesh(config.get("num_devices"))
     global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
     local_bs = local_batch_size(global_bs)
     model = build_model(config.model)
     tx = build_optimizer(**config_dict(config.optimizer))
-    slice_2d = bool(config.get("slice_2d", False))
-    prepare = make_restoration_prepare(transform or default_transform(config.get("transforms"), slice_2d=slice_2d),
-                                       slice_2d=slice_2d)
+    pretext: Pretext = build_pretext(config, transform)
     apply_kwargs = dict(config.get("apply_kwargs") or {})
 
     train_src, val_src = _data_sources(config, train_source, val_source)
@@ -172,28 +152,56 @@ def _restoration_task(config: ml_collections.ConfigDict, workdir: Path, transfor
     if config.get("init") and not resuming:
         init_vars, _, _ = checkpointing.load_init_weights(config.init)
 
-    train_step = make_train_step(mse_loss, prepare, mesh=mesh, apply_kwargs=apply_kwargs,
+    def figures(predictions: jax.Array, targets: Any) -> dict[str, jax.Array]:
+        return batch_figures(predictions, *pretext.scored(targets))
+
+    train_step = make_train_step(pretext.loss, pretext.prepare, mesh=mesh, apply_kwargs=apply_kwargs,
                                  max_traces=config.get("max_step_traces"))
-    eval_step = make_eval_step(mse_loss, prepare, apply_kwargs=apply_kwargs)
-    val_key = jax.random.fold_in(key, 0x5EED)  # a fixed key: every epoch sees the same transformed cubes
+    eval_step = make_eval_step(pretext.loss, pretext.prepare, apply_kwargs=apply_kwargs, metrics=figures)
+    clean_step = make_eval_step(pretext.loss, pretext.clean, apply_kwargs=apply_kwargs, metrics=figures)
+    val_key = jax.random.fold_in(key, 0x5EED)  # a fixed key: every epoch sees the same prepared cubes
     val_device = [global_batch(b, sharding) for b in val_batches]
     samples = config.logging.preview_samples
 
+    def gate_figures(state) -> tuple[float, dict[str, float]]:
+        """(validation loss, the gate's figures) over the validation batches."""
+        outs = [eval_step(state, b, jax.random.fold_in(val_key, i)) for i, b in enumerate(val_device)]
+        clean = [clean_step(state, b, jax.random.fold_in(val_key, i)) for i, b in enumerate(val_device)]
+        values = {k: _scored_mean(outs, k) for k in FIGURES[:3]}
+        values["clean_identity_mse"] = _scored_mean(clean, "restoration_mse")
+        return _scored_mean(outs, "loss"), values
+
     def validate(state) -> dict[str, float]:
-        losses = [eval_step(state, b, jax.random.fold_in(val_key, i)) for i, b in enumerate(val_device)]
-        return {"val_loss": float(np.mean([float(m["loss"]) for m in losses]))}
+        val_loss, values = gate_figures(state)
+        passed = gate_record(values, pretext.gate, pretext.scored_voxels)["passed"]
+        return {"val_loss": val_loss, **{f"val_{k}": v for k, v in values.items()}, "val_gate_passed": float(passed)}
+
+    def export_record(state, variables) -> dict[str, Any]:
+        """The gate measured on exactly the exported variables (best or final, BatchNorm re-estimated)."""
+        def placed(host: Any, like: Any) -> Any:  # on the state's (replicated) shardings, every process alike
+            return jax.tree.map(lambda h, x: jax.device_put(h, x.sharding), host, like)
+
+        exported = state.replace(params=placed(variables["params"], state.params),
+                                 batch_stats=placed(variables.get("batch_stats") or {}, state.batch_stats))
+        record = gate_record(gate_figures(exported)[1], pretext.gate, pretext.scored_voxels)
+        return {"pretext": pretext.name, RECORD_KEY: record}
 
     def preview(state, step: int, log) -> Path | None:
         out = eval_step(state, val_device[0], jax.random.fold_in(val_key, 0))
-        arrays = [to_host(out[k])[:samples] for k in ("inputs", "predictions", "targets")]
+        clean = clean_step(state, val_device[0], jax.random.fold_in(val_key, 0))
+        columns = [np.asarray(a)[:samples] for a in pretext.preview_panels(
+            *(jax.tree.map(to_host, out[k]) for k in ("inputs", "predictions", "targets")))]
+        clean_row = [np.asarray(a)[0] for a in pretext.preview_panels(
+            *(jax.tree.map(to_host, clean[k]) for k in ("inputs", "predictions", "targets")))]
         if not primary:
             return None
         path = workdir / "previews" / f"step_{step:07d}.png"
-        log.image("restoration/input|prediction|target", save_preview(path, *arrays, max_rows=samples), step)
+        grid = save_preview(path, columns, titles=pretext.preview_columns, clean_row=clean_row, max_rows=samples)
+        log.image(f"{pretext.name}/" + "|".join(pretext.preview_columns), grid, step)
         return path
 
     def recalibrate(state, variables):
-        """Precise BatchNorm statistics come from what the network trains on: deformed training cubes (an
+        """Precise BatchNorm statistics come from what the network trains on: prepared training cubes (an
         iterator of their own), through the compiled validation step's prepare."""
         def training_inputs(n: int):
             it = iter(pretrain_dataset(train_src, batch_size=local_bs, seed=config.seed + 2, prefetch=2))
@@ -210,4 +218,5 @@ def _restoration_task(config: ml_collections.ConfigDict, workdir: Path, transfor
         max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
         train_step=train_step, validate=validate, recalibrate=recalibrate, init_variables=init_vars,
         preview=preview, preview_every_steps=int(config.logging.preview_every_steps or 0),
+        export_record=export_record,
     )

@@ -132,10 +132,12 @@ def make_eval_step(
     prepare: PrepareFn = inputs_targets,
     *,
     apply_kwargs: Mapping[str, Any] | None = None,
+    metrics: Callable[[jax.Array, Any], Mapping[str, jax.Array]] | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], dict[str, jax.Array]]:
-    """Build ``eval_step(state, batch, key) -> {'loss', 'inputs', 'predictions', 'targets'}`` (inference mode;
-    ``key`` drives ``prepare``, so a fixed key gives the same transformed validation batch every epoch). One
-    compiled function serves validation and previews; a list of head outputs is averaged into 'predictions'."""
+    """Build ``eval_step(state, batch, key) -> {'loss', 'inputs', 'predictions', 'targets', **metrics}``
+    (inference mode; ``key`` drives ``prepare``, so a fixed key gives the same transformed validation batch every
+    epoch). One compiled function serves validation and previews; a list of head outputs is averaged into
+    'predictions'; ``metrics(predictions, targets)`` adds figures computed on the device (a quality gate's)."""
     apply_kwargs = dict(apply_kwargs or {})
 
     def step(state: TrainState, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
@@ -143,7 +145,8 @@ def make_eval_step(
         outputs = state.apply_fn(state.variables, inputs, train=False, **apply_kwargs)
         predictions = sum(outputs) / len(outputs) if isinstance(outputs, (list, tuple)) else outputs
         loss = deep_supervision_loss(loss_fn, targets, outputs)
+        extra = dict(metrics(predictions, targets)) if metrics is not None else {}
         return {"loss": loss.astype(jnp.float32), "inputs": inputs, "predictions": predictions,
-                "targets": targets}
+                "targets": targets, **extra}
 
     return jax.jit(step)

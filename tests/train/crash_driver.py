@@ -25,10 +25,10 @@ enable_compile_cache()
 
 import orbax.checkpoint as ocp  # noqa: E402
 
-import genesis_jax.train.pretrain as pretrain_module  # noqa: E402
+import genesis_jax.pretext.genesis as genesis_pretext  # noqa: E402
 from genesis_jax.cli import main  # noqa: E402
 
-pretrain_module.default_transform = lambda transforms_config, **_: noise_transform
+genesis_pretext.default_transform = lambda transforms_config, **_: noise_transform
 
 if spec.get("disk_full_from_step") is not None:
     from_step = int(spec["disk_full_from_step"])

@@ -17,7 +17,8 @@ import pytest
 from genesis_jax.data.normalize import normalize_ct
 from genesis_jax.data.phantom import synthetic_ct
 from genesis_jax.transforms import restoration_batch
-from genesis_jax.train.pretrain import default_transform, make_restoration_prepare
+from genesis_jax.pretext.genesis import default_transform
+from genesis_jax.pretext.genesis import make_prepare as make_restoration_prepare
 
 OUTPAINT_ONLY = dict(local_rate=0.0, nonlinear_rate=0.0, paint_rate=1.0, outpaint_share=1.0)
 ANATOMY_STD = 0.01

@@ -25,10 +25,16 @@ from genesis_jax.configs.pretrain import genesis_chest_ct
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     opts = parse_arg(arg, **genesis_chest_ct.OPTIONS)
     c = genesis_chest_ct.recipe(tiny=opts.tiny, variant=opts.variant, schedule=opts.schedule, bf16=opts.bf16)
+    return on_slices(c, tiny=opts.tiny)
+
+
+def on_slices(c: ml_collections.ConfigDict, *, tiny: bool) -> ml_collections.ConfigDict:
+    """A 3D pre-training config turned into its 2D form: a 2D network on one axial slice per cube (the other
+    pre-training configs' ``2d`` option)."""
     c.model.ndim = 2
     c.slice_2d = True
     c.input_shape = (*c.input_shape[:2], 1)
     c.per_device_batch_size = 16
-    if opts.tiny:
+    if tiny:
         c.global_batch_size = 16
     return c

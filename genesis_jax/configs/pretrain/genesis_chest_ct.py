@@ -52,6 +52,11 @@ def recipe(*, tiny: bool = False, variant: str = "pytorch", schedule: str = "pla
     # genesis_jax.data's block: the prepared LUNA16 cubes (data/luna16), read from their ArrayRecords
     c.data = luna16.get_config().data
     c.data.storage = "tfds"
+    # The pretext task (genesis_jax.pretext) and its quality gate: the restoration MSE on held-out deformed cubes must
+    # be <= max_ratio x the batch-mean predictor's, the identity MSE on clean cubes <= max_clean_mse
+    c.pretext = ml_collections.ConfigDict(dict(
+        name="genesis", gate=ml_collections.ConfigDict(dict(max_ratio=0.7, max_clean_mse=0.005)),
+    ))
     # The deformations' rates (published) and the two documented choices (flip_mode 'all'|'published', windows)
     c.transforms = default_config()
 

@@ -22,15 +22,20 @@ from genesis_jax.configs.pretrain import genesis_chest_ct
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     opts = parse_arg(arg, tiny=False, dims=("3d", "2d"), schedule=("plateau", "step"), bf16=False)
-    two_d = opts.dims == "2d"
-    c = genesis_chest_ct.recipe(tiny=opts.tiny, schedule=opts.schedule, bf16=opts.bf16)
+    return recipe(tiny=opts.tiny, two_d=opts.dims == "2d", schedule=opts.schedule, bf16=opts.bf16)
+
+
+def recipe(*, tiny: bool = False, two_d: bool = False, schedule: str = "plateau",
+           bf16: bool = False) -> ml_collections.ConfigDict:
+    """The UNet++ recipe with its options as arguments (the masking configs build on it)."""
+    c = genesis_chest_ct.recipe(tiny=tiny, schedule=schedule, bf16=bf16)
     c.model = ml_collections.ConfigDict(dict(
         name="unetpp", ndim=2 if two_d else 3, base_width=c.model.base_width, depth=c.model.depth, in_channels=1,
         num_classes=1, deep_supervision=True, mode="accurate", dropout=0.5, head_activation="sigmoid",
         dtype=c.model.dtype,
     ))
     c.apply_kwargs = ml_collections.ConfigDict(dict(return_all_heads=True))
-    if opts.tiny:
+    if tiny:
         c.model.depth = 2
     c.optimizer.learning_rate = c.optimizer.learning_rate / c.model.depth  # one head per level of the top row
     if two_d:

@@ -1,0 +1,40 @@
+"""``genesis-jax pretrain --config=pretrain/mim:tiny`` and ``pretrain/genesis_mim:tiny`` as a user runs them: a real
+process SIGKILLed mid-step after a checkpoint, rerun with the same command, ends with the parameters of an
+uninterrupted run; the exported weights record the gate and initialise ``genesis-jax finetune --init``."""
+
+import json
+
+import pytest
+
+from genesis_jax.cli import main
+from genesis_jax.models.weights import read_metadata
+from tests.train.helpers import TINY_OVERRIDES
+from tests.train.test_crash_resume import fingerprint, killed, run
+
+
+def command(spec: str) -> list[str]:
+    return ["pretrain", f"--config=pretrain/{spec}:tiny", *TINY_OVERRIDES, "--config.max_steps=12",
+            "--config.checkpoint.every_steps=8", "--config.checkpoint.async_save=False",  # step 8 on disk at step 10
+            "--config.logging.preview_every_steps=12"]
+
+
+@pytest.mark.parametrize("spec", ["mim", "genesis_mim"])
+def test_killed_run_resumes_to_the_uninterrupted_parameters_and_its_weights_init_finetuning(spec, tmp_path, capsys):
+    cmd = command(spec)
+    reference = fingerprint(cmd, tmp_path / "reference", run(cmd, tmp_path / "reference"))
+    workdir = tmp_path / "run"
+    killed(run(cmd, workdir, crash_at="step@10"), "step@10")  # checkpoint 8 written, step 10 in flight
+    proc = run(cmd, workdir)
+    assert "resumed from step 8" in proc.stderr, proc.stderr[-3000:]
+    assert fingerprint(cmd, workdir, proc) == reference
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["pretext"] == spec and read_metadata(workdir / "weights")["pretext_gate"] == summary["pretext_gate"]
+    assert (workdir / "previews" / "step_0000012.png").is_file()
+
+    rc = main(["finetune", "--config=finetune/lcs:tiny", f"--init={workdir / 'weights'}",
+               f"--workdir={tmp_path / 'finetune'}", "--config.num_devices=1", "--config.logging.progress=False",
+               "--config.logging.tensorboard=False", "--config.max_steps=1"])
+    assert rc == 0
+    report = json.loads((tmp_path / "finetune" / "transfer_report.json").read_text())
+    assert report["loaded"] and any("encoder" in p for p in report["loaded"]), report
+    capsys.readouterr()
