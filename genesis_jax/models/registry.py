@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genesis_jax.models.heads import GenesisClassifier
+from genesis_jax.models.resenc import PlainConvUNet, ResidualEncoderUNet
 from genesis_jax.models.unet import GenesisUNet
 from genesis_jax.models.unetpp import UNetPlusPlus
 
@@ -35,10 +36,25 @@ def _genesis_classifier(cfg: Mapping[str, Any]) -> nn.Module:
     return GenesisClassifier(backbone=backbone, **head)
 
 
+def _as_tuples(value: Any) -> Any:
+    """JSON and ml_collections give lists; module attributes are hashable tuples."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _resenc_unet(cfg: Mapping[str, Any]) -> nn.Module:
+    return ResidualEncoderUNet(**{k: _as_tuples(v) for k, v in cfg.items()})
+
+
+def _plain_unet(cfg: Mapping[str, Any]) -> nn.Module:
+    return PlainConvUNet(**{k: _as_tuples(v) for k, v in cfg.items()})
+
+
 MODELS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "genesis_unet": _genesis_unet,
     "unetpp": _unetpp,
     "genesis_classifier": _genesis_classifier,
+    "resenc_unet": _resenc_unet,  # nnU-Net's ResidualEncoderUNet (models/resenc)
+    "plain_unet": _plain_unet,  # nnU-Net's PlainConvUNet
 }
 
 
