@@ -1,4 +1,4 @@
-"""Volume readers: NIfTI, MetaImage (.mhd/.mha) and DICOM series to one canonical orientation, with spacing.
+"""Volume readers: NIfTI, MetaImage (.mhd/.mha), NRRD and DICOM series to one canonical orientation, with spacing.
 
 Every volume leaves this module as a ``Volume`` whose array axes are (x, y, z) in nibabel's closest-canonical RAS+
 orientation (index x grows towards the patient's right, y towards anterior, z towards superior) with a 4x4 voxel-to-world (RAS, mm) affine. One orientation for every source means a cube, a label and a
@@ -22,10 +22,11 @@ import numpy as np
 from genesis_jax.data.dicom import read_dicom_series
 from genesis_jax.data.errors import VolumeError
 from genesis_jax.data.metaimage import read_metaimage
+from genesis_jax.data.nrrd import read_nrrd
 
 log = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".img", ".hdr")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".nrrd", ".img", ".hdr")
 
 
 @dataclasses.dataclass
@@ -140,7 +141,7 @@ def _integer_label(array: np.ndarray, path: str | Path) -> np.ndarray:
 
 def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "image",
                 canonical: bool = True) -> Volume:
-    """Read a NIfTI file, a MetaImage (.mhd/.mha) or a DICOM series directory as a canonical ``Volume``.
+    """Read a NIfTI file, a MetaImage (.mhd/.mha), an NRRD file or a DICOM series directory as a canonical ``Volume``.
 
     kind='image' gives float32 (HU for CT) and rejects NaN/Inf; kind='label' gives uint8/int32 class ids.
     """
@@ -153,6 +154,8 @@ def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "i
         name = path.name.lower()
         if name.endswith((".mhd", ".mha")):
             array, affine = read_metaimage(path)
+        elif name.endswith(".nrrd"):
+            array, affine = read_nrrd(path)
         elif name.endswith((".nii", ".nii.gz", ".img", ".hdr")):
             array, affine = _read_nifti(path)
         else:

@@ -1,4 +1,4 @@
-"""nnU-Net and nnssl checkpoints in and out, for ``ResidualEncoderUNet`` / ``PlainConvUNet`` (genesis_jax.models.resenc).
+"""nnU-Net and nnssl checkpoints in and out for nnU-Net's U-Nets (genesis_jax.models.resenc and .plain_unet).
 
 Out (``write_nnunet``): ``{'network_weights': state_dict, 'nnssl_adaptation_plan': ..., 'genesis_jax': ...}``.
 ``network_weights`` carries every key of the PyTorch network's ``state_dict()`` under nnU-Net's names, aliases

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from genesis_jax.models.initializers import kernel_initializer
 from genesis_jax.models.layers import check_input, conv, transpose_conv_2x
+from genesis_jax.models.spec import NetworkSpec
 from genesis_jax.models.unet import apply_activation
 
 NNUNET_KERNEL_INIT = "nnunet"  # InitWeights_He(1e-2): kaiming_normal_(a=0.01), zero biases
@@ -226,13 +227,16 @@ class DynamicUNet(nn.Module):
     def n_stages(self) -> int:
         return len(self.features_per_stage)
 
+    def _per_stage(self, value: Any) -> list[tuple[int, ...]]:
+        """One value per stage (a single int applies to all), each as one int per axis."""
+        values = value if isinstance(value, (list, tuple)) else [value] * self.n_stages
+        return [per_axis(v, self.ndim) for v in values]
+
     def stage_kernels(self) -> list[tuple[int, ...]]:
-        kernels = self.kernel_sizes if isinstance(self.kernel_sizes, (list, tuple)) else [self.kernel_sizes] * self.n_stages
-        return [per_axis(k, self.ndim) for k in kernels]
+        return self._per_stage(self.kernel_sizes)
 
     def stage_strides(self) -> list[tuple[int, ...]]:
-        strides = self.strides if isinstance(self.strides, (list, tuple)) else [self.strides] * self.n_stages
-        return [per_axis(s, self.ndim) for s in strides]
+        return self._per_stage(self.strides)
 
     @property
     def input_divisor(self) -> tuple[int, ...]:
@@ -270,15 +274,21 @@ class DynamicUNet(nn.Module):
         return skips
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> Any:
-        """``train`` is accepted for the common calling convention; the network behaves the same either way."""
+    def __call__(self, x: jax.Array, train: bool = False, output: str = "prediction") -> Any:
+        """``output='prediction'``: the segmentation (see the class docstring); ``'bottleneck'``: only the encoder
+        runs and its deepest features are returned. ``train`` is accepted for the common calling convention; the
+        network behaves the same either way (instance norm, no dropout)."""
         del train
+        if output not in ("prediction", "bottleneck"):
+            raise ValueError(f"{type(self).__name__}: output must be 'prediction' or 'bottleneck', got {output!r}")
         self._check(x)
         init_name = self.kernel_init or NNUNET_KERNEL_INIT
         convs = _ConvFactory(self.ndim, init_name, self.dtype, self.conv_impl)
         if self.dtype is not None:
             x = x.astype(self.dtype)
         skips = self._encoder(x, convs)
+        if output == "bottleneck":
+            return skips[-1]
         kernels, strides = self.stage_kernels(), self.stage_strides()
         x, outputs = skips[-1], []
         for s in range(1, self.n_stages):
@@ -300,10 +310,34 @@ class ResidualEncoderUNet(DynamicUNet):
     residual_encoder = True
 
 
-class PlainConvUNet(DynamicUNet):
-    """``dynamic_network_architectures.architectures.unet.PlainConvUNet``; ``n_blocks_per_stage`` counts the conv
-    blocks of each stage (nnU-Net's ``n_conv_per_stage``)."""
+def _as_tuples(value: Any) -> Any:
+    """JSON and ml_collections give lists; module attributes are hashable tuples."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
-    residual_encoder = False
-    n_blocks_per_stage: tuple[int, ...] = (2, 2, 2, 2, 2, 2)
-    n_conv_per_stage_decoder: tuple[int, ...] = (2, 2, 2, 2, 2)
+
+def nnunet_spec(name: str, module: type[DynamicUNet], tiny_config: dict[str, Any], stem: str) -> NetworkSpec:
+    """The network contract shared by nnU-Net's U-Nets (``stem``: the module that reads the input channels).
+
+    Deep supervision is not declared: nnU-Net's lower heads are at lower resolution and its loss down-samples the
+    target, which the library's deep-supervision loss (full-resolution heads, summed) does not do; the heads are
+    there (``deep_supervision=True``) for nnU-Net-style training code."""
+    return NetworkSpec(
+        name=name,
+        build=lambda cfg: module(**{k: _as_tuples(v) for k, v in cfg.items()}),
+        task="segmentation",
+        tiny_config=tiny_config,
+        input_divisor=lambda m: math.lcm(*m.input_divisor),
+        encoder_prefixes=lambda m: (*(("encoder_stem",) if m.residual_encoder else ()),
+                                    *(f"encoder_{s}" for s in range(m.n_stages))),
+        stem_prefixes=lambda m: (stem,),
+        head_prefixes=lambda m: ("head", *(f"head_{level}" for level in range(1, m.n_stages - 1))),
+        encoder_apply_kwargs={"output": "bottleneck"},
+    )
+
+
+SPEC = nnunet_spec(
+    "resenc_unet", ResidualEncoderUNet,
+    {"name": "resenc_unet", "ndim": 3, "features_per_stage": (2, 4, 4), "strides": (1, 2, 2),
+     "kernel_sizes": 3, "n_blocks_per_stage": (1, 2, 1), "n_conv_per_stage_decoder": (1, 1)},
+    stem="encoder_stem/conv_0",
+)

@@ -155,7 +155,8 @@ def test_convert_round_trips_bit_identically(tmp_path, capsys):
     assert main(["convert", "--from", str(tmp_path / "x.pth"), "--to", str(tmp_path / "back")]) == 0
     back, model_config, _ = load_weights(tmp_path / "back")
     assert model_config == RESENC
-    flat_in, flat_out = jax.tree_util.tree_flatten_with_path(variables)[0], jax.tree_util.tree_flatten_with_path(back)[0]
+    flat_in = jax.tree_util.tree_flatten_with_path(variables)[0]
+    flat_out = jax.tree_util.tree_flatten_with_path(back)[0]
     assert [p for p, _ in flat_in] == [p for p, _ in flat_out]
     for (path, a), (_, b) in zip(flat_in, flat_out):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), path
