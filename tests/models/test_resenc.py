@@ -84,3 +84,30 @@ def test_input_not_divisible_by_the_strides_names_the_axis():
     model = build_model(TINY["resenc_3d_anisotropic_ds"])
     with pytest.raises(ValueError, match=r"spatial dimension Y \(axis 2\) has size 6, not divisible by 4"):
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 8, 6, 8, 2), jnp.float32))
+
+
+def test_layer_output_bytes_counts_leaf_layers_in_the_compute_dtype():
+    import flax.linen as nn
+
+    from genesis_jax.models.summary import layer_output_bytes
+
+    class TwoConvs(nn.Module):
+        dtype: object = None
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Conv(3, (1, 1), dtype=self.dtype)(nn.Conv(4, (3, 3), dtype=self.dtype)(x))
+
+    assert layer_output_bytes(TwoConvs(), (2, 8, 8, 1)) == 2 * 8 * 8 * (4 + 3) * 4
+    assert layer_output_bytes(TwoConvs(jnp.bfloat16), (2, 8, 8, 1)) == 2 * 8 * 8 * (4 + 3) * 2
+
+
+def test_summary_of_a_training_config_prints_the_memory_per_device(capsys):
+    assert main(["summary", "--config=pretrain/resenc_genesis:nnssl"]) == 0
+    out = capsys.readouterr().out
+    params = int(re.search(r"Total params: ([\d,]+)", out)[1].replace(",", ""))
+    line = re.search(r"parameters ([\d.]+) GiB, gradients ([\d.]+) GiB, optimizer state ([\d.]+) GiB, "
+                     r"layer outputs ([\d.]+) GiB", out)
+    assert float(line[1]) == float(line[2]) == round(4 * params / 2**30, 2)
+    assert float(line[3]) == float(line[1])  # SGD with momentum: one float32 copy of the parameters
+    assert "per-device batch 2 of (160, 160, 160, 1)" in out and float(line[4]) > 10 * float(line[1])

@@ -1,6 +1,6 @@
 """pretrain/resenc_genesis: nnU-Net's ResEnc-L under the Models Genesis task. The full-size steps (64x64x32 cubes and
-nnssl's 160^3 patches) are shape-checked with jax.eval_shape; the :tiny variant trains through the CLI and its
-weights convert into an nnU-Net checkpoint."""
+nnssl's 160^3 patches) are shape-checked with jax.eval_shape; the :tiny variant trains through the CLI, its weights
+convert into an nnU-Net checkpoint, that checkpoint converts back, and fine-tuning starts from it (--init)."""
 
 import json
 
@@ -16,7 +16,8 @@ def test_full_size_step_shapes(spec):
     full_size_step_shapes(spec)
 
 
-def test_tiny_pretraining_runs_and_exports_for_nnunet(tmp_path, capsys):
+@pytest.mark.slow
+def test_tiny_pretraining_exports_for_nnunet_and_the_checkpoint_inits_finetuning(tmp_path, capsys):
     overrides = ["--config.global_batch_size=8", "--config.steps_per_epoch=2", "--config.validation_batches=1",
                  "--config.max_steps=2", "--config.logging.progress=False", "--config.logging.tensorboard=False",
                  "--config.logging.preview_every_steps=0", "--config.max_step_traces=1"]
@@ -27,3 +28,11 @@ def test_tiny_pretraining_runs_and_exports_for_nnunet(tmp_path, capsys):
     assert main(["convert", f"--from={summary['weights']}", f"--to={tmp_path / 'resenc.pth'}", "--format=nnunet",
                  "--patch-size=16,16,8"]) == 0
     assert "pre-training patch [16, 16, 8]" in capsys.readouterr().out
+    assert main(["convert", f"--from={tmp_path / 'resenc.pth'}", f"--to={tmp_path / 'back'}"]) == 0
+    capsys.readouterr()
+    assert main(["finetune", "--config=finetune/resenc:lcs,tiny", f"--workdir={tmp_path / 'lcs'}",
+                 f"--init={tmp_path / 'back'}", "--config.max_steps=2", "--config.logging.progress=False",
+                 "--config.num_devices=1"]) == 0
+    report = json.loads((tmp_path / "lcs" / "transfer_report.json").read_text())
+    loaded = {p.split("/")[1] for p in report["loaded"]}
+    assert {"encoder_stem", "encoder_0", "encoder_2", "decoder_0"} <= loaded and "head" not in loaded
