@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -14,7 +15,7 @@ from genesis_jax.interop.keras_h5 import read_keras_h5
 from genesis_jax.interop.mapping import InteropError
 from genesis_jax.interop.nnunet import is_nnunet_checkpoint, read_nnunet_checkpoint
 from genesis_jax.interop.pytorch import load_torch_file, read_pytorch_checkpoint
-from genesis_jax.models import GenesisUNet, build_model
+from genesis_jax.models import build_model
 
 PYTORCH_SUFFIXES = (".pt", ".pth", ".tar")
 KERAS_SUFFIXES = (".h5", ".hdf5")
@@ -49,9 +50,10 @@ def read_published(path: str | Path, num_classes: int | None = None) -> tuple[di
     return variables, model_config, metadata
 
 
-def load_published(path: str | Path, num_classes: int | None = None) -> tuple[GenesisUNet, dict[str, Any]]:
+def load_published(path: str | Path, num_classes: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The published network and its weights, ready to run: ``model.apply(variables, x)`` with ``x`` of shape
-    (N, X, Y, Z, 1) (sizes divisible by 8) returns the sigmoid output (N, X, Y, Z, num_classes); no mutable
+    (N, X, Y, Z, 1) (sizes divisible by 8) returns the sigmoid output (N, X, Y, Z, num_classes) (an nnU-Net / nnssl
+    checkpoint gives its ResEnc or plain U-Net, returning logits, see ``genesis_jax.interop.nnunet``); no mutable
     collection is needed (the 'pytorch' variant normalises with batch statistics, as the published model does,
     without updating the carried running statistics)."""
     variables, model_config, _ = read_published(path, num_classes=num_classes)
