@@ -185,8 +185,6 @@ def resample(volume: Volume, target_spacing: tuple[float, float, float], *, orde
 
     The field of view is kept (voxel edges aligned); the affine is updated to the new grid.
     """
-    from scipy import ndimage
-
     target = np.asarray(target_spacing, dtype=np.float64)
     if target.shape != (3,) or np.any(target <= 0):
         raise ValueError(f"target_spacing must be 3 positive numbers, got {target_spacing}")
@@ -198,9 +196,25 @@ def resample(volume: Volume, target_spacing: tuple[float, float, float], *, orde
     zoom = out_shape / in_shape
     if order is None:
         order = 1 if volume.array.dtype.kind == "f" else 0
-    array = ndimage.zoom(volume.array, zoom, order=order, mode="nearest", grid_mode=True)
+    array = zoom_to_shape(volume.array, tuple(out_shape), order=order)
     affine = volume.affine.copy()
     # Grid-mode zoom maps voxel edges onto voxel edges: new voxel i sits at old coordinate (i + 0.5) / zoom - 0.5.
     affine[:3, 3] = volume.affine[:3, :3] @ (0.5 / zoom - 0.5) + volume.affine[:3, 3]
     affine[:3, :3] = volume.affine[:3, :3] / zoom
     return Volume(array.astype(volume.array.dtype, copy=False), spacing_from_affine(affine), affine, volume.path)
+
+
+def zoom_to_shape(array: np.ndarray, shape: tuple[int, ...], *, order: int) -> np.ndarray:
+    """Resample the first len(shape) axes of ``array`` to exactly ``shape`` over the same field of view (voxel
+    edges aligned, as :func:`resample`; trailing axes, e.g. channels, kept): the way back from a resampled grid to
+    the original one is ``zoom_to_shape(x, original_shape)``."""
+    from scipy import ndimage
+
+    spatial = len(shape)
+    zoom = [s / a for s, a in zip(shape, array.shape[:spatial])] + [1.0] * (array.ndim - spatial)
+    if all(z == 1.0 for z in zoom):
+        return array
+    out = ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True)
+    if out.shape[:spatial] != tuple(shape):  # scipy rounds input_shape * zoom; this is the exact ratio
+        raise AssertionError(f"zoom_to_shape: got {out.shape[:spatial]}, wanted {tuple(shape)}")
+    return out

@@ -59,7 +59,7 @@ def _nearest_up(slot: Slot) -> np.ndarray:
     """The Flax value of an up-sampling slot that makes the transposed convolution nearest-neighbour up-sampling."""
     if slot.leaf == "bias":
         return np.zeros(slot.shape, np.float32)
-    *spatial, fan_in, fan_out = slot.shape
+    fan_in, fan_out = slot.shape[-2:]
     return np.broadcast_to(np.eye(fan_in, fan_out, dtype=np.float32), slot.shape).copy()
 
 

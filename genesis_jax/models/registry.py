@@ -4,8 +4,8 @@ questions other rooms ask about a network, and ``adaptation_record`` is what a w
 
 Adding a network
 ----------------
-Write one module in ``genesis_jax/models/`` with the Flax module and, beside it, ``SPEC = NetworkSpec(...)``; add it to
-``_SPECS`` below. Nothing outside ``models/`` changes: training, transfer, evaluation, config checks and active
+Write one module in ``genesis_jax/models/`` with the Flax module and, beside it, ``SPEC = NetworkSpec(...)``; add the
+module's name to ``NETWORK_MODULES`` below (one line). Nothing outside ``models/`` changes: training, transfer, evaluation, config checks and active
 learning read the spec. Its fields:
 
 * ``name``: the ``config.model.name`` that picks it; ``build``: the model config (less ``name``) -> module (a
@@ -38,22 +38,35 @@ Exported weights record ``adaptation_record(model_config)`` (encoder, stem and h
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Mapping
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from genesis_jax.models import heads, plain_unet, resenc, unet, unetpp
 from genesis_jax.models.spec import AdaptationRecord, NetworkSpec, Task
 
-_SPECS = (
-    unet.SPEC,
-    unetpp.SPEC,
-    heads.SPEC,
-    resenc.SPEC,  # nnU-Net's ResidualEncoderUNet
-    plain_unet.SPEC,  # nnU-Net's PlainConvUNet
+# The modules of genesis_jax.models that declare a network (their ``SPEC``), one line each.
+NETWORK_MODULES = (
+    "unet",  # genesis_unet
+    "unetpp",  # unetpp
+    "heads",  # genesis_classifier
+    "resenc",  # resenc_unet: nnU-Net's ResidualEncoderUNet
+    "plain_unet",  # plain_unet: nnU-Net's PlainConvUNet
 )
-MODELS: dict[str, NetworkSpec] = {spec.name: spec for spec in _SPECS}
+
+
+def _registered(modules: tuple[str, ...]) -> dict[str, NetworkSpec]:
+    specs: dict[str, NetworkSpec] = {}
+    for module in modules:
+        spec = importlib.import_module(f"genesis_jax.models.{module}").SPEC
+        if spec.name in specs:
+            raise ValueError(f"genesis_jax.models.{module}: network {spec.name!r} is already registered")
+        specs[spec.name] = spec
+    return specs
+
+
+MODELS: dict[str, NetworkSpec] = _registered(NETWORK_MODULES)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16, None: None}
 

@@ -14,8 +14,9 @@ directory or a training workdir, transferred by :mod:`genesis_jax.train.transfer
 
 Workdir: ``config.json``, ``transfer_report.json``, ``checkpoints/`` and ``best/`` (orbax), ``metrics.csv``,
 ``validation.csv``, ``metrics.jsonl``, ``tensorboard/``, ``weights/`` (the evaluated weights as a weights directory,
-usable as ``--init`` or by ``genesis-jax evaluate``), ``predictions/`` (overlay PNGs, optional NIfTI) and
-``summary.json``.
+usable as ``--init``, by ``genesis-jax evaluate`` and by ``genesis-jax predict``: for segmentation its metadata.json
+records the spacing, normalisation and window predict reads new scans with), ``predictions/`` (overlay PNGs,
+optional NIfTI) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import export_predictions
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
+from genesis_jax.evaluation.predict import InferenceSettings
 from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model, contract
 from genesis_jax.models.weights import CheckpointError, init_adaptation_record
@@ -283,4 +285,7 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
+        # what `genesis-jax predict` needs to read new scans as this run read its own (spacing, intensities, window)
+        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict()}
+        if config.task == "segmentation" else {},
     )

@@ -47,8 +47,9 @@ class TransferError(ValueError):
 @dataclass
 class TransferReport:
     """What an initialisation did, path by path ('collection/module/.../leaf'): ``loaded``, ``fresh`` (initialised
-    anew, the heads included), ``unused`` source arrays, ``mismatched`` ('target <- source: shapes' for pairs of
-    another shape, left fresh) and ``unexpected`` (what the one-line summary warns about)."""
+    anew, the heads included), ``unused`` source arrays; and what the one-line summary warns about: ``mismatched``
+    ('<target path> <target shape> <- <source shape>', left fresh), ``unexpected_fresh`` / ``unexpected_unused``
+    (beyond the heads, or beyond the encoder for a classifier) and ``notes`` (another network or variant)."""
 
     source: str
     loaded: list[str] = field(default_factory=list)

@@ -73,7 +73,7 @@ def test_keras_errors_name_the_problem(tmp_path, keras_reference, capsys):
     with pytest.raises(InteropError, match=r"cut\.h5: cannot open the HDF5 file .*truncated"):
         read_keras_h5(tmp_path / "cut.h5")
 
-    # A Keras model exports to .pt with its variant record (tests/interop/test_keras_variant_export.py checks the
+    # A Keras model exports to .pt with its variant record (test_convert_cli.py checks the
     # numbers); only a bare state_dict, which cannot carry the record, is refused.
     assert main(["convert", "--from", str(tmp_path / "a.h5"), "--to", str(tmp_path / "k")]) == 0
     assert main(["convert", "--from", str(tmp_path / "k"), "--to", str(tmp_path / "k.pt")]) == 0
