@@ -1,12 +1,16 @@
-"""`genesis-jax convert`: published weights <-> the genesis_jax weights directory.
+"""`genesis-jax convert`: published weights and nnU-Net / nnssl checkpoints <-> the genesis_jax weights directory.
 
     genesis-jax convert --from=Genesis_Chest_CT.pt --to=weights/genesis_chest_ct_pt   # 'pytorch' variant
     genesis-jax convert --from=Genesis_Chest_CT.h5 --to=weights/genesis_chest_ct_h5   # 'keras' variant
     genesis-jax convert --from=weights/my_pretrained --to=my_pretrained.pt           # back to PyTorch UNet3D
+    genesis-jax convert --from=weights/resenc_l --to=resenc_l.pth --format=nnunet    # nnU-Net -pretrained_weights
+    genesis-jax convert --from=checkpoint_final.pth --to=weights/from_nnunet         # nnU-Net / nnssl checkpoint in
 
 The direction follows from the paths: a .pt/.pth/.h5 source is imported into a weights directory (usable as
-``--init``); a weights directory (or a training workdir, whichever ``--init`` accepts) is exported to a .pt
-state_dict. The work is done by genesis_jax.interop (formats) and genesis_jax.models.weights (the directory).
+``--init``); a weights directory (or a training workdir, whichever ``--init`` accepts) is exported to a .pt/.pth
+file: the published UNet3D state_dict for a Genesis U-Net, nnU-Net's ``{'network_weights', ...}`` for an nnU-Net
+network (``--format`` states it; docs/nnunet.md). The work is done by genesis_jax.interop (formats) and
+genesis_jax.models.weights (the directory).
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-classes", type=int, default=None, help="refuse weights whose head has another number of outputs"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    p.add_argument(
+        "--format", choices=("auto", "unet3d", "nnunet"), default="auto",
+        help="export: 'unet3d' (published Models Genesis state_dict) or 'nnunet' (nnU-Net/nnssl checkpoint); 'auto' "
+        "picks by the network",
+    )
+    p.add_argument(
+        "--patch-size", default=None,
+        help="export --format=nnunet: the pre-training patch, e.g. 160,160,160 (recorded in the nnssl adaptation "
+        "plan; default: the one an imported checkpoint recorded, if any)",
+    )
     p.add_argument("--module-prefix", action="store_true", help="export: prefix keys with 'module.' (DataParallel)")
     p.add_argument(
         "--bare-state-dict", action="store_true", help="export: write the state_dict alone, not {'epoch', 'state_dict'}"
@@ -62,6 +76,11 @@ def _import(args: argparse.Namespace, source: Path, destination: Path) -> str:
     variables, model_config, metadata = read_published(source, num_classes=args.num_classes)
     save_weights(destination, variables, model_config, {**metadata, "converter": "genesis-jax convert"})
     params = sum(np.size(leaf) for leaf in jax.tree.leaves(variables["params"]))
+    if model_config["name"] != "genesis_unet":
+        patch = (metadata.get("adaptation") or {}).get("patch_size")
+        return (f"wrote {destination} ({model_config['name']} from a {metadata['source_format']} checkpoint, "
+                f"{model_config['in_channels']} input channel(s), {model_config['num_classes']} class(es), "
+                f"{params:,} parameters" + (f", pre-training patch {patch}" if patch else "") + ")")
     return (
         f"wrote {destination} ({model_config['variant']} variant, base width {model_config['base_width']}, "
         f"depth {model_config['depth']}, {model_config['num_classes']} class(es), {params:,} parameters)"
@@ -70,6 +89,7 @@ def _import(args: argparse.Namespace, source: Path, destination: Path) -> str:
 
 def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
     from genesis_jax.interop import InteropError, write_pytorch
+    from genesis_jax.interop.nnunet import CLASS_NAMES, write_nnunet
     from genesis_jax.train.checkpointing import load_init_weights as load  # whatever --init accepts
 
     if destination.suffix.lower() not in (".pt", ".pth"):
@@ -83,6 +103,15 @@ def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
         raise InteropError(
             f"{source}: the model has {model_config.get('num_classes')} class(es), but {args.num_classes} were expected"
         )
+    nnunet = model_config.get("name") in CLASS_NAMES
+    if args.format == "unet3d" and nnunet or args.format == "nnunet" and not nnunet:
+        raise InteropError(f"{source}: --format={args.format} does not fit a {model_config.get('name')!r} network "
+                           f"(unet3d: a Genesis U-Net; nnunet: {', '.join(sorted(CLASS_NAMES))})")
+    if nnunet:
+        patch = _patch_size(args.patch_size) or (metadata.get("adaptation") or {}).get("patch_size")
+        write_nnunet(variables, model_config, destination, patch_size=patch, metadata=metadata, source=str(source))
+        return (f"wrote {destination} (nnU-Net checkpoint: network_weights under nnU-Net's keys + nnssl adaptation "
+                f"plan, pre-training patch {patch})")
     epoch = metadata.get("epoch", 0)
     write_pytorch(
         variables,
@@ -98,6 +127,17 @@ def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
                                                "ContBatchNorm3d, in eval mode)")
     return (f"wrote {destination} (PyTorch UNet3D state_dict, {variant} variant{load_as}, base width "
             f"{model_config.get('base_width', 32)})")
+
+
+def _patch_size(text: str | None) -> list[int] | None:
+    from genesis_jax.interop import InteropError
+
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InteropError(f"--patch-size={text!r}: expected integers separated by commas, e.g. 160,160,160") from None
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:

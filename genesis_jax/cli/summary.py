@@ -1,4 +1,7 @@
-"""`genesis-jax summary`: a per-layer table of a model config's network, computed with jax.eval_shape."""
+"""`genesis-jax summary`: a per-layer table of a model config's network, computed with jax.eval_shape; for a training
+config (one with ``per_device_batch_size`` and ``optimizer``), also an estimate of the memory a training step needs
+per device: parameters, gradients, optimizer state (``jax.eval_shape`` of the optimizer's init), the layers' outputs
+for the per-device batch (what the backward pass keeps, roughly) and the input batch."""
 
 from __future__ import annotations
 
@@ -23,4 +26,39 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     model = build_model(config.model)
     input_shape = (config.get("batch_size", 1), *config.input_shape)
     print(summarize(model, input_shape))
+    if config.get("per_device_batch_size") and config.get("optimizer"):
+        print(memory_estimate(model, config))
     return 0
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.2f} GiB"
+
+
+def memory_estimate(model, config) -> str:
+    """Lines estimating a training step's memory per device (see the module docstring)."""
+    import jax
+    import numpy as np
+
+    from genesis_jax.models.summary import abstract_variables, layer_output_bytes
+    from genesis_jax.train.schedules import build_optimizer
+
+    def nbytes(tree) -> int:
+        return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
+
+    batch = int(config.per_device_batch_size)
+    params = abstract_variables(model, (1, *config.input_shape))["params"]
+    tx = build_optimizer(**config.optimizer.to_dict())
+    parts = {
+        "parameters": nbytes(params),
+        "gradients": nbytes(params),
+        "optimizer state": nbytes(jax.eval_shape(tx.init, params)),
+        "layer outputs": layer_output_bytes(model, (batch, *config.input_shape)),
+        "input batch": batch * int(np.prod(config.input_shape)) * 4,
+    }
+    return "\n".join([
+        f"Memory per device (estimate, jax.eval_shape; per-device batch {batch} of {tuple(config.input_shape)}, "
+        f"compute dtype {config.model.get('dtype') or 'float32'}):",
+        "  " + ", ".join(f"{name} {_gib(size)}" for name, size in parts.items()),
+        f"  total {_gib(sum(parts.values()))} (XLA's buffer reuse and fusions change the real figure: measure it)",
+    ])

@@ -111,12 +111,26 @@ def _torch_shape(slot: Slot) -> tuple[int, ...]:
     return (fan_in, fan_out, *spatial) if slot.is_transposed_conv else (fan_out, fan_in, *spatial)
 
 
-def _load(path: Path) -> Any:
+def _numpy_scalar_globals() -> list[Any]:
+    """The numpy reconstructors a checkpoint's plain numbers may pickle (nnU-Net logs numpy floats): data only, no
+    code; under the name numpy 1.x wrote (``numpy.core``) as well as numpy 2's."""
+    try:
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import scalar
+    dtypes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` of a checkpoint (tensors, containers, numbers, numpy scalars; no pickled
+    code runs); an InteropError naming the file when it cannot be read."""
     torch = import_torch()
     if not path.is_file():
         raise InteropError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch reports any unpickling failure as "Weights only load failed"; only "Unsupported global" means a
         # well-formed pickle of Python objects (random bytes give "Unsupported operand")
@@ -213,9 +227,13 @@ def read_pytorch(path: str | Path, num_classes: int | None = None) -> tuple[dict
 
     ``num_classes``: when given, a head with another number of outputs is refused.
     """
-    torch = import_torch()
     path = Path(path).expanduser()
-    checkpoint = _load(path)
+    return read_pytorch_checkpoint(load_torch_file(path), path, num_classes)
+
+
+def read_pytorch_checkpoint(checkpoint: Any, path: Path, num_classes: int | None = None) -> tuple[dict, dict, dict]:
+    """:func:`read_pytorch` of a checkpoint already loaded from ``path``."""
+    torch = import_torch()
     state, info = _state_dict(checkpoint, path)
     layout = _layout(state, path, num_classes)
     slots = variable_slots(layout)

@@ -1,5 +1,5 @@
 """The networks and their weights: Genesis U-Net (2D/3D, pytorch and keras variants; ``unet``), UNet++ (deep
-supervision, pruning; ``unetpp``), task heads (``heads``), layers and kernel initialisers, the contract each network
+supervision, pruning; ``unetpp``), nnU-Net's residual-encoder and plain U-Nets (``resenc``, ``plain_unet``), task heads (``heads``), layers and kernel initialisers, the contract each network
 declares beside its module (``spec``) and the registry of networks by name (``registry``, which says how to add
 one), a parameter summary and a forward-pass timer (``summary``, ``timing``), and the weights directory every
 command exchanges (``weights``: ``save_weights``/``load_weights``, model config + variables). Knows nothing of
@@ -7,6 +7,8 @@ data or training."""
 
 from genesis_jax.models.heads import ClassificationHead, GenesisClassifier
 from genesis_jax.models.layers import BatchNorm
+from genesis_jax.models.plain_unet import PlainConvUNet
+from genesis_jax.models.resenc import ResidualEncoderUNet
 from genesis_jax.models.registry import MODELS, adaptation_record, build_model, contract, network_spec
 from genesis_jax.models.spec import AdaptationRecord, NetworkSpec
 from genesis_jax.models.summary import count_params, summarize
@@ -21,6 +23,8 @@ __all__ = [
     "GenesisUNet",
     "MODELS",
     "NetworkSpec",
+    "PlainConvUNet",
+    "ResidualEncoderUNet",
     "UNetPlusPlus",
     "adaptation_record",
     "build_model",

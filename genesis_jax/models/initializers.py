@@ -23,6 +23,8 @@ KERNEL_INITIALIZERS: dict[str, Initializer] = {
     "glorot_uniform": nn.initializers.glorot_uniform(),  # "Xavier"
     "he_uniform": nn.initializers.he_uniform(),  # "MSRA"
     "he_normal": nn.initializers.he_normal(),  # UNet++ reference
+    # nnU-Net's InitWeights_He(1e-2): kaiming_normal_(a=0.01), untruncated, fan-in
+    "nnunet": nn.initializers.variance_scaling(2.0 / (1 + 0.01**2), "fan_in", "normal"),
 }
 
 

@@ -51,6 +51,8 @@ NETWORK_MODULES = (
     "unet",  # genesis_unet
     "unetpp",  # unetpp
     "heads",  # genesis_classifier
+    "resenc",  # resenc_unet: nnU-Net's ResidualEncoderUNet
+    "plain_unet",  # plain_unet: nnU-Net's PlainConvUNet
 )
 
 

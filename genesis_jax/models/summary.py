@@ -19,7 +19,8 @@ def abstract_variables(model: nn.Module, input_shape: Sequence[int], **call_kwar
 
 
 def _abstract_init(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) -> tuple[Any, list]:
-    """``model.init`` under ``jax.eval_shape``, recording every module call (path, output) in call order."""
+    """``model.init`` under ``jax.eval_shape``, recording every module call (path, output shapes, output bytes) in
+    call order."""
     rngs = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
     x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
     calls: list[list] = []
@@ -27,10 +28,12 @@ def _abstract_init(model: nn.Module, input_shape: Sequence[int], **call_kwargs: 
     def record(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
             return next_fun(*args, **kwargs)
-        entry = [tuple(context.module.path), None]
+        entry = [tuple(context.module.path), None, 0]
         calls.append(entry)
         out = next_fun(*args, **kwargs)
-        entry[1] = [tuple(o.shape) for o in jax.tree.leaves(out) if hasattr(o, "shape")]
+        arrays = [o for o in jax.tree.leaves(out) if hasattr(o, "shape")]
+        entry[1] = [tuple(o.shape) for o in arrays]
+        entry[2] = sum(int(o.size) * jnp.dtype(o.dtype).itemsize for o in arrays)
         return out
 
     def init(inp):
@@ -56,10 +59,9 @@ def summarize(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) 
             node = node[key]
         return sum(int(v.size) for v in node.values() if not isinstance(v, dict)) if isinstance(node, dict) else 0
 
-    paths = [p for p, _ in calls]
-    has_children = {p for p in paths for q in paths if len(q) > len(p) and q[: len(p)] == p}
+    has_children = _parents(calls)
     rows = []
-    for path, shapes in calls:
+    for path, shapes, _ in calls:
         if not path or (path in has_children and not own_params(path)):
             continue
         shape = shapes[0] if len(shapes) == 1 else shapes
@@ -78,6 +80,21 @@ def summarize(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) 
     lines.append(f"Trainable params: {_count(params):,}")
     lines.append(f"Total params: {_count(params):,}")
     return "\n".join(lines)
+
+
+def _parents(calls: list) -> set[tuple[str, ...]]:
+    """Paths of the recorded modules that have recorded sub-modules."""
+    paths = [call[0] for call in calls]
+    return {p for p in paths for q in paths if len(q) > len(p) and q[: len(p)] == p}
+
+
+def layer_output_bytes(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) -> int:
+    """Bytes of the outputs of every layer without sub-layers (convolutions, norms, ...) for a batch of
+    ``input_shape``, in the compute dtype: roughly what a training step keeps for its backward pass (element-wise
+    operations between layers and XLA's fusions are not modelled), via ``jax.eval_shape``."""
+    _, calls = _abstract_init(model, input_shape, **call_kwargs)
+    parents = _parents(calls)
+    return sum(nbytes for path, _, nbytes in calls if path and path not in parents)
 
 
 def count_params(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) -> int:
