@@ -163,20 +163,21 @@ def residual_bytes(spec: StepSpec) -> int:
     """Bytes the backward pass keeps from the forward (the VJP's residuals, parameters excluded) for the WHOLE
     batch, from ``jax.eval_shape``: the activation memory any backend must hold without rematerialisation."""
     model = build_model(dict(spec.model))
-    x = jnp.zeros((spec.global_batch, *spec.input_shape))
+    x = jax.ShapeDtypeStruct((spec.global_batch, *spec.input_shape), jnp.float32)
     key = jax.random.key(0)
-    variables = jax.eval_shape(lambda: model.init({"params": key, "dropout": key}, x[:1], train=False))
+    sample = jnp.zeros((1, *spec.input_shape))
+    variables = jax.eval_shape(lambda: model.init({"params": key, "dropout": key}, sample, train=False))
     kwargs = {"return_all_heads": True} if spec.task != "pretrain" and deep_supervised(dict(spec.model)) else {}
 
-    def forward(params, inputs):
-        out, _ = model.apply({**variables, "params": params}, inputs, train=True, mutable=["batch_stats"],
-                             rngs={"dropout": key}, **kwargs)
-        return out
+    def residuals(variables, inputs):
+        def forward(params):
+            out, _ = model.apply({**variables, "params": params}, inputs, train=True, mutable=["batch_stats"],
+                                 rngs={"dropout": key}, **kwargs)
+            return out
 
-    def residuals(params, inputs):
-        return jax.vjp(lambda p: forward(p, inputs), params)[1]
+        return jax.vjp(forward, variables["params"])[1]
 
-    vjp_fn = jax.eval_shape(residuals, variables["params"], jax.ShapeDtypeStruct(x.shape, x.dtype))
+    vjp_fn = jax.eval_shape(residuals, variables, x)
     params_bytes = tree_bytes(variables["params"])
     return max(0, tree_bytes(vjp_fn) - params_bytes)
 
