@@ -247,3 +247,17 @@ def step_cost(spec: StepSpec, mesh: Mesh, *, check_collectives: bool = True) -> 
         residual_bytes=int(residual_bytes(spec) / n), temp_bytes=int(memory.temp_size_in_bytes),
         argument_bytes=int(memory.argument_size_in_bytes), param_bytes=param_bytes, all_reduce_bytes=all_reduce,
     )
+
+
+def describe(cost: StepCost) -> str:
+    """The figures of ``cost`` as the lines ``genesis-jax summary --cost`` prints."""
+    s = cost.spec
+    return "\n".join([
+        f"Training step ({s.task}, global batch {s.global_batch}, {s.model.get('dtype') or 'float32'}, "
+        f"conv_impl {s.model.get('conv_impl')}, {cost.devices} device(s)), XLA's cost analysis of the compiled step:",
+        f"  FLOPs per sample:            {cost.flops_per_sample:,.0f} ({cost.flops_per_sample / 1e12:.3f} TFLOP)",
+        f"  bytes accessed per sample:   {cost.bytes_per_sample:,.0f}",
+        f"  saved activations / device:  {cost.residual_bytes:,} bytes (the backward's residuals, jax.eval_shape)",
+        f"  step buffers / device:       {cost.peak_bytes:,} bytes (arguments + temporaries, this backend)",
+        f"  gradient (float32):          {cost.param_bytes:,} bytes",
+    ])

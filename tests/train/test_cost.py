@@ -97,3 +97,16 @@ def test_residual_memory_grows_with_the_batch():
     one, two = (residual_bytes(StepSpec(model, SHAPE, global_batch=b, task="segmentation")) for b in (2, 4))
     assert one > 4 * 2 * 16 * 16 * 8 * 4  # at least the first layer's activations of the batch
     assert two == pytest.approx(2 * one, rel=0.01)
+
+
+def test_summary_cost_prints_the_step_figures(capsys):
+    from genesis_jax.cli import main
+
+    overrides = ["--config.model.base_width=4", "--config.model.depth=2", "--config.input_shape=(16,16,8,1)"]
+    assert main(["summary", "--config=models/unet3d:keras", *overrides, "--cost", "--batch", "2",
+                 "--task", "segmentation"]) == 0
+    out = capsys.readouterr().out
+    flops = float(out.split("FLOPs per sample:")[1].split()[0].replace(",", ""))
+    hand = 2 * genesis_unet_training_macs(4, 2, SHAPE, 2, "keras") / 2
+    assert hand <= flops <= 1.3 * hand  # width 4: element-wise work weighs more than at width 8
+    assert "gradient (float32):" in out and "conv_impl native" in out
