@@ -5,7 +5,8 @@
   crash never leaves a stale lock; the file itself stays and records the last holder's pid and command, which is
   how a refused second writer can name it. Nested ``hold`` calls on the same directory in one process are no-ops.
 - :func:`replace_directory` moves a completely written directory into place, so a reader (or a crash at any
-  moment) sees the old directory or the new one, never a half-written one.
+  moment) sees the old directory or the new one, never a half-written one. :func:`atomic_file` does the same for
+  one file a library writes by name (nibabel, a MetaImage writer).
 - :func:`crash_point` is a TEST-ONLY hook: when ``GENESIS_JAX_CRASH_AT`` names a phase, the process SIGKILLs itself
   there (tests/test_crash_resume.py uses it to kill real runs at exact phase boundaries). Unset, it does nothing.
 
@@ -195,6 +196,28 @@ def replace_directory(tmp_dir: str | Path, final_dir: str | Path) -> Path:
         if stale.name.startswith((f".{final_dir.name}.tmp-", f".{final_dir.name}.old-")):
             shutil.rmtree(stale, ignore_errors=True)
     return final_dir
+
+
+@contextlib.contextmanager
+def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``final`` ending like it (``.x.tmp-<random>.nii.gz`` for ``x.nii.gz``, so
+    writers that choose the format by extension still do); when the block completes the file is moved onto
+    ``final`` in one rename. An error or a kill leaves no ``final`` (a stale ``.x.tmp-*`` at most)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(final.suffixes[-2:]) if final.name.lower().endswith(".gz") else final.suffix
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would
+        crash_point("atomic_file")  # tests: a kill with the file written but not yet in place
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
 
 
 def crash_point(phase: str, before: Callable[[], None] | None = None) -> None:
