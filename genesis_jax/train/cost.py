@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from genesis_jax.models import build_model
-from genesis_jax.train.finetune import deep_supervised
+from genesis_jax.models import build_model, contract
 from genesis_jax.train.finetune_steps import make_finetune_optimizer, make_prepare
 from genesis_jax.train.losses import get_loss, mse_loss
 from genesis_jax.train.mesh import batch_sharding
@@ -92,9 +91,8 @@ def build_step(spec: StepSpec, mesh: Mesh) -> tuple[Callable, tuple[Any, Any]]:
                                                    jnp.zeros((1, *spec.input_shape)), train=False))["params"]
         tx = make_finetune_optimizer({"name": "adam", "learning_rate": 1e-3}, parameter_groups(params, set()), 1.0)
         loss = get_loss("dice" if spec.task == "segmentation" else "bce")
-        ds = deep_supervised(model_config)
         step = make_train_step(loss, make_prepare(spec.task, int(model_config.get("ndim", 3))), mesh=mesh,
-                               apply_kwargs={"return_all_heads": True} if ds else None)
+                               apply_kwargs=contract(model_config).deep_supervision)
     state = abstract_train_state(model, tx, key, tuple(spec.input_shape), mesh)
     sharding = batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(s, d, sharding=sharding) for k, (s, d) in _batch_shapes(spec).items()}
@@ -167,7 +165,7 @@ def residual_bytes(spec: StepSpec) -> int:
     key = jax.random.key(0)
     sample = jnp.zeros((1, *spec.input_shape))
     variables = jax.eval_shape(lambda: model.init({"params": key, "dropout": key}, sample, train=False))
-    kwargs = {"return_all_heads": True} if spec.task != "pretrain" and deep_supervised(dict(spec.model)) else {}
+    kwargs = (contract(dict(spec.model)).deep_supervision if spec.task != "pretrain" else None) or {}
 
     def residuals(variables, inputs):
         def forward(params):
