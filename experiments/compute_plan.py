@@ -344,7 +344,8 @@ def main() -> int:
     nnssl_flops = NNSSL_STEPS * NNSSL_BATCH * resenc
     lines += [
         "",
-        f"## Projection: whole runs (PROJECTION, bfloat16, {util:.0%} utilisation, compute-bound)",
+        f"## Projection: whole runs (PROJECTION, bfloat16, {util:.0%} utilisation; Genesis at the step time above, "
+        "nnssl compute-bound: there is no byte count for a hand-counted network)",
         "",
         f"Models Genesis (pytorch variant): {GENESIS_TRAIN_CUBES:,} training cubes (445 scans x 32) and "
         f"{GENESIS_VAL_CUBES:,} validation cubes (178 x 32, forward only, counted as a third of a training step) "
