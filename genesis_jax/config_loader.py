@@ -139,6 +139,18 @@ def config_docstring(spec: str) -> str:
     return ast.get_docstring(ast.parse(text)) or ""
 
 
+def config_fields(config: ml_collections.ConfigDict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf field of ``config`` as (dotted name, value), alphabetically: what ``--config.NAME=VALUE``
+    overrides."""
+    out: list[tuple[str, Any]] = []
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict) and len(value):
+            out.extend(config_fields(value, f"{prefix}{key}."))
+        else:
+            out.append((f"{prefix}{key}", value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value))
+    return out
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Load ``NAME[:ARG]`` and apply ``--config.a.b=value`` overrides (typed as the field's current value).
 

@@ -2,6 +2,7 @@
 variant parser (``parse_arg``) and its use on the first line of every packaged ``get_config``."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,8 @@ def test_configs_command_lists_and_shows(capsys, tmp_path, monkeypatch):
     assert [line.split()[0] for line in lines] == _config_modules()
     assert main(["configs", "--show", "models/unet3d"]) == 0
     assert "genesis-jax summary --config=models/unet3d:pytorch" in capsys.readouterr().out
+    assert main(["configs", "--show", "pretrain/dataset:tiny"]) == 0
+    shown = capsys.readouterr().out
+    assert "Fields of pretrain/dataset:tiny and their defaults" in shown
+    assert re.search(r"^  data\.cubes\.margins\s+\(100, 100, 30\)$", shown, re.MULTILINE), shown
+    assert re.search(r"^  input_shape\s+\(16, 16, 8, 1\)$", shown, re.MULTILINE)

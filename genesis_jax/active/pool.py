@@ -1,17 +1,25 @@
 """Candidate pools: ids, context arrays around detections, and (for simulations only) the true labels.
 
-A pool on disk is an ``.npz`` with ``ids`` (n strings), ``contexts`` ((n, *spatial) or (n, *spatial, C), 2 or 3
-spatial axes) and optionally ``labels`` (n ints: an oracle for simulations; the human-in-the-loop commands never
-read them). ``synthetic_pool`` makes a 3D pool whose difficulty is known: rare positives (a ball at the centre), hard
+A pool on disk is an ``.npz`` (``load_pool`` checks each rule with a one-line error naming the file and the key):
+  ``ids``       (n,) unique strings (or integers), one per candidate;
+  ``contexts``  (n, *spatial) or (n, *spatial, C) real numbers, 2 or 3 spatial axes, NORMALISED intensities in
+                [0, 1] as every genesis_jax network reads them (CT: HU clipped to [-1000, 1000] and scaled,
+                ``genesis_jax.data.normalize.normalize_ct``; MR: per-volume min-max). Raw HU or scanner values
+                (anything outside [-1, 2]) are refused, and so are NaN/Inf;
+  ``labels``    optional (n,) integers: an oracle for simulations; the human-in-the-loop commands never read them.
+``dataset_pool`` makes a pool from a prepared dataset folder's volumes (:mod:`genesis_jax.data.folders`). ``synthetic_pool`` makes a 3D pool whose difficulty is known: rare positives (a ball at the centre), hard
 negatives (an equally bright tube) and many easy negatives (background), and some contexts carry a bright
 distractor outside the detection box that only enlarged or shifted patches see (the noisy patches that majority
-selection is meant to ignore).
+selection is meant to ignore). ``matched_organ_pools`` cuts 2D organ-vs-organ candidates from one labelled CT;
+``multi_scan_pools`` takes grid-spaced (spatially de-duplicated) 2D or 3D candidates from several scans with a set
+share of positives and of intensity-matched hard negatives (the AL simulation's pool).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -53,12 +61,32 @@ def load_pool(path: str | Path, spatial_dims: int = 3) -> CandidatePool:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such pool file")
-    with np.load(path, allow_pickle=False) as data:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npz pool ({err})") from None
+    with data:
         for field in ("ids", "contexts"):
             if field not in data:
-                raise ValueError(f"{path}: the pool has no {field!r} array (found {sorted(data.files)})")
-        ids, contexts = data["ids"], data["contexts"].astype(np.float32)
-        labels = data["labels"].astype(np.int64) if "labels" in data else None
+                raise ValueError(f"{path}: the pool has no {field!r} array (found {sorted(data.files)}); a pool "
+                                 "holds 'ids' (n,), 'contexts' (n, *spatial[, C]) in [0, 1] and optionally 'labels'")
+        ids, contexts = data["ids"], data["contexts"]
+        labels = data["labels"] if "labels" in data else None
+    if ids.ndim != 1 or ids.dtype.kind not in "USiu":
+        raise ValueError(f"{path}: 'ids' must be a 1-D array of strings or integers, got {ids.dtype} {ids.shape}")
+    if contexts.dtype.kind not in "fiub":
+        raise ValueError(f"{path}: 'contexts' must hold real numbers, got dtype {contexts.dtype}")
+    contexts = contexts.astype(np.float32)
+    if contexts.size and not np.all(np.isfinite(contexts)):
+        raise ValueError(f"{path}: 'contexts' hold NaN or Inf values")
+    if contexts.size and (contexts.min() < -1.0 or contexts.max() > 2.0):
+        raise ValueError(f"{path}: 'contexts' range over [{contexts.min():.4g}, {contexts.max():.4g}]: raw HU or "
+                         "scanner values? contexts are normalised intensities in [0, 1] (CT: clip HU to [-1000, "
+                         "1000], then (HU + 1000) / 2000)")
+    if labels is not None:
+        if labels.dtype.kind not in "iub" or labels.ndim != 1:
+            raise ValueError(f"{path}: 'labels' must be a 1-D array of integers, got {labels.dtype} {labels.shape}")
+        labels = labels.astype(np.int64)
     if contexts.ndim == spatial_dims + 1:
         contexts = contexts[..., None]
     if contexts.ndim != spatial_dims + 2:
@@ -186,6 +214,43 @@ def organ_cube_pools(
     return make(index <= split - half, n_pool, "pool"), make(index >= split + half, n_test, "test")
 
 
+def dataset_pool(
+    volumes: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    n: int,
+    context_size: int = 12,
+    positive_fraction: float = 0.2,
+    tissue_threshold: float = 0.3,
+    seed: int = 0,
+) -> CandidatePool:
+    """Candidates from labelled volumes [(scan id, image in [0, 1], binary label)] (a prepared dataset folder's, read
+    with ``genesis_jax.data.dataset_flag.labelled_volumes``): ``context_size``^3 contexts centred on label voxels
+    (positives, ``positive_fraction`` of ``n``) and on other tissue (intensity above ``tissue_threshold``:
+    negatives), spread evenly over the volumes; ``labels`` is the oracle of a simulation. Ids are
+    ``<scan>@<x>_<y>_<z>`` (the centre voxel)."""
+    from genesis_jax.data.patches import crop_centered
+
+    if not volumes:
+        raise ValueError("dataset_pool: no labelled volume")
+    rng = np.random.default_rng(seed)
+    n_pos = round(n * positive_fraction)
+    picks: list[tuple[str, np.ndarray, np.ndarray, int]] = []
+    for want, label_value in ((n_pos, 1), (n - n_pos, 0)):
+        share = np.diff(np.linspace(0, want, len(volumes) + 1).round().astype(int))
+        for (sid, image, label), count in zip(volumes, share):
+            mask = label > 0 if label_value else (label == 0) & (image > tissue_threshold)
+            centres = np.argwhere(mask)
+            if len(centres) < count:
+                raise ValueError(f"{sid}: only {len(centres)} {'label' if label_value else 'tissue'} voxels for "
+                                 f"{count} candidates; lower config.pool.n")
+            for centre in centres[rng.choice(len(centres), count, replace=False)]:
+                picks.append((sid, image, centre, label_value))
+    order = rng.permutation(len(picks))
+    shape = (context_size,) * 3
+    contexts = np.stack([crop_centered(picks[i][1], picks[i][2], shape) for i in order])[..., None]
+    ids = np.array([f"{picks[i][0]}@{'_'.join(map(str, picks[i][2]))}" for i in order])
+    return CandidatePool(ids, contexts.astype(np.float32), np.array([picks[i][3] for i in order], np.int64))
+
+
 def box_mean_intensity(contexts: np.ndarray, box_size: int) -> np.ndarray:
     """(n,) mean intensity of each candidate's central detection box (box_size per spatial axis): the feature a
     raw-intensity classifier would use; its ROC AUC against the labels says how much intensity alone separates a
@@ -268,3 +333,100 @@ def matched_organ_pools(
         return CandidatePool(ids, contexts[..., None].astype(np.float32), labels[order])
 
     return make(in_pool, n_pool, "pool"), make(in_test, n_test, "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledScan:
+    """One scan for a multi-scan pool: ``image01`` (X, Y, Z) in [0, 1], the positive structure's mask and the
+    mask where candidate centres may lie (e.g. the body); all on one grid."""
+
+    name: str
+    image01: np.ndarray
+    positive: np.ndarray
+    allowed: np.ndarray
+
+
+def multi_scan_pools(
+    scans: list[LabelledScan],
+    n_pool: int,
+    n_test: int,
+    context_shape: tuple[int, ...],
+    box_shape: tuple[int, ...],
+    grid_step: int,
+    positive_fraction: float = 0.08,
+    hard_fraction: float = 0.5,
+    block: int = 8,
+    bins: int = 16,
+    seed: int = 0,
+    prefix: str = "scan",
+) -> tuple[CandidatePool, CandidatePool]:
+    """A pool and a test set of candidates from several scans: 2D axial (``context_shape`` of 2 axes) or 3D
+    contexts centred on a regular grid of step ``grid_step`` voxels (spatial de-duplication: no two centres
+    closer than that), positive when the centre lies in the positive mask.
+
+    Each part holds ``round(n * positive_fraction)`` positives; of its negatives, ``hard_fraction`` are hard:
+    drawn with weights that give their box-mean intensity (over ``box_shape`` around the centre) the positives'
+    histogram (``bins`` bins over the positives' 1-99% range), so brightness alone does not rank them; the rest
+    are drawn uniformly (the many easy negatives of a real detector's output). The pool takes the centres of even
+    z blocks of ``block`` voxels, the test set those of odd blocks (the two never share a centre slice).
+    """
+    from scipy import ndimage
+
+    from genesis_jax.data.patches import crop_centered
+
+    nd = len(context_shape)
+    if nd not in (2, 3) or len(box_shape) != nd:
+        raise ValueError(f"context_shape {context_shape} and box_shape {box_shape} must both have 2 or 3 axes")
+    if grid_step < 1 or block < 1 or not 0 < positive_fraction < 1 or not 0 <= hard_fraction <= 1:
+        raise ValueError(f"grid_step={grid_step}, block={block} must be >= 1, positive_fraction="
+                         f"{positive_fraction} in (0, 1), hard_fraction={hard_fraction} in [0, 1]")
+    rows = []  # (scan index, x, y, z, label, box mean, side)
+    for s, scan in enumerate(scans):
+        if not scan.image01.shape == scan.positive.shape == scan.allowed.shape or scan.image01.ndim != 3:
+            raise ValueError(f"{scan.name}: image {scan.image01.shape}, positive {scan.positive.shape} and allowed "
+                             f"{scan.allowed.shape} must be one (X, Y, Z) grid")
+        size = tuple(box_shape) + ((1,) if nd == 2 else ())
+        box_mean = ndimage.uniform_filter(scan.image01.astype(np.float32), size, mode="constant")
+        grid = np.stack(np.meshgrid(*[np.arange(grid_step // 2, n, grid_step) for n in scan.image01.shape],
+                                    indexing="ij"), -1).reshape(-1, 3)
+        grid = grid[scan.allowed[tuple(grid.T)]]
+        side = (grid[:, 2] // block) % 2
+        rows.append(np.column_stack([np.full(len(grid), s), grid, scan.positive[tuple(grid.T)],
+                                     box_mean[tuple(grid.T)], side]))
+    table = np.concatenate(rows)
+    rng = np.random.default_rng(seed)
+    pos_values = table[table[:, 4] == 1, 5]
+    if not len(pos_values):
+        raise ValueError("no grid centre lies in a positive mask")
+    edges = np.linspace(*np.percentile(pos_values, [1, 99]), bins + 1)
+
+    def make(side: int, n: int, name: str) -> CandidatePool:
+        part = table[table[:, 6] == side]
+        pos, neg = part[part[:, 4] == 1], part[part[:, 4] == 0]
+        n_pos = round(n * positive_fraction)
+        n_hard = round((n - n_pos) * hard_fraction)
+        p_hist = np.histogram(pos[:, 5], edges)[0].astype(np.float64)
+        n_bin = np.digitize(neg[:, 5], edges) - 1
+        in_range = (n_bin >= 0) & (n_bin < bins)
+        n_hist = np.bincount(n_bin[in_range], minlength=bins).astype(np.float64)
+        weights = np.where(in_range, p_hist[np.clip(n_bin, 0, bins - 1)] / np.maximum(
+            n_hist[np.clip(n_bin, 0, bins - 1)], 1.0), 0.0)
+        if len(pos) < n_pos or np.count_nonzero(weights) < n_hard or len(neg) < n - n_pos:
+            raise ValueError(f"{name}: {len(pos)} positive, {np.count_nonzero(weights)} intensity-matched and "
+                             f"{len(neg)} negative grid centres for {n_pos} + {n_hard} hard + "
+                             f"{n - n_pos - n_hard} easy candidates; lower n or grid_step")
+        pos = pos[rng.choice(len(pos), n_pos, replace=False)]
+        hard = rng.choice(len(neg), n_hard, replace=False, p=weights / weights.sum())
+        rest = np.setdiff1d(np.arange(len(neg)), hard)
+        easy = rng.choice(rest, n - n_pos - n_hard, replace=False)
+        chosen = np.concatenate([pos, neg[hard], neg[easy]])[rng.permutation(n)]
+        contexts, ids = [], []
+        for s, x, y, z in chosen[:, :4].astype(np.int64):
+            image = scans[s].image01
+            contexts.append(crop_centered(image[:, :, z], (x, y), context_shape) if nd == 2
+                            else crop_centered(image, (x, y, z), context_shape))
+            ids.append(f"{prefix}-{name}-{scans[s].name}-{x}_{y}_{z}")
+        return CandidatePool(np.array(ids), np.stack(contexts)[..., None].astype(np.float32),
+                             chosen[:, 4].astype(np.int64))
+
+    return make(0, n_pool, "pool"), make(1, n_test, "test")

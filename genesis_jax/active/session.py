@@ -29,7 +29,7 @@ from genesis_jax.active import state as st
 from genesis_jax.active.config_checks import validate_active_config
 from genesis_jax.active.learner import ContinualLearner
 from genesis_jax.active.patches import make_patch_set
-from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
+from genesis_jax.active.pool import CandidatePool, dataset_pool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
 from genesis_jax.models import build_model, contract
@@ -42,8 +42,9 @@ from genesis_jax.workdir import hold
 
 # -- builders from a config ----------------------------------------------------------------------------------
 def build_pool(pool_cfg: Any, spatial_dims: int = 3) -> CandidatePool:
-    """``config.pool``: kind 'synthetic' (n, context_size, positive_fraction, hard_fraction, seed) or 'npz'
-    (path)."""
+    """``config.pool``: kind 'synthetic' (n, context_size, positive_fraction, hard_fraction, seed), 'npz' (path) or
+    'dataset' (path: a prepared dataset folder, label: the positive label's name; n, context_size,
+    positive_fraction, seed)."""
     if pool_cfg.kind == "synthetic":
         return synthetic_pool(
             pool_cfg.n, pool_cfg.context_size, pool_cfg.positive_fraction, pool_cfg.hard_fraction,
@@ -53,7 +54,15 @@ def build_pool(pool_cfg: Any, spatial_dims: int = 3) -> CandidatePool:
         if not pool_cfg.path:
             raise ValueError("config.pool.path: the .npz pool file is required when config.pool.kind='npz'")
         return load_pool(pool_cfg.path, spatial_dims)
-    raise ValueError(f"config.pool.kind must be 'synthetic' or 'npz', got {pool_cfg.kind!r}")
+    if pool_cfg.kind == "dataset":  # a prepared dataset folder (al --dataset=DIR --label=NAME)
+        from genesis_jax.data.dataset_flag import labelled_volumes
+
+        if not pool_cfg.path or not pool_cfg.get("label"):
+            raise ValueError("config.pool: kind='dataset' needs path (the dataset folder, --dataset=DIR) and label "
+                             "(--label=NAME)")
+        return dataset_pool(labelled_volumes(pool_cfg.path, pool_cfg.label), pool_cfg.n, pool_cfg.context_size,
+                            pool_cfg.positive_fraction, seed=pool_cfg.seed)
+    raise ValueError(f"config.pool.kind must be 'synthetic', 'npz' or 'dataset', got {pool_cfg.kind!r}")
 
 
 _LEARNERS: dict[tuple[str, int | None], ContinualLearner] = {}
@@ -376,3 +385,17 @@ def status(workdir: str | Path) -> dict[str, Any]:
         "pool": len(st.load_pool_ids(workdir)),
         "history": state.history,
     }
+
+
+def with_stored_pool(config: ml_collections.ConfigDict, workdir: str | Path,
+                     overrides: list[str]) -> ml_collections.ConfigDict:
+    """``config`` with the pool settings this work directory was started with (its config.json), unless
+    ``overrides`` set ``config.pool`` fields: later rounds repeat no pool override."""
+    stored = Path(workdir) / st.CONFIG_FILE
+    if not stored.is_file() or any(o.startswith("--config.pool.") for o in overrides):
+        return config
+    pool = json.loads(stored.read_text()).get("pool")
+    if pool:
+        with config.unlocked():
+            config.pool = ml_collections.ConfigDict(pool)
+    return config

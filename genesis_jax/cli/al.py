@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         q.add_argument("--config", required=needs_config, default=None,
                        help="active-learning config, path.py[:variant]; --config.x=y overrides follow")
         q.add_argument("--workdir", default=None, help="the loop's directory (default: config.workdir)")
+        q.add_argument("--dataset", default=None, metavar="DIR",
+                       help="pool: candidates from a dataset folder prepared by `genesis-jax data prepare "
+                       "--dataset=DIR` (with --label); later rounds reuse the work directory's pool settings")
+        q.add_argument("--label", default=None, metavar="NAME", help="with --dataset: the positive label's name")
 
     s = sub.add_parser("select", help="write the candidates to annotate next (CSV, JSON, PNG thumbnails)")
     common(s, True)
@@ -54,11 +58,22 @@ def _config_and_workdir(args: argparse.Namespace, overrides: list[str]):
     from genesis_jax.config_loader import load_config
 
     config = load_config(args.config, overrides) if args.config else None
-    if config is None and overrides:
-        raise SystemExit(f"genesis-jax al {args.al_command}: --config.x=y overrides need --config")
+    if config is None and (overrides or args.dataset is not None or args.label is not None):
+        raise SystemExit(f"genesis-jax al {args.al_command}: --config.x=y overrides, --dataset and --label need "
+                         "--config")
     workdir = args.workdir or (config.workdir if config is not None else None)
     if not workdir:
         raise SystemExit(f"genesis-jax al {args.al_command}: give --workdir (or a --config with a workdir field)")
+    if config is not None:
+        from genesis_jax.active.session import with_stored_pool
+
+        if args.dataset is not None:
+            with config.unlocked():
+                config.pool.kind, config.pool.path, config.pool.label = "dataset", args.dataset, args.label or ""
+            overrides = [*overrides, "--config.pool.kind=dataset"]  # the flags are the pool settings now
+        elif args.label is not None:
+            raise SystemExit(f"genesis-jax al {args.al_command}: --label needs --dataset=DIR")
+        config = with_stored_pool(config, workdir, overrides)
     return config, workdir
 
 

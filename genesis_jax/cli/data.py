@@ -2,6 +2,7 @@
 
   genesis-jax data samples [--cache-dir DIR]
   genesis-jax data prepare --config=data/genesis_cubes:tiny [--config.data.x=y ...]
+  genesis-jax data prepare --dataset=DIR [--config.data.x=y ...]   (a dataset folder; config data/dataset)
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--cache-dir", default=None, help="cache directory (default $GENESIS_JAX_CACHE or "
                                                       "~/.cache/genesis_jax)")
     s.set_defaults(func=run_samples)
-    r = sub.add_parser("prepare", help="read volumes, extract cubes/crops and write a TFDS ArrayRecord dataset")
-    r.add_argument("--config", required=True, help="data config, e.g. data/genesis_cubes:tiny")
+    r = sub.add_parser("prepare", help="read volumes, extract cubes/crops and write a TFDS ArrayRecord dataset",
+                       description="Examples: genesis-jax data prepare --dataset=DIR  (an nnU-Net raw dataset or "
+                       "images/ + labels/ folder: volumes, split file and settings, recorded once);  "
+                       "genesis-jax data prepare --config=data/genesis_cubes:tiny")
+    r.add_argument("--config", default=None,
+                   help="data config, e.g. data/genesis_cubes:tiny (with --dataset: default data/dataset)")
+    r.add_argument("--dataset", default=None, metavar="DIR",
+                   help="a dataset folder (nnU-Net v2 raw: dataset.json, imagesTr/, labelsTr/, imagesTs/; or images/ "
+                   "+ labels/): prepared once, its settings recorded for every later --dataset=DIR")
     r.set_defaults(func=run_prepare, accepts_config_overrides=True)
 
 
@@ -54,9 +62,19 @@ def run_prepare(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.data.readers import VolumeError
     from genesis_jax.data.samples import SampleDataUnavailable
 
-    config = load_config(args.config, overrides)
+    from genesis_jax.config_loader import ConfigError
+    from genesis_jax.data.folder_prepare import prepare_folder
+
+    if args.config is None and args.dataset is None:
+        raise ConfigError("give --dataset=DIR (a dataset folder) or --config=NAME (e.g. data/genesis_cubes:tiny)")
+    config = load_config(args.config or "data/dataset", overrides)
     try:
-        summary = prepare(config.data)
+        if args.dataset is not None:
+            with config.unlocked():
+                config.data.manual_dir = args.dataset
+            summary, _ = prepare_folder(config.data)
+        else:
+            summary = prepare(config.data)
     except (DatasetError, VolumeError, SampleDataUnavailable) as err:
         print(f"genesis-jax data prepare: {err}", file=sys.stderr)
         return 1

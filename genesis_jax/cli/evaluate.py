@@ -4,6 +4,7 @@ segmentation, overlay PNGs (and optionally NIfTI probability maps on the input g
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory for metrics.json and the PNG/NIfTI files")
     p.add_argument("--save-nifti", action="store_true", help="also write probability maps as NIfTI")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    from genesis_jax.cli.pretrain import add_dataset_flags
+
+    add_dataset_flags(p)  # --label defaults to the labels the weights were trained on
     p.set_defaults(func=run, accepts_config_overrides=True)
 
 
@@ -28,7 +32,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.train.config_checks import validate_finetune_config
     from genesis_jax.workdir import hold
 
+    from genesis_jax.data.dataset_flag import finetune_with_dataset, label_from_weights
+    from genesis_jax.models.weights import is_weights_dir, load_weights
+
     config = load_config(args.config, overrides)
+    label = args.label
+    if args.dataset is not None and label is None:
+        weights = Path(args.weights) / "weights" if is_weights_dir(Path(args.weights) / "weights") else \
+            Path(args.weights)
+        label = label_from_weights(load_weights(weights)[2]) if is_weights_dir(weights) else ""
+    config = finetune_with_dataset(config, args.dataset, label)
     validate_finetune_config(config, command="evaluate")
     with hold(args.out, "evaluate"):  # one writer per output directory; proves it writable before the evaluation
         return _evaluate(args, config)

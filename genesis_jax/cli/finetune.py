@@ -8,7 +8,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from genesis_jax.cli.pretrain import add_distributed_flags
+    from genesis_jax.cli.pretrain import add_dataset_flags, add_distributed_flags
 
     p = subparsers.add_parser(
         "finetune",
@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="'scratch', or a weights directory / training workdir to transfer from (default: config.init.checkpoint)",
     )
+    add_dataset_flags(p)
     add_distributed_flags(p)
     p.set_defaults(func=run, accepts_config_overrides=True)
 
@@ -46,7 +47,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.train.loop import TrainingDiverged
     from genesis_jax.train.transfer import TransferError
 
-    config = load_config(args.config, overrides)
+    from genesis_jax.data.dataset_flag import finetune_with_dataset
+
+    config = finetune_with_dataset(load_config(args.config, overrides), args.dataset, args.label)
     if args.init is not None:
         config.init.checkpoint = args.init
     setup_logging()

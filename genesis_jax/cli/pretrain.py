@@ -14,6 +14,16 @@ def add_distributed_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--process_id", type=int, default=None)
 
 
+def add_dataset_flags(p: argparse.ArgumentParser, label: bool = True) -> None:
+    p.add_argument("--dataset", default=None, metavar="DIR",
+                   help="a dataset folder prepared by `genesis-jax data prepare --dataset=DIR` (or its name): its "
+                   "recorded data settings are used")
+    if label:
+        p.add_argument("--label", default=None, metavar="NAME",
+                       help="with --dataset: the label trained, by its dataset.json name (binary); several "
+                       "comma-separated, or none for every label (multi-class, softmax)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "pretrain",
@@ -23,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--config", required=True, help="pre-training config, path.py[:arg]; --config.x=y overrides follow")
     p.add_argument("--workdir", required=True, help="checkpoints, logs, previews and the exported weights go here")
+    add_dataset_flags(p, label=False)
     add_distributed_flags(p)
     p.set_defaults(func=run, accepts_config_overrides=True)
 
@@ -43,8 +54,20 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.models.weights import CheckpointError
     from genesis_jax.train.pretrain import TrainingDiverged, pretrain
 
-    config = load_config(args.config, overrides)
+    from genesis_jax.data.dataset_flag import pretrain_with_dataset
+    from genesis_jax.data.prepare import prepare
+
+    config = pretrain_with_dataset(load_config(args.config, overrides), args.dataset)
     try:
+        if args.dataset is not None and jax.process_index() == 0:
+            cubes = prepare(config.data)  # the cubes of this rule, cut once from the prepared volumes
+            print(f"pretrain: cubes {cubes.dataset_dir} ({', '.join(f'{k} {v}' for k, v in cubes.examples.items())}"
+                  f"{'; reused' if cubes.reused else ''}; {len(cubes.skipped)} scan(s) skipped"
+                  + "".join(f"\n  - {reason}" for _, reason in cubes.skipped) + ")")
+        if args.dataset is not None and jax.process_count() > 1:  # the other processes read what process 0 wrote
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("genesis_jax pretrain --dataset cubes")
         summary = pretrain(config, args.workdir)
     except TrainingDiverged as err:
         print(f"genesis-jax pretrain: stopped: {err}", file=sys.stderr)

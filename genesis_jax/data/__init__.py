@@ -16,5 +16,9 @@ Modules, one concern each:
   ``task_data``  a target task's data (``TaskData``): label subsets, target crops and candidates, test volumes,
                  the joint image/mask flip augmentation (numpy, in the grain workers).
   ``prepare``    the entry function behind ``genesis-jax data prepare``.
+  ``folders``    a user's dataset folder (nnU-Net v2 raw or images/ + labels/): cases, labels by name, split file,
+                 the record of its prepared settings.
+  ``folder_prepare``  ``data prepare --dataset=DIR``: the folder's volumes, split and record; its cube datasets.
+  ``dataset_flag``    what ``--dataset=DIR`` / ``--label=NAME`` do to a loaded config (the recorded settings).
 Submodules are imported on use (``from genesis_jax.data import cubes``) so that importing the package is cheap.
 """

@@ -57,6 +57,17 @@ def corner_bounds(volume_shape: Sequence[int], cube_shape: Sequence[int], margin
     return low, high
 
 
+def fitted_margins(volume_shape: Sequence[int], cube_shape: Sequence[int], margins: Sequence[int],
+                   lookahead: int) -> tuple[int, int, int]:
+    """``margins`` shrunk (per axis, never grown) so that the corner range of the published rule is not empty:
+    at most half of what the volume leaves around the cube. A volume smaller than the cube itself keeps its margins
+    (``corner_bounds`` then raises)."""
+    shape, cube = np.asarray(volume_shape, np.int64), np.asarray(cube_shape, np.int64)
+    room = shape - cube - np.array([0, 0, lookahead], np.int64) - 1
+    fitted = np.where(room >= 0, np.minimum(np.asarray(margins, np.int64), np.maximum(room, 0) // 2), margins)
+    return tuple(int(m) for m in fitted)  # type: ignore[return-value]
+
+
 def candidate_corners(volume_shape: Sequence[int], *, cube_shape: Sequence[int], margins: Sequence[int],
                       lookahead: int, max_attempts: int, seed: int) -> np.ndarray:
     """(max_attempts, 3) int64 candidate corners drawn uniformly within the bounds; deterministic for ``seed``."""
@@ -105,16 +116,20 @@ def extract_cubes(
     min_foreground_fraction: float = 0.5,
     chunk_size: int = 32,
     return_corners: bool = False,
+    adapt_margins: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Extract up to ``cubes_per_scan`` cubes (n, cx, cy, cz) from a [0, 1] volume with the published rule.
 
     Returns fewer cubes when ``max_attempts`` candidates do not give enough (possibly zero: shape (0, cx, cy, cz)).
     With ``return_corners`` also returns the (n, 3) corners. Raises CubeExtractionError when the volume is smaller
-    than the cube plus margins.
+    than the cube plus margins; ``adapt_margins`` shrinks the margins of such a volume to fit (``fitted_margins``),
+    so only a volume smaller than the cube itself raises.
     """
     volume01 = _check_volume(volume01)
     lookahead = _lookahead(criterion, depth_lookahead)
     cube = tuple(int(c) for c in cube_shape)
+    if adapt_margins:
+        margins = fitted_margins(volume01.shape, cube, margins, lookahead)
     corners = candidate_corners(volume01.shape, cube_shape=cube, margins=margins, lookahead=lookahead,
                                 max_attempts=max_attempts, seed=seed)
     window_shape = (cube[0], cube[1], cube[2] + max(lookahead - 1, 0))

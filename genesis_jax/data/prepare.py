@@ -30,6 +30,7 @@ import numpy as np
 from genesis_jax.config_checks import validate_data_config
 from genesis_jax.data.builders import DatasetError, make_builder, resolve_data_dir, settings_diff
 from genesis_jax.data.builders.base import terminal_progress
+from genesis_jax.data.folders import SPLIT_FILE, record_dir
 from genesis_jax.data.sources import split_scans
 from genesis_jax.workdir import hold
 
@@ -46,6 +47,8 @@ class PrepareSummary:
     bytes_on_disk: int
     seconds: float
     reused: bool
+    split_scans: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)  # what a dataset-folder prepare adds (split file...)
 
     def lines(self) -> list[str]:
         out = [f"dataset: {self.dataset_dir}" + (" (already prepared: reused)" if self.reused else ""),
@@ -53,10 +56,15 @@ class PrepareSummary:
                f"skipped: {len(self.skipped)}"]
         out += [f"  - {reason}" for _, reason in self.skipped]
         out += [f"examples written: {sum(self.examples.values())} "
-                f"({', '.join(f'{k} {v}' for k, v in sorted(self.examples.items()))})",
-                f"bytes on disk: {self.bytes_on_disk:,} ({self.bytes_on_disk / 2 ** 20:.1f} MiB)",
-                f"time: {self.seconds:.1f} s"]
+                f"({', '.join(f'{k} {v}' for k, v in sorted(self.examples.items()))})"]
+        out += [f"  {split}: {len(scans)} scan(s): {_names(scans)}" for split, scans in self.split_scans.items()]
+        out += [f"bytes on disk: {self.bytes_on_disk:,} ({self.bytes_on_disk / 2 ** 20:.1f} MiB)",
+                f"time: {self.seconds:.1f} s", *self.notes]
         return out
+
+
+def _names(scans: list[str], shown: int = 12) -> str:
+    return ", ".join(scans[:shown]) + (f", ... ({len(scans) - shown} more)" if len(scans) > shown else "")
 
 
 class _LocalFiles:
@@ -125,6 +133,8 @@ def _sample_inputs(data_config) -> dict[str, list[tuple[str, str]]]:
 
 
 def _split_inputs(data_config) -> dict[str, list[tuple[str, str]]] | None:
+    if data_config.builder == "dataset_cubes":  # cut from a dataset folder's prepared volumes
+        return None
     source = data_config.source
     if data_config.builder != "genesis_cubes" or source == "directory":
         if not data_config.manual_dir:
@@ -176,7 +186,7 @@ def _prepare(data_config, dataset_dir: Path) -> PrepareSummary:
     builder = make_builder(data_config, split_inputs=_split_inputs(data_config))
     reused = builder.is_prepared() and not data_config.overwrite
     if reused and (diff := settings_diff(builder, data_config)):
-        raise DatasetError(f"{dataset_dir} was prepared with other settings ({', '.join(diff)}); nothing was "
+        raise DatasetError(f"{dataset_dir} was prepared with other settings ({'; '.join(diff)}); nothing was "
                            "rebuilt: pass --config.data.overwrite=True to rebuild it, or choose another "
                            "--config.data.name to keep both")
     if not reused:
@@ -199,7 +209,8 @@ def _prepare(data_config, dataset_dir: Path) -> PrepareSummary:
     examples = {name: int(split.num_examples) for name, split in builder.info.splits.items()}
     return PrepareSummary(dataset_dir=str(dataset_dir), scans_read=int(report["scans_read"]),
                           skipped=[tuple(s) for s in report["skipped"]], examples=examples,
-                          bytes_on_disk=_dir_bytes(dataset_dir), seconds=time.time() - start, reused=reused)
+                          bytes_on_disk=_dir_bytes(dataset_dir), seconds=time.time() - start, reused=reused,
+                          split_scans=dict(report.get("split_scans", {})))
 
 
 def _build(builder: Any, data_config, download_config: Any, dataset_dir: Path) -> None:
@@ -210,5 +221,19 @@ def _build(builder: Any, data_config, download_config: Any, dataset_dir: Path) -
         if "No examples were yielded" not in str(err):
             raise
         reasons = "; ".join(r for _, r in builder.report.skipped) or "no scan gave an example"
-        raise DatasetError(f"{data_config.builder}/{data_config.name}: a split got no example ({reasons})") from None
+        split = next(iter(builder.report.empty_splits()), "?")
+        raise DatasetError(f"{data_config.builder}/{data_config.name}: the {split!r} split got no example "
+                           f"({reasons}); {_empty_split_hint(split, data_config)}") from None
     (dataset_dir / REPORT_FILE).write_text(json.dumps(builder.report.to_json(), indent=1))
+
+
+def _empty_split_hint(split: str, data_config) -> str:
+    if split == "validation":
+        volumes = data_config.get("volumes") or data_config  # a cube dataset cut from a dataset folder's volumes
+        where = (f"list more cases under \"validation\" in the split file "
+                 f"{record_dir(volumes.data_dir, volumes.name) / SPLIT_FILE}"
+                 if data_config.builder in ("dataset_volumes", "dataset_cubes") else "")
+        return (f"its scans gave nothing: raise config.data.validation_fraction (now "
+                f"{data_config.get('validation_fraction')}) so more scans are held out"
+                + (f", or {where}" if where else "") + "; or fix the scans named above")
+    return "every scan of it was skipped or gave nothing: fix the scans or the settings named above"

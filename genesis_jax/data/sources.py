@@ -53,6 +53,22 @@ class ListSource(list):
     """Random access over a list of example dicts (volumes of different shapes)."""
 
 
+class LabelMapped:
+    """A volume source whose label maps go through a lookup table (a dataset folder's stored ids -> the classes a
+    fine-tuning run trains: :func:`genesis_jax.data.folders.label_table`)."""
+
+    def __init__(self, source: Any, table: np.ndarray):
+        self.source, self.table = source, np.asarray(table, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        element = dict(self.source[index])
+        element["label"] = self.table[np.asarray(element["label"])]
+        return element
+
+
 def _by_scan(data_config, ids: list[str], split: str) -> list[str]:
     train, val = split_by_scan(ids, float(data_config.validation_fraction), int(data_config.seed))
     if split not in ("train", "validation"):
@@ -160,13 +176,20 @@ def volume_source(data_config, split: str | None = None):
     """Fine-tuning volumes of ``split``: {'image': uint16-quantised (X, Y, Z), 'label': uint8 (X, Y, Z), ...}
     (in memory also 'affine', the voxel-to-world matrix, so predictions can be written on the scan's grid).
 
-    In memory the label is the binary mask of ``data_config.organ`` (e.g. 'liver'); from TFDS it is the task's.
+    In memory the label is the binary mask of ``data_config.organ`` (e.g. 'liver'); from TFDS it is the task's, and
+    from a dataset folder (builder 'dataset_volumes') the classes ``data_config.label`` picks by name ('' = every
+    label) out of ``data_config.labels``.
     """
     split = split or data_config.split
     if data_config.storage == "tfds":
         from genesis_jax.data.builders import open_split
 
-        return open_split(data_config, split)
+        source = open_split(data_config, split)
+        if data_config.builder == "dataset_volumes":
+            from genesis_jax.data.folders import label_table
+
+            source = LabelMapped(source, label_table(dict(data_config.labels), data_config.get("label", ""))[0])
+        return source
     examples = ListSource()
     for sid, volume, label in _guarded_scans(data_config, split, with_label=True):
         examples.append(dict(image=quantize_unit(_normalized(data_config, volume)), label=label, scan_id=sid,

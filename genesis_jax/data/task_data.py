@@ -70,8 +70,8 @@ def flip_transform(example: dict[str, np.ndarray], rng: np.random.Generator) -> 
 
 @dataclass
 class LabelledVolume:
-    """A whole test volume: image in [0, 1] (X, Y, Z), binary label on the same grid, and where it lies in the world
-    (``affine``: voxel -> RAS mm; NIfTI predictions are written with it)."""
+    """A whole test volume: image in [0, 1] (X, Y, Z), label on the same grid (binary, or class ids), and where it
+    lies in the world (``affine``: voxel -> RAS mm; NIfTI predictions are written with it)."""
 
     image: np.ndarray
     label: np.ndarray
@@ -91,15 +91,17 @@ def _to_float(array: Any) -> np.ndarray:
     return dequantize_unit(array) if array.dtype == np.uint16 else array.astype(np.float32)
 
 
-def as_labelled_volume(element: dict[str, Any], index: int = 0) -> LabelledVolume:
-    """A volume element of a data source ({'image' (uint16 or float), 'label', 'scan_id'?, 'spacing'?, 'affine'?})."""
+def as_labelled_volume(element: dict[str, Any], index: int = 0, keep_classes: bool = False) -> LabelledVolume:
+    """A volume element of a data source ({'image' (uint16 or float), 'label', 'scan_id'?, 'spacing'?, 'affine'?});
+    the label binary (> 0), or its class ids as they are with ``keep_classes`` (a multi-class task)."""
     spacing = tuple(float(s) for s in np.asarray(element.get("spacing", (1.0, 1.0, 1.0))))
     affine = element.get("affine")
     affine = np.diag([*spacing, 1.0]) if affine is None else np.asarray(affine, np.float64)
     name = element.get("scan_id", f"volume{index}")
     name = name.decode() if isinstance(name, bytes) else str(name)
-    return LabelledVolume(_to_float(element["image"]), (np.asarray(element["label"]) > 0).astype(np.uint8), name,
-                          affine, spacing)
+    label = np.asarray(element["label"])
+    label = label.astype(np.uint8) if keep_classes else (label > 0).astype(np.uint8)
+    return LabelledVolume(_to_float(element["image"]), label, name, affine, spacing)
 
 
 def target_crops(
@@ -159,7 +161,9 @@ def load_task_data(
     raw = {p: volume_source(config.data, splits[p]) if p in parts else None for p in ("train", "validation", "test")}
     desc = f"{config.data.get('builder', '?')}/{config.data.get('source', '?')} ({mode}; splits {splits})"
     if mode == "patches":
-        test = [as_labelled_volume(raw["test"][i], i) for i in range(len(raw["test"]))] if raw["test"] else []
+        multiclass = int(config.model.get("num_classes", 1)) > 1
+        test = [as_labelled_volume(raw["test"][i], i, multiclass) for i in range(len(raw["test"]))] \
+            if raw["test"] else []
         return TaskData(config.task, raw["train"], raw["validation"], shape, test_volumes=test, description=desc)
     if mode == "given":
         test = _arrays(raw["test"]) if raw["test"] is not None else None

@@ -2,7 +2,8 @@
 
 Plain arguments only (a predict function, variables, arrays); fine-tuning and ``genesis-jax evaluate`` call these.
 Segmentation reports, per volume and over the whole set: binary Dice and foreground IoU at threshold 0.5, HD95 in
-mm (from the volume spacing), and the published Keras ``mean_iou`` and soft Dice streamed over the set.
+mm (from the volume spacing), and the published Keras ``mean_iou`` and soft Dice streamed over the set; a softmax
+(multi-class) network Dice and HD95 per class.
 Classification reports ROC AUC and accuracy at 0.5.
 """
 
@@ -15,7 +16,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from genesis_jax.evaluation.metrics import SegmentationAccumulator, binary_dice, foreground_iou, hd95, roc_auc
+from genesis_jax.evaluation.metrics import MultiClassAccumulator, SegmentationAccumulator, binary_dice, \
+    class_overlaps, dice_from_overlaps, foreground_iou, hd95, roc_auc
 from genesis_jax.evaluation.overlays import save_overlay
 from genesis_jax.evaluation.sliding_window import SlidingWindow, save_nifti
 
@@ -49,12 +51,16 @@ def evaluate_volumes(
     threshold: float = 0.5,
     keep_probabilities: bool = False,
     progress: bool = True,
+    class_names: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Sliding-window predictions for every volume (objects with ``image``, ``label``, ``spacing``, ``name``).
 
     Returns {'per_volume': [...], 'mean': {...}, 'set': {mean_iou, iou, dice, soft_dice over all voxels}} and,
-    with ``keep_probabilities``, 'probabilities': {name: (*spatial,) map of channel 0}.
+    with ``keep_probabilities``, 'probabilities': {name: (*spatial,) map of channel 0}. A softmax network (more
+    than one output channel) is scored per class instead (:func:`evaluate_volumes_multiclass`).
     """
+    if sliding.num_classes > 1:
+        return evaluate_volumes_multiclass(sliding, variables, volumes, keep_probabilities, progress, class_names)
     acc = SegmentationAccumulator()
     per_volume, probabilities = [], {}
     for vol in tqdm(volumes, desc="evaluate volumes", disable=not progress, leave=False):
@@ -70,6 +76,48 @@ def evaluate_volumes(
         "mean": {k: _finite_mean(r[k] for r in per_volume) for k in ("dice", "iou", "hd95")},
         "set": acc.result(),
     }
+    if keep_probabilities:
+        out["probabilities"] = probabilities
+    return out
+
+
+def evaluate_volumes_multiclass(
+    sliding: SlidingWindow,
+    variables: Any,
+    volumes: Sequence[Any],
+    keep_probabilities: bool = False,
+    progress: bool = True,
+    class_names: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """A softmax network over whole volumes: the arg-max class map against each volume's class-id label map.
+
+    Per volume and foreground class: Dice and HD95 (mm); 'mean' the mean over volumes per class and over classes;
+    'set' the per-class Dice over every voxel (:class:`MultiClassAccumulator`). With ``keep_probabilities``,
+    'probabilities' holds each volume's foreground probability (1 - background), which the overlays draw.
+    """
+    k = sliding.num_classes
+    names = {int(i): str(n) for n, i in (class_names or {}).items()}
+    names = {i: names.get(i, str(i)) for i in range(1, k)}
+    acc = MultiClassAccumulator(k, {n: i for i, n in names.items()})
+    per_volume, probabilities = [], {}
+    for vol in tqdm(volumes, desc="evaluate volumes", disable=not progress, leave=False):
+        prob = sliding(variables, vol.image)
+        predicted = prob.argmax(-1)
+        label = np.rint(np.asarray(vol.label)).astype(np.int64)
+        acc.update(label, prob)
+        dice = dice_from_overlaps(class_overlaps(label, predicted, k))
+        row: dict[str, Any] = {"name": vol.name}
+        for i, name in names.items():
+            row[f"dice_{name}"] = float(dice[i])
+            row[f"hd95_{name}"] = hd95(predicted == i, label == i, vol.spacing)
+        per_volume.append(row)
+        if keep_probabilities:
+            probabilities[vol.name] = 1.0 - prob[..., 0]
+    mean = {key: _finite_mean(r[key] for r in per_volume) for key in per_volume[0] if key != "name"} \
+        if per_volume else {}
+    mean["dice"] = _finite_mean(mean.get(f"dice_{n}", float("nan")) for n in names.values())
+    mean["hd95"] = _finite_mean(mean.get(f"hd95_{n}", float("nan")) for n in names.values())
+    out: dict[str, Any] = {"per_volume": per_volume, "mean": mean, "set": acc.result(), "classes": names}
     if keep_probabilities:
         out["probabilities"] = probabilities
     return out

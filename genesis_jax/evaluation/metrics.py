@@ -11,6 +11,8 @@ published Keras code binarises).
   of a confusion matrix accumulated over every evaluated batch, then the mean over the ten thresholds.
 * :func:`foreground_iou`, :func:`binary_dice`: plain overlap of the binarised prediction (threshold 0.5).
 * :class:`SegmentationAccumulator`: all of the above streamed over batches or volumes, with 64-bit host counts.
+* :func:`class_overlaps` / :class:`MultiClassAccumulator`: per-class Dice of a softmax (multi-class) network, its
+  prediction the arg-max class.
 * :func:`roc_auc`: area under the ROC curve (rank statistic; ties count one half, equal to the trapezoidal
   area of ``sklearn.metrics.roc_curve``).
 * :func:`hd95`: the 95th-percentile symmetric Hausdorff distance between mask surfaces, in the units of
@@ -140,6 +142,48 @@ class SegmentationAccumulator:
             "dice": 1.0 if 2 * tp + fp + fn == 0 else float(2 * tp / (2 * tp + fp + fn)),
             "soft_dice": self._soft_dice_sum / max(self._samples, 1),
         }
+
+
+def class_overlaps(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes, 3) int64 [intersection, |true|, |predicted|] per class of two class-id maps."""
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    p = np.asarray(predicted).reshape(-1).astype(np.int64)
+    if y.shape != p.shape:
+        raise ValueError(f"labels of {y.size} voxels and predictions of {p.size} voxels differ")
+    both = np.bincount(y[y == p], minlength=num_classes)[:num_classes]
+    return np.stack([both, np.bincount(y, minlength=num_classes)[:num_classes],
+                     np.bincount(p, minlength=num_classes)[:num_classes]], axis=1).astype(np.int64)
+
+
+def dice_from_overlaps(overlaps: np.ndarray) -> np.ndarray:
+    """Dice per class from ``class_overlaps`` rows; NaN for a class absent from both (it has no score)."""
+    inter, ny, npred = (np.asarray(overlaps, np.float64)[:, i] for i in range(3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ny + npred > 0, 2.0 * inter / (ny + npred), np.nan)
+
+
+class MultiClassAccumulator:
+    """Streams per-class Dice of a softmax network over batches: ``update(y_true ids (..., 1) or (...),
+    y_pred probabilities (..., K))``; ``result()`` gives ``dice`` (the mean over foreground classes present) and
+    ``dice_<k>`` per foreground class (named by ``class_names`` {name: k} when given)."""
+
+    def __init__(self, num_classes: int, class_names: dict[str, int] | None = None):
+        self.num_classes = int(num_classes)
+        self.names = {int(k): str(n) for n, k in (class_names or {}).items()}
+        self.overlaps = np.zeros((self.num_classes, 3), np.int64)
+
+    def update(self, y_true, y_pred) -> None:
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        if y_true.ndim == y_pred.ndim:
+            y_true = y_true[..., 0]
+        self.overlaps += class_overlaps(np.rint(y_true), y_pred.argmax(-1), self.num_classes)
+
+    def result(self) -> dict[str, float]:
+        dice = dice_from_overlaps(self.overlaps)[1:]
+        present = dice[np.isfinite(dice)]
+        out = {"dice": float(present.mean()) if present.size else float("nan")}
+        out.update({f"dice_{self.names.get(k, str(k))}": float(d) for k, d in enumerate(dice, start=1)})
+        return out
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -40,9 +40,10 @@ def evaluate_test_set(
         window = tuple(config.eval.window) if config.eval.get("window") else tuple(config.input_shape[:-1])
         if len(window) == 2:  # a 2D network over 3D volumes: axial slices
             predict, window = slicewise(predict), (*window, 1)
-        sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend)
+        sliding = SlidingWindow(predict, window, config.eval.overlap, batch, config.eval.blend,
+                                num_classes=int(model_config.get("num_classes", 1)))
         return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
-                                progress=config.logging.progress)
+                                progress=config.logging.progress, class_names=dict(config.get("labels") or {}))
     if data.test_arrays is not None:
         return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch)
     return {}

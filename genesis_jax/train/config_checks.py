@@ -23,6 +23,7 @@ from genesis_jax.config_loader import ConfigError
 from genesis_jax.models.initializers import KERNEL_INITIALIZERS
 from genesis_jax.models.registry import MODELS
 from genesis_jax.data.task_data import SAMPLING_MODES
+from genesis_jax.train.finetune_steps import augment_settings
 from genesis_jax.train.losses import LOSSES
 from genesis_jax.train.schedules import OPTIMIZERS, SCHEDULES
 
@@ -77,6 +78,11 @@ def validate_finetune_config(config: Any, *, data: bool = True, command: str = "
     c.fraction("eval.threshold")
     c.one_of("eval.blend", ("gaussian", "constant"))
     c.one_of("eval.mode", ("accurate", "fast"))
+    c.fraction("ema_decay", high_open=True)
+    try:
+        augment_settings(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     if data:
         validate_data_config(config.data)
 

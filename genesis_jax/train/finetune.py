@@ -5,6 +5,11 @@ a validation pass every epoch whose loss drives ReduceLROnPlateau (0.5 / 6 / 1e-
 task's patience), and the best-by-validation weights kept; these are then evaluated on the test set: whole volumes
 by sliding window (Dice, IoU, HD95, the published mean IoU) or crops / candidates (mean IoU, AUC).
 
+Training batches are augmented on the device inside the jitted step (``config.augment``,
+:mod:`genesis_jax.transforms.augment`; on for segmentation). With ``config.ema_decay`` > 0 the optimiser keeps a
+moving average of the parameters (:mod:`genesis_jax.train.ema`) and validation, ``best/``, ``weights/`` and the test
+evaluation use it (``summary.json['evaluated']['parameters']`` says which parameters were evaluated).
+
 The loop is pre-training's (:mod:`genesis_jax.train.loop`); this module supplies the target task. The batch is
 sharded over the ``data`` mesh axis, the grain iterator position is checkpointed with the train state (also after
 every validation), SIGTERM/SIGINT save and return (``stopped='preempted'``), a non-finite loss stops with
@@ -35,7 +40,7 @@ import numpy as np
 
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import export_predictions
-from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
+from genesis_jax.evaluation.metrics import MultiClassAccumulator, SegmentationAccumulator, roc_auc
 from genesis_jax.evaluation.predict import InferenceSettings
 from genesis_jax.evaluation.test_set import evaluate_test_set
 from genesis_jax.models import build_model, contract
@@ -44,7 +49,7 @@ from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config
 from genesis_jax.train.distributed import to_host
 from genesis_jax.data.task_data import TaskData, flip_transform, label_subset, load_task_data
-from genesis_jax.train.finetune_steps import make_eval_step, make_finetune_optimizer, make_prepare
+from genesis_jax.train.finetune_steps import augment_settings, make_eval_step, make_finetune_optimizer, make_prepare
 from genesis_jax.train.losses import get_loss
 from genesis_jax.train.loop import Task, locked, params_fingerprint, train
 from genesis_jax.train.mesh import batch_sharding, local_batch_size, make_mesh, resolve_batch_size
@@ -117,9 +122,10 @@ def _precise_bn(config, model, train_source, patch_shape, local_bs: int, shardin
                                                     prepare=network_input)
 
 
-def _validate(eval_step, state, batches, task: str) -> dict[str, float]:
-    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics."""
-    losses, acc, scores, labels = [], SegmentationAccumulator(), [], []
+def _validate(eval_step, state, batches, task: str, accumulator: Any = None) -> dict[str, float]:
+    """Validation loss (mean over batches, as Keras' evaluate with equal batches) and the task's metrics
+    (``accumulator``: a softmax network's per-class one instead of the binary segmentation metrics)."""
+    losses, acc, scores, labels = [], accumulator or SegmentationAccumulator(), [], []
     for batch in batches:
         loss, prediction, targets = eval_step(state, batch)
         losses.append(float(loss))
@@ -235,9 +241,10 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
     global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
     local_bs = local_batch_size(global_bs)
     patch_shape = _patch_shape(config, data)
-    if config.task == "segmentation" and model_config.get("num_classes", 1) != 1:
-        raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output), got "
-                         f"{model_config.get('num_classes')}")
+    num_classes = int(model_config.get("num_classes", 1))
+    if config.task == "segmentation" and num_classes != 1 and model_config.get("head_activation") != "softmax":
+        raise ValueError(f"config.model.num_classes={num_classes}: a multi-class segmentation network needs "
+                         "config.model.head_activation=softmax (and config.loss=dice_ce); binary is one sigmoid output")
     model = build_model(model_config)
     network = contract(model_config)  # the network's spec: deep supervision, encoder prefixes
     input_shape = tuple(config.input_shape)
@@ -261,11 +268,14 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
             (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
     labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder, network.encoder)
     log.info("parameter groups (scalars): %s", count_group_sizes(abstract_params, labels))
-    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale)
+    tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale,
+                                 float(config.get("ema_decay") or 0.0))
 
-    prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
+    ndim = int(model_config.get("ndim", 3))
+    prepare = make_prepare(config.task, ndim)
     loss_fn = get_loss(config.loss)
-    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs=network.deep_supervision,
+    train_prepare = make_prepare(config.task, ndim, augment_settings(config))  # device augmentation: training only
+    train_step = make_train_step(loss_fn, train_prepare, mesh=mesh, apply_kwargs=network.deep_supervision,
                                  max_traces=config.get("max_step_traces"))
     eval_step = make_eval_step(loss_fn, prepare, network.deep_supervision, model_config.get("mode", "accurate"))
     sharding = batch_sharding(mesh)
@@ -276,7 +286,9 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
     def validate(state) -> dict[str, float]:
         # validated with recalibrated statistics; the state that trains on and is saved keeps its own
         val_state = state.replace(batch_stats=recalibrate(state.variables)[0].get("batch_stats", {}))
-        return _validate(eval_step, val_state, val_batches, config.task)
+        return _validate(eval_step, val_state, val_batches, config.task,
+                         MultiClassAccumulator(num_classes, dict(config.get("labels") or {})) if num_classes > 1
+                         else None)
 
     steps_per_epoch = int(config.steps_per_epoch)
     return Task(
@@ -286,6 +298,16 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
         # what `genesis-jax predict` needs to read new scans as this run read its own (spacing, intensities, window)
-        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict()}
-        if config.task == "segmentation" else {},
+        # and to name its output classes
+        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict(),
+                         **segmentation_classes(config, model_config)} if config.task == "segmentation" else {},
     )
+
+
+def segmentation_classes(config: ml_collections.ConfigDict, model_config: dict[str, Any]) -> dict[str, Any]:
+    """What a segmentation network's weights/ say about its outputs (metadata.json): ``labels`` {name: the class id
+    a label map holds} with background 0, and ``head`` 'sigmoid' (binary: one output, foreground above the
+    threshold) or 'softmax' (multi-class: the arg-max class)."""
+    head = "softmax" if model_config.get("head_activation") == "softmax" else "sigmoid"
+    labels = dict(config.get("labels") or {}) or {"background": 0, "foreground": 1}
+    return {"labels": {str(k): int(v) for k, v in labels.items()}, "head": head}

@@ -17,18 +17,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genesis_jax.transforms.augment import AugmentSettings, augment_batch, settings_from_config
+from genesis_jax.train.ema import params_ema
 from genesis_jax.train.losses import LossFn, deep_supervision_loss
 from genesis_jax.train.schedules import build_optimizer
 from genesis_jax.train.state import TrainState
 from genesis_jax.train.transfer import group_scaling
 
 
-def make_prepare(task: str, ndim: int) -> Callable[[jax.Array, Mapping[str, jax.Array]], tuple[jax.Array, jax.Array]]:
+def make_prepare(
+    task: str, ndim: int, augment: AugmentSettings | None = None
+) -> Callable[[jax.Array, Mapping[str, jax.Array]], tuple[jax.Array, jax.Array]]:
     """``prepare(key, batch)``: float inputs; float targets (masks (B, *spatial, 1), or class labels (B, 1)). A 2D
-    network reads patches of one slice, (B, X, Y, 1, C) -> (B, X, Y, C)."""
+    network reads patches of one slice, (B, X, Y, 1, C) -> (B, X, Y, C). With ``augment`` (training only) the
+    inputs (and masks) are augmented on the device from ``key`` (:mod:`genesis_jax.transforms.augment`)."""
 
     def prepare(key: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        del key
         inputs = batch["image"].astype(jnp.float32)
         targets = batch["label"].astype(jnp.float32)
         if ndim == 2 and inputs.ndim == 5:
@@ -36,17 +40,32 @@ def make_prepare(task: str, ndim: int) -> Callable[[jax.Array, Mapping[str, jax.
             targets = targets[:, :, :, 0] if targets.ndim == 5 else targets
         if task == "classification":
             targets = targets.reshape(targets.shape[0], -1)
+        if augment is not None:
+            inputs, targets = augment_batch(key, inputs, targets, augment)
         return inputs, targets
 
     return prepare
 
 
+def augment_settings(config: Any) -> AugmentSettings | None:
+    """The device augmentation of a fine-tuning config (``config.augment``; None when absent or disabled), its HU
+    fields converted with the data's HU window (``config.data.hu_max - hu_min``)."""
+    data = config.get("data") or {}
+    window = float(data.get("hu_max", 1000.0)) - float(data.get("hu_min", -1000.0))
+    return settings_from_config(config.get("augment"), hu_per_unit=window)
+
+
 def make_finetune_optimizer(
-    optimizer: Mapping[str, Any], labels: Any, transferred_lr_scale: float
+    optimizer: Mapping[str, Any], labels: Any, transferred_lr_scale: float, ema_decay: float = 0.0
 ) -> optax.GradientTransformation:
     """The published optimiser (:func:`genesis_jax.train.schedules.build_optimizer`; its learning rate is a
-    hyper-parameter the plateau schedule changes) followed by the transfer groups' scaling (frozen / lower lr)."""
-    return build_optimizer(**dict(optimizer), then=group_scaling(labels, transferred_lr_scale))
+    hyper-parameter the plateau schedule changes) followed by the transfer groups' scaling (frozen / lower lr) and,
+    with ``ema_decay`` > 0, the parameters' moving average (:mod:`genesis_jax.train.ema`, last: it averages the
+    parameters the scaled updates produce)."""
+    then = group_scaling(labels, transferred_lr_scale)
+    if ema_decay:
+        then = optax.chain(then, params_ema(float(ema_decay)))
+    return build_optimizer(**dict(optimizer), then=then)
 
 
 def make_eval_step(

@@ -18,6 +18,8 @@ validation metrics, how precise-BN inputs are made, an optional preview hook); e
   learning-rate schedule; one row per epoch in ``validation.csv`` and the run's history.
 - The end: the best (or final) variables, their BatchNorm statistics re-estimated (precise BN), exported as a
   weights directory ``weights/``.
+- Validation, ``best/`` and the export take the parameters' moving average in place of the trained parameters
+  when the optimiser keeps one (:mod:`genesis_jax.train.ema`); the export's source says which.
 
 The test-only kill hooks (:func:`genesis_jax.workdir.crash_point`) keep their phases: ``startup`` (in
 :func:`locked`), ``step`` (a step in flight), and ``best``/``periodic_save``/``export`` inside the checkpoint writers.
@@ -42,7 +44,7 @@ import numpy as np
 
 from genesis_jax.data.pipeline import global_batch
 from genesis_jax.models.weights import save_weights
-from genesis_jax.train import checkpointing
+from genesis_jax.train import checkpointing, ema
 from genesis_jax.train.config_checks import warn_changed_settings
 from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.metrics_log import MetricsLog, Progress
@@ -276,12 +278,13 @@ class _Loop:
         """Validate; early stopping, the best checkpoint and the learning-rate schedule follow the validation loss."""
         book, step = self.book, self.step
         epoch = step // self.task.steps_per_epoch
-        val = self.task.validate(self.state)
+        evaluated = ema.evaluated_state(self.state)  # the parameters' moving average when the optimiser keeps one
+        val = self.task.validate(evaluated)
         val_loss = val["val_loss"]
         early_stop = book.early_stopping(epoch, val_loss)
         if val_loss < book.best["val_loss"]:
             book.best = {"val_loss": val_loss, "step": step, "epoch": epoch}
-            self.ckpts.save_best(step, self.state.variables, val_loss=val_loss, meta=book.meta(step))
+            self.ckpts.save_best(step, evaluated.variables, val_loss=val_loss, meta=book.meta(step))
         lr = float(get_learning_rate(self.state.opt_state))
         new_lr = book.lr_schedule(epoch, val_loss, lr)
         if new_lr != lr:
@@ -394,8 +397,9 @@ def export_weights(workdir: Path, task: Task, result: Result) -> None:
         variables, _, _ = checkpointing.load_init_weights(workdir)
         source = {"kind": "best validation loss", **result.best}
     else:
-        variables = jax.tree.map(to_host, result.state.variables)
+        variables = jax.tree.map(to_host, ema.evaluated_state(result.state).variables)
         source = {"kind": "final", "step": result.step}
+    source.update(ema.describe(result.state))  # the best checkpoint holds the same kind (end_epoch)
     variables, source["precise_bn_batches"] = task.recalibrate(result.state, variables)
     result.variables = jax.tree.map(to_host, variables)
     result.source = source

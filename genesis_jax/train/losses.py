@@ -10,6 +10,7 @@ returns a list of heads; the steps score it with :func:`deep_supervision_loss`, 
 * ``bce_dice``: the UNet++ / Models Genesis ``bce_dice_loss = 0.5 * BCE - dice_coef``. It is negative by
   construction (its minimum is -1); ``offset=1`` gives the non-negative form the author suggests.
 * ``cross_entropy``: categorical cross-entropy for softmax heads (clipped the same way).
+* ``dice_ce``: softmax multi-class segmentation: cross-entropy + 1 - mean foreground soft Dice (nnU-Net's loss).
 * ``mse``: mean squared error.
 
 :func:`deep_supervision_loss` sums a loss over the heads of a deep-supervised UNet++, each head against the same
@@ -52,6 +53,19 @@ def categorical_cross_entropy(y_true: jax.Array, y_pred: jax.Array, eps: float =
     return -jnp.mean(jnp.sum(jnp.asarray(y_true, jnp.float32) * jnp.log(p), axis=-1))
 
 
+def dice_ce_loss(y_true: jax.Array, y_pred: jax.Array, smooth: float = 1.0, eps: float = KERAS_EPSILON) -> jax.Array:
+    """Softmax multi-class segmentation (nnU-Net's default): categorical cross-entropy plus ``1 -`` the mean soft
+    Dice of the foreground classes, each over the whole batch. ``y_true`` holds class ids ((..., 1) or one axis
+    fewer than ``y_pred``), ``y_pred`` the softmax probabilities (..., K)."""
+    ids = jnp.asarray(y_true)
+    ids = ids[..., 0] if ids.ndim == y_pred.ndim else ids
+    one_hot = jax.nn.one_hot(jnp.rint(ids).astype(jnp.int32), y_pred.shape[-1], dtype=jnp.float32)
+    p = jnp.asarray(y_pred, jnp.float32)
+    axes = tuple(range(p.ndim - 1))
+    dice = (2.0 * jnp.sum(one_hot * p, axes) + smooth) / (jnp.sum(one_hot, axes) + jnp.sum(p, axes) + smooth)
+    return categorical_cross_entropy(one_hot, p, eps) + 1.0 - jnp.mean(dice[1:])
+
+
 def mse_loss(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
     return jnp.mean(jnp.square(jnp.asarray(y_pred, jnp.float32) - jnp.asarray(y_true, jnp.float32)))
 
@@ -61,6 +75,7 @@ LOSSES: dict[str, LossFn] = {
     "bce": binary_cross_entropy,
     "bce_dice": bce_dice_loss,
     "cross_entropy": categorical_cross_entropy,
+    "dice_ce": dice_ce_loss,
     "mse": mse_loss,
 }
 

@@ -15,6 +15,7 @@ SIGTERM/SIGINT save a checkpoint and return with ``stopped='preempted'``; a non-
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -49,26 +50,34 @@ from genesis_jax.train.steps import make_eval_step, make_train_step
 TransformFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def default_transform(transforms_config: Any) -> TransformFn:
-    """The published restoration deformations, run on the device (genesis_jax.transforms)."""
+def default_transform(transforms_config: Any, *, slice_2d: bool = False) -> TransformFn:
+    """The published restoration deformations, run on the device (genesis_jax.transforms). With ``slice_2d`` they
+    act on (B, X, Y, 1) slices as 2D images (``spatial_dims=2``): flips, shuffling windows and painting boxes are 2D,
+    so an out-painted slice always keeps 1-5 windows of its own content."""
     from genesis_jax import transforms
 
-    return functools.partial(transforms.restoration_batch, config=transforms_config or None)
+    settings = transforms.settings_from_config(transforms_config or None)
+    if slice_2d:
+        if settings.spatial_dims == 3:
+            raise ValueError("config.transforms.spatial_dims=3 contradicts config.slice_2d=True (Genesis 2D deforms "
+                             "each 2D slice); leave it 0 or set 2")
+        settings = dataclasses.replace(settings, spatial_dims=2)
+    return functools.partial(transforms.restoration_batch, config=settings)
 
 
 def make_restoration_prepare(transform: TransformFn, *, slice_2d: bool = False) -> Callable:
-    """``prepare(key, batch)`` for the steps: deform ``batch['cube']``; with ``slice_2d`` (Genesis 2D) take one
-    random axial slice per sample of the deformed pair, giving (B, X, Y, 1) inputs and targets."""
+    """``prepare(key, batch)`` for the steps: deform ``batch['cube']``; with ``slice_2d`` (Genesis 2D) first take one
+    random axial slice per sample, then deform the slices, giving (B, X, Y, 1) inputs and targets (``transform``
+    then gets (B, X, Y, 1) slices: :func:`default_transform` with ``slice_2d=True`` deforms them in 2D)."""
 
     def prepare(key: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         transform_key, slice_key = jax.random.split(key)
-        inputs, targets = transform(transform_key, batch["cube"])
+        cubes = batch["cube"]
         if slice_2d:
-            depth = inputs.shape[3]
-            z = jax.random.randint(slice_key, (inputs.shape[0],), 0, depth)
+            z = jax.random.randint(slice_key, (cubes.shape[0],), 0, cubes.shape[3])
             take = jax.vmap(lambda volume, i: jax.lax.dynamic_index_in_dim(volume, i, axis=2, keepdims=False))
-            inputs, targets = take(inputs, z), take(targets, z)
-        return inputs, targets
+            cubes = take(cubes, z)
+        return transform(transform_key, cubes)
 
     return prepare
 
@@ -141,8 +150,9 @@ def _restoration_task(config: ml_collections.ConfigDict, workdir: Path, transfor
     local_bs = local_batch_size(global_bs)
     model = build_model(config.model)
     tx = build_optimizer(**config_dict(config.optimizer))
-    prepare = make_restoration_prepare(transform or default_transform(config.get("transforms")),
-                                       slice_2d=bool(config.get("slice_2d", False)))
+    slice_2d = bool(config.get("slice_2d", False))
+    prepare = make_restoration_prepare(transform or default_transform(config.get("transforms"), slice_2d=slice_2d),
+                                       slice_2d=slice_2d)
     apply_kwargs = dict(config.get("apply_kwargs") or {})
 
     train_src, val_src = _data_sources(config, train_source, val_source)

@@ -2,7 +2,8 @@
 (Bezier) intensity map, in-/out-painting, and their composition into (input, target) pairs, per sample and batched.
 Pure functions of a PRNG key and an array; no I/O. Modules: ``flip``, ``shuffle``, ``intensity``, ``painting``,
 their composition (``restoration``), the settings (``config``), the counter-based random streams (``sampling``) and
-batched gathers (``batching``).
+batched gathers (``batching``). ``augment`` is the other kind: fine-tuning augmentation (nnU-Net's family) of an
+image and its mask, imported from its module.
 
     from genesis_jax.transforms import default_config, restoration_batch
     inputs, targets = restoration_batch(jax.random.key(0), cubes)           # cubes: (B, 64, 64, 32, 1) in [0, 1]

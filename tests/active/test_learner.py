@@ -45,12 +45,11 @@ def test_single_class_hq_mixes_in_earlier_labels_of_the_missing_class():
     assert plan_round("acft_hq", new, np.array([3]), np.zeros(1, bool), labels).n_mixed == 0
 
 
-@pytest.mark.parametrize("name", ["acft", "simulation"])
 @pytest.mark.parametrize("variant", ["", ":tiny"])
-def test_every_al_config_states_the_published_learning_rates(name, variant):
+def test_every_al_config_states_the_published_learning_rates(variant):
     from genesis_jax.config_loader import config_docstring, load_config
 
-    spec = f"active/{name}{variant}"
+    spec = f"active/acft{variant}"
     config = load_config(spec)
     assert config.learner.restart_lr_factor == 10.0  # continual rate = restart rate / 10
     assert "1/10 of the restart" in config_docstring(spec)  # and its docstring says so

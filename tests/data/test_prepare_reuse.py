@@ -18,14 +18,15 @@ def test_changed_settings_are_refused_and_a_failed_overwrite_keeps_the_old_datas
     assert not first.reused and prepare(config).reused
 
     changed = tiny_data_config(tmp_path, seed=1, **{"cubes.cubes_per_scan": 4})
-    with pytest.raises(DatasetError, match=r"prepared with other settings \(cubes, seed\); nothing was rebuilt"):
+    with pytest.raises(DatasetError, match=r"prepared with other settings \(cubes.cubes_per_scan: prepared 6, now 4; seed: prepared 0, now 1\); "
+                       "nothing was rebuilt"):
         prepare(changed)
     cli = ["data", "prepare", "--config=data/genesis_cubes:tiny", f"--config.data.data_dir={tmp_path}/c"]
     assert main(cli) == 0
     capsys.readouterr()
     assert main([*cli, "--config.data.seed=7"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "other settings (seed)" in err and "--config.data.overwrite=True" in err
+    assert err.count("\n") == 1 and "other settings (seed: prepared 0, now 7)" in err and "--config.data.overwrite=True" in err
 
     # a rebuild that fails (no cube fits the phantoms) leaves the previous dataset, still usable and reused
     broken = tiny_data_config(tmp_path, overwrite=True, **{"cubes.cube_shape": (96, 96, 96)})
@@ -56,4 +57,4 @@ def test_pretrain_on_a_dataset_prepared_with_other_settings_is_one_line(tmp_path
     assert main(["pretrain", "--config=pretrain/genesis_chest_ct:tiny", f"--workdir={tmp_path / 'w'}",
                  data_dir, "--config.data.storage=tfds", "--config.data.seed=3"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "prepared with other settings (seed)" in err, err
+    assert err.count("\n") == 1 and "prepared with other settings (seed: prepared 0, now 3)" in err, err

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp  # noqa: E402
 import genesis_jax.train.pretrain as pretrain_module  # noqa: E402
 from genesis_jax.cli import main  # noqa: E402
 
-pretrain_module.default_transform = lambda transforms_config: noise_transform
+pretrain_module.default_transform = lambda transforms_config, **_: noise_transform
 
 if spec.get("disk_full_from_step") is not None:
     from_step = int(spec["disk_full_from_step"])

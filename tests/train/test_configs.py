@@ -19,7 +19,7 @@ from genesis_jax.train.losses import mse_loss
 from genesis_jax.train.steps import make_train_step
 from tests.train.helpers import TINY_OVERRIDES, noise_transform
 
-SPECS = ["genesis_chest_ct", "genesis_chest_ct:keras,step,bf16", "genesis_2d", "unetpp", "unetpp:2d"]
+SPECS = ["genesis_chest_ct", "genesis_chest_ct:keras,step,bf16", "genesis_2d", "unetpp", "unetpp:2d", "dataset"]
 
 
 @pytest.mark.parametrize("spec", SPECS)

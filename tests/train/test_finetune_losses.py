@@ -59,6 +59,6 @@ def test_deep_supervision_sums_heads():
 
 
 def test_registry():
-    assert set(LOSSES) == {"dice", "bce", "bce_dice", "cross_entropy", "mse"}
+    assert set(LOSSES) == {"dice", "bce", "bce_dice", "cross_entropy", "dice_ce", "mse"}
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         get_loss("hinge")

@@ -12,8 +12,10 @@ Run (one round; `:tiny` is a CPU-sized network on a synthetic 3D pool, each comm
 
 Default (no variant): the published constants (alpha = 1/4, omega = 5, Matlab score convention, 24 patches per
 candidate: scales 1.0/1.2/1.5 x 8 flips/rotations with 10% random translations) on 32^3 patches of a full-width (32) Genesis encoder; set --config.init to a Models Genesis weights
-directory for a pre-trained M_0 and --config.pool.kind=npz --config.pool.path=... for your own candidates.
-This size needs a GPU.
+directory for a pre-trained M_0 and --config.pool.kind=npz --config.pool.path=... for your own candidates (an .npz
+with 'ids' (n,), 'contexts' (n, *spatial[, C]) of normalised [0, 1] intensities, optionally 'labels'), or
+`--dataset=DIR --label=NAME` for candidates cut from a prepared dataset folder. The work directory keeps its pool
+settings: later rounds need no pool override. This size needs a GPU.
 
 Learning rates (both variants, as published): the continual rate of ACFT (``learner.learning_rate``: 1e-4, tiny
 3e-4) is 1/10 of the restart rate from M_0 (``learner.restart_lr_factor=10``: 1e-3, tiny 3e-3). A round whose
@@ -49,7 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     size = 6 if tiny else 32
     c.pool = ml_collections.ConfigDict(
-        dict(kind="synthetic", path="", n=200 if tiny else 2000, context_size=10 if tiny else 48,
+        # kind: 'synthetic' | 'npz' (path: ids, contexts in [0, 1], labels?) | 'dataset' (path: a prepared dataset
+        # folder, label: the positive label; `al --dataset=DIR --label=NAME` sets these)
+        dict(kind="synthetic", path="", label="", n=200 if tiny else 2000, context_size=10 if tiny else 48,
              positive_fraction=0.15, hard_fraction=0.25, seed=0, prefix="syn")
     )
     c.patches = ml_collections.ConfigDict(

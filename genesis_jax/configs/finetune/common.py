@@ -5,7 +5,8 @@
 validation loss; best-by-validation weights kept) and the same run settings as pre-training (mesh, checkpoints,
 logging). ``data`` is a :mod:`genesis_jax.data` block, normally :func:`downstream_data` (the target-task variants of
 ``genesis_jax.configs.data.downstream``, so a prepared dataset is found with the settings it was prepared with).
-``tiny(config)`` shrinks a config to something that trains in seconds on a CPU (tests and CI).
+Fine-tuning augments on the device (``config.augment``, on for segmentation) and can average its parameters
+(``config.ema_decay``). ``tiny(config)`` shrinks a config to something that trains in seconds on a CPU (tests and CI).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from genesis_jax.configs.data import downstream
+from genesis_jax.transforms import augment
 
 
 def downstream_data(variant: str, **overrides: Any) -> ml_collections.ConfigDict:
@@ -81,9 +83,16 @@ def finetune_config(
         patches_per_volume=4,
         crops_per_volume=4,  # 'crops' / 'candidates': crops cut per volume (per class for candidates)
         validation_patches=64,  # 'patches': validation patches drawn once; crops: the whole validation split
-        augment_flips=True,
+        augment_flips=task != "segmentation",  # host-side flips; segmentation mirrors on the device (augment)
         subset_seed=0,  # which examples keep their labels when label_fraction < 1
     ))
+    # Augmentation on the device, inside the jitted train step (genesis_jax.transforms.augment: mirroring, rotation,
+    # scaling, noise, blur, brightness in HU, contrast, low resolution, gamma; per-sample probabilities). On for
+    # segmentation, off for classification (--config.augment.enabled=True turns it on; class labels are never changed).
+    c.augment = augment.default_config(enabled=task == "segmentation")
+    # Exponential moving average of the parameters (genesis_jax.train.ema), 0 = off. When on, validation, the best
+    # checkpoint, weights/ and the test evaluation use the averaged parameters (summary.json 'evaluated' says so).
+    c.ema_decay = 0.0
     # Precise BatchNorm (genesis_jax.train.precise_bn): before each validation, the export to weights/ and the test
     # evaluation, running averages are replaced by the exact statistics of this many unlabelled training batches
     # under the current weights (networks whose BatchNorm always uses batch statistics are left alone); 0 = off.

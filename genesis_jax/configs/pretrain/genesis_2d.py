@@ -1,4 +1,4 @@
-"""Models Genesis 2D: the same restoration pre-training on axial slices (64x64) of the deformed CT cubes.
+"""Models Genesis 2D: the same restoration pre-training on axial slices (64x64) of the CT cubes, deformed in 2D.
 
 Run:
   genesis-jax pretrain --config=pretrain/genesis_2d --workdir=runs/genesis_2d   # LUNA16 cubes prepared
@@ -6,12 +6,14 @@ Run:
 Expected: as the 3D recipe, with a 2D Genesis U-Net (base width 32, 4 levels) on (64, 64, 1) slices; the tiny run
 takes well under a minute on a 2-core CPU and ends with a preview PNG of slices.
 
-How the slices are made: each step deforms the 3D cubes on the device with the published transforms (so in- and
-out-painting boxes, local shuffling and the Bezier map are those of the 3D recipe) and then takes one random axial
-slice per sample of the (input, target) pair. The published 2D variant (an ablation in the paper) used 2D
-versions of the transforms; this is our equivalent, not a byte-level reproduction. Batch: 16 slices per device
-(our choice; the published 2D batch size is not documented). Everything else (optimizer, schedule, early
-stopping, checkpoints) follows pretrain/genesis_chest_ct, which this file imports.
+How the pairs are made: each step takes one random axial slice per sample of the clean cubes and deforms the
+slices on the device with the published transforms acting in 2D, as the published 2D variant does: flips of the
+two in-plane axes, local pixel shuffling in 2D windows, the Bezier intensity map, and in-/out-painting with 2D boxes
+(per-axis size laws, margins and counts of the 3D transforms on the slice's two axes; genesis_jax.transforms with
+``spatial_dims=2``). So every out-painted slice keeps 1 to 5 windows of its own anatomy (deforming the 3D cube
+and then slicing left about 30% of out-painted slices pure noise). Batch: 16 slices per device (our choice; the
+published 2D batch size is not documented). Everything else (optimizer, schedule, early stopping, checkpoints)
+follows pretrain/genesis_chest_ct, which this file imports.
 """
 
 import ml_collections

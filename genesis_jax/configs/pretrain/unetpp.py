@@ -1,4 +1,5 @@
-"""UNet++ restoration pre-training: the Models Genesis task for UNet++ (3D by default, ``:2d`` on axial slices).
+"""UNet++ restoration pre-training: the Models Genesis task for UNet++ (3D by default, ``:2d`` on axial slices,
+deformed in 2D as pretrain/genesis_2d describes).
 
 Run:
   genesis-jax pretrain --config=pretrain/unetpp --workdir=runs/unetpp_genesis    # LUNA16 cubes prepared

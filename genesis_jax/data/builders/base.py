@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 # Errors that make one scan unusable (skipped or raised per on_error); anything else is a bug and always raises.
 SCAN_ERRORS = (VolumeError, CubeExtractionError, OSError)
 # Settings that do not change the written data (excluded from the metadata comparison).
+# ``label`` is the classes a fine-tuning run reads from a dataset folder's whole label maps; ``labels`` their names.
 NON_DATA_PARAMS = frozenset({"data_dir", "on_error", "overwrite", "split", "storage", "memory_buffer_mb",
-                             "split_inputs"})
+                             "split_inputs", "label", "labels"})
 
 
 class DatasetError(ValueError):
@@ -60,9 +61,22 @@ class PrepareReport:
     scans_read: int = 0
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     examples: dict[str, int] = dataclasses.field(default_factory=dict)
+    split_scans: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # split -> scan ids written
 
     def to_json(self) -> dict:
-        return dict(scans_read=self.scans_read, skipped=[list(s) for s in self.skipped], examples=self.examples)
+        return dict(scans_read=self.scans_read, skipped=[list(s) for s in self.skipped], examples=self.examples,
+                    split_scans=self.split_scans)
+
+    def empty_splits(self) -> list[str]:
+        """Splits a build started that got no example."""
+        return [s for s in self.split_scans if not self.examples.get(s)]
+
+
+def resolve_data_dir(data_dir: str) -> Path:
+    """``data_dir``, or <cache>/tensorflow_datasets when empty."""
+    from genesis_jax.data.samples import cache_root
+
+    return Path(data_dir).expanduser() if data_dir else cache_root() / "tensorflow_datasets"
 
 
 def data_params(params: dict) -> dict:
@@ -185,9 +199,17 @@ class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                 mr_percentiles=tuple(p.get("mr_percentiles", (0.5, 99.5))))
 
     def count(self, split: str, examples: Iterable[tuple[str, dict]]) -> Iterator[tuple[str, dict]]:
-        for key, example in examples:
-            self.report.examples[split] = self.report.examples.get(split, 0) + 1
-            yield key, example
+        """``examples`` of ``split``, counted (and their scan ids listed) in the report as they are written."""
+        scans = self.report.split_scans.setdefault(split, [])  # now: a split that yields nothing is still known
+
+        def counted():
+            for key, example in examples:
+                self.report.examples[split] = self.report.examples.get(split, 0) + 1
+                sid = example.get("scan_id")
+                if isinstance(sid, str) and (not scans or scans[-1] != sid):
+                    scans.append(sid)
+                yield key, example
+        return counted()
 
     def manual_root(self, dl_manager) -> Path:
         manual = self.params.get("manual_dir") or ""
@@ -195,3 +217,73 @@ class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         if not root.is_dir():
             raise DatasetError(f"{root}: manual directory does not exist; set --config.data.manual_dir")
         return root
+
+
+# --- building and opening a builder from a config.data block ----------------------------------------------------
+# Paths differ between machines without changing the data: not compared when a prepared dataset is opened.
+_PATH_PARAMS = ("manual_dir",)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def builder_of(cls: type[GenesisBuilder], data_config, *, split_inputs: dict | None = None) -> GenesisBuilder:
+    """A ``cls`` builder configured by the whole ``data_config`` block (``split_inputs``: {split: [(scan_id, path)]}
+    fixes the scans of each split)."""
+    params = _jsonable(data_config.to_dict())
+    if split_inputs is not None:
+        params["split_inputs"] = {k: [[str(s), str(p)] for s, p in v] for k, v in split_inputs.items()}
+    config = GenesisDataConfig(name=data_config.name, version=cls.VERSION, params=params,
+                               description=f"genesis_jax {cls.name}/{data_config.name}")
+    return cls(config=config, data_dir=str(resolve_data_dir(data_config.get("data_dir", ""))),
+               file_format="array_record")
+
+
+def _flat(params: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is _ABSENT:
+        return "absent"
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ABSENT = object()
+
+
+def settings_diff(builder: GenesisBuilder, data_config) -> list[str]:
+    """The data settings in which the prepared dataset of ``builder`` differs from ``data_config`` (recorded in its
+    dataset info when it was written), each as ``field: prepared X, now Y`` with the nested field's dotted name
+    (``cubes.margins``); [] when they agree."""
+    recorded = _flat(dict(builder.info.metadata.get("params", {})))
+    current = _flat(data_params(_jsonable(data_config.to_dict())))
+    for key in _PATH_PARAMS:
+        recorded.pop(key, None)
+        current.pop(key, None)
+    return [f"{k}: prepared {_shown(recorded.get(k, _ABSENT))}, now {_shown(current.get(k, _ABSENT))}"
+            for k in sorted(set(recorded) | set(current)) if recorded.get(k, _ABSENT) != current.get(k, _ABSENT)]
+
+
+def open_prepared(builder: GenesisBuilder, data_config, split: str):
+    """Random-access ArrayRecord source of a prepared split of ``builder``; errors say how to prepare or what
+    differs."""
+    if not builder.is_prepared():
+        raise DatasetError(f"dataset {data_config.builder}/{data_config.name} is not prepared in {builder.data_dir}; "
+                           f"run `genesis-jax data prepare --config=<this config>` first")
+    diff = settings_diff(builder, data_config)
+    if diff:
+        raise DatasetError(f"{builder.data_dir} was prepared with other settings ({'; '.join(diff)}); prepare again "
+                           f"with --config.data.overwrite=True or choose another --config.data.name")
+    splits = list(builder.info.splits.keys())
+    if split not in splits:
+        raise DatasetError(f"{builder.data_dir} has no split {split!r}; it has {splits}")
+    return builder.as_data_source(split)

@@ -41,7 +41,27 @@ def cube_kwargs(cube_params: dict) -> dict:
     return kw
 
 
-class _CubeBuilder(GenesisBuilder, skip_registration=True):
+def cube_rule_hint(rule: dict) -> str:
+    """What to change when a scan is smaller than the cube plus its margins."""
+    if rule.get("adapt_margins"):
+        return ("the scan is smaller than config.data.cubes.cube_shape itself: use a smaller cube (and the same "
+                "config.input_shape), e.g. a :tiny preset (16x16x8), or a coarser config.data.target_spacing")
+    fix = ("config.data.cubes.adapt_margins=True (margins shrink to fit each scan) or smaller "
+           "config.data.cubes.margins" if "adapt_margins" in rule else "smaller config.data.cubes.margins")
+    return f"set {fix}; the preset data/genesis_cubes:samples (margins 16/16/8) fits clinical scans"
+
+
+def criterion_hint(rule: dict) -> str:
+    """What to change when no candidate cube passes the acceptance test."""
+    if rule.get("criterion", "tissue") == "tissue":
+        return ("the published tissue test keeps air-rich (chest) cubes; for abdomen, MR or other anatomy set "
+                "config.data.cubes.criterion=foreground (as data/genesis_cubes:samples does)")
+    return "lower config.data.cubes.min_foreground_fraction or config.data.cubes.foreground_threshold"
+
+
+class CubeBuilder(GenesisBuilder, skip_registration=True):
+    """Cube datasets: the features, and the cubes of one normalised volume under ``params['cubes']``."""
+
     def _info(self) -> tfds.core.DatasetInfo:
         shape = tuple(int(v) for v in self.params["cubes"]["cube_shape"])
         return self._make_info(
@@ -50,14 +70,22 @@ class _CubeBuilder(GenesisBuilder, skip_registration=True):
                  corner=tfds.features.Tensor(shape=(3,), dtype=np.int32)),
             description=f"Models Genesis sub-volumes {shape}, uint16-quantised [0, 1] intensities, split by scan.")
 
-    def _cubes_of(self, path: Path, sid: str) -> tuple[np.ndarray, np.ndarray]:
-        volume = self.read_image(path)
-        cubes, corners = extract_cubes(self.normalized(volume), seed=scan_seed(self.params["seed"], sid),
-                                       return_corners=True, **cube_kwargs(self.params["cubes"]))
+    def cubes_of_volume(self, volume01: np.ndarray, sid: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+        """(cubes, corners) of a [0, 1] volume; a volume too small for the rule, or giving no cube, raises
+        CubeExtractionError naming ``where`` and the field to change."""
+        rule = self.params["cubes"]
+        try:
+            cubes, corners = extract_cubes(volume01, seed=scan_seed(self.params["seed"], sid), return_corners=True,
+                                           **cube_kwargs(rule))
+        except CubeExtractionError as err:
+            raise CubeExtractionError(f"{where}: {err}; {cube_rule_hint(rule)}") from None
         if len(cubes) == 0:
-            raise CubeExtractionError(f"{path}: no candidate passed the {self.params['cubes']['criterion']} test in "
-                                      f"{self.params['cubes']['max_attempts']} attempts")
+            raise CubeExtractionError(f"{where}: no candidate passed the {rule['criterion']} test in "
+                                      f"{rule['max_attempts']} attempts; {criterion_hint(rule)}")
         return cubes, corners
+
+    def _cubes_of(self, path: Path, sid: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.cubes_of_volume(self.normalized(self.read_image(path)), sid, str(path))
 
     def _generate_examples(self, split: str, scans: list[tuple[str, Path]]) -> Iterator[tuple[str, dict]]:
         def examples():
@@ -71,7 +99,7 @@ class _CubeBuilder(GenesisBuilder, skip_registration=True):
         return self.count(split, examples())
 
 
-class GenesisCubes(_CubeBuilder, skip_registration=True):
+class GenesisCubes(CubeBuilder, skip_registration=True):
     """Cubes from any set of volumes (NIfTI, MetaImage, DICOM series), split train/validation by scan."""
 
     name = "genesis_cubes"
@@ -97,7 +125,7 @@ class GenesisCubes(_CubeBuilder, skip_registration=True):
         return splits
 
 
-class Luna16Cubes(_CubeBuilder, skip_registration=True):
+class Luna16Cubes(CubeBuilder, skip_registration=True):
     """LUNA16 cubes with the published subset split (subset0-4 train, 5-6 validation, 7-9 test)."""
 
     name = "luna16_cubes"

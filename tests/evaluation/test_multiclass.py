@@ -1,0 +1,60 @@
+"""Multi-class (softmax) segmentation: per-class overlaps and Dice, the streamed accumulator, the dice_ce loss, and
+whole volumes scored per class by sliding window."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from genesis_jax.evaluation.evaluate import evaluate_volumes
+from genesis_jax.evaluation.metrics import MultiClassAccumulator, class_overlaps, dice_from_overlaps
+from genesis_jax.evaluation.sliding_window import SlidingWindow
+from genesis_jax.data.task_data import LabelledVolume
+from genesis_jax.train.losses import categorical_cross_entropy, dice_ce_loss
+
+
+def test_per_class_dice_from_overlaps_and_an_absent_class_is_nan():
+    labels = np.array([0, 1, 1, 2, 2, 2])
+    predicted = np.array([0, 1, 2, 2, 2, 0])
+    overlaps = class_overlaps(labels, predicted, 4)
+    assert overlaps.tolist() == [[1, 1, 2], [1, 2, 1], [2, 3, 3], [0, 0, 0]]
+    dice = dice_from_overlaps(overlaps)
+    assert dice[1] == pytest.approx(2 / 3) and dice[2] == pytest.approx(2 / 3) and np.isnan(dice[3])
+
+    acc = MultiClassAccumulator(4, {"background": 0, "liver": 1, "spleen": 2, "kidney": 3})
+    acc.update(labels[:, None], np.eye(4)[predicted])
+    result = acc.result()
+    assert result["dice_liver"] == pytest.approx(2 / 3) and np.isnan(result["dice_kidney"])
+    assert result["dice"] == pytest.approx(2 / 3)  # the mean over the classes present
+
+
+def test_dice_ce_is_cross_entropy_plus_one_minus_the_mean_foreground_soft_dice():
+    ids = jnp.array([[0], [1], [2], [2]], jnp.float32)
+    probs = jax.nn.softmax(jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.2, 1.0], [0.3, 0.0, 0.0]]))
+    one_hot = jax.nn.one_hot(ids[:, 0].astype(int), 3)
+    dice = (2 * (one_hot * probs).sum(0) + 1) / (one_hot.sum(0) + probs.sum(0) + 1)
+    expected = categorical_cross_entropy(one_hot, probs) + 1 - dice[1:].mean()
+    assert float(dice_ce_loss(ids, probs)) == pytest.approx(float(expected), rel=1e-6)
+    perfect = dice_ce_loss(ids, jnp.clip(one_hot, 1e-6, 1.0))
+    assert float(perfect) < float(dice_ce_loss(ids, probs))
+    assert np.all(np.isfinite(np.asarray(jax.grad(lambda p: dice_ce_loss(ids, p))(probs))))
+
+
+def test_whole_volumes_are_scored_per_class_by_sliding_window():
+    label = np.zeros((12, 12, 8), np.uint8)
+    label[2:6, 2:6, 1:5] = 1
+    label[7:11, 6:10, 3:7] = 2
+    image = label.astype(np.float32) / 2.0  # the fake network reads the class off the intensity
+
+    def predict(variables, windows):
+        return jax.nn.one_hot(jnp.rint(windows[..., 0] * 2).astype(jnp.int32), 3)
+
+    sliding = SlidingWindow(predict, (8, 8, 8), 0.5, 2, num_classes=3)
+    volume = LabelledVolume(image, label, "case", spacing=(1.0, 1.0, 2.0))
+    out = evaluate_volumes(sliding, {}, [volume], keep_probabilities=True, progress=False,
+                           class_names={"background": 0, "liver": 1, "spleen": 2})
+    row = out["per_volume"][0]
+    assert row["dice_liver"] == pytest.approx(1.0) and row["dice_spleen"] == pytest.approx(1.0)
+    assert row["hd95_liver"] == 0.0 and out["set"]["dice"] == pytest.approx(1.0)
+    assert out["classes"] == {1: "liver", 2: "spleen"}
+    assert out["probabilities"]["case"].shape == label.shape
