@@ -15,6 +15,10 @@
 #                                                                        (limit 200 s; table rewritten after each row)
 #   experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256   (limit 150 s; JAX also at batch 256)
 #   experiments/bench_pretrain.py --steps 20                             (limit 170 s; full-size UNet3D on a GPU)
+#   measured vs projected: the headline step's cubes/s from bench_step_gpu.md against the line
+#   experiments/compute_plan.py wrote into experiments/results/compute_plan.md (the model's projection for the same
+#   network; the GPU model named by nvidia-smi picks the H100 or H200 line), so the projection is corrected by a
+#   real figure
 # each under its own time limit, so one failing does not cost the others. Results go to experiments/results/
 # (bench_step_gpu.md, bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, into $OUT
 # with the log. None of these limits has been checked on a GPU yet: no GPU was lent while they were written.
@@ -58,6 +62,17 @@ run() {  # run LIMIT_SECONDS COMMAND...: one benchmark under its own limit, outp
   echo "== exit status $status" | tee -a "$LOG"
 }
 
+measured_vs_projected() {  # the headline step (width 32, 64x64x32, batch 2, bfloat16) measured here vs compute_plan.md
+  local table=experiments/results/bench_step_gpu.md plan=experiments/results/compute_plan.md gpu chip ms
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+  case "$gpu" in *H200*) chip=h200 ;; *H100*) chip=h100 ;; *) echo "measured vs projected: no H100/H200 ($gpu)"; return 0 ;; esac
+  ms=$(awk -F'|' '$2 ~ /^ *32 *$/ && $3 ~ /64x64x32/ && $4 ~ /^ *2 *$/ && $5 ~ /bfloat16/ {gsub(/ /, "", $6); print $6; exit}' "$table" 2>/dev/null)
+  if [[ -z "$ms" ]]; then echo "measured vs projected: no bfloat16 64x64x32 row in $table"; return 0; fi
+  echo "measured: genesis_unet_pytorch_64x64x32_${chip}_bf16: $(awk -v ms="$ms" 'BEGIN {printf "%.0f", 2000 / ms}') cubes/s (width 32, batch 2, $gpu)"
+  grep -h "^genesis_unet_pytorch_64x64x32_h100_bf16:" "$plan" 2>/dev/null | sed "s/^/projected (H100 line; H200 has the same peak): /" \
+    || echo "projected: no line in $plan (run experiments/compute_plan.py)"
+}
+
 collect() {  # the tables written so far, into $OUT when set
   [[ -n "${OUT:-}" ]] && cp experiments/results/bench_*gpu*.md experiments/results/bench_*gpu*.json "$OUT"/ 2>/dev/null
   return 0
@@ -72,5 +87,6 @@ run 150 $PY experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256
 collect
 run 170 $PY experiments/bench_pretrain.py --steps 20 --out experiments/results/bench_pretrain_gpu.md
 collect
+measured_vs_projected | tee -a "$LOG"
 [[ -n "${OUT:-}" ]] && ls "$OUT"
 exit 0

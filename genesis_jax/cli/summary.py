@@ -1,7 +1,8 @@
 """`genesis-jax summary`: a per-layer table of a model config's network, computed with jax.eval_shape; for a training
 config (one with ``per_device_batch_size`` and ``optimizer``), also an estimate of the memory a training step needs
 per device: parameters, gradients, optimizer state (``jax.eval_shape`` of the optimizer's init), the layers' outputs
-for the per-device batch (what the backward pass keeps, roughly) and the input batch."""
+for the per-device batch (what the backward pass keeps, roughly) and the input batch; with ``--cost``, what one
+training step of it costs (FLOPs, bytes, memory, from XLA: genesis_jax.train.cost)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "summary",
         help="per-layer table (output shapes, parameters) of a model config; nothing is run",
-        description="Example: genesis-jax summary --config=models/unet3d:pytorch",
+        description="Example: genesis-jax summary --config=models/unet3d:pytorch --cost",
     )
     p.add_argument("--config", required=True, help="model config, path.py[:variant]; --config.x=y overrides follow")
+    p.add_argument("--cost", action="store_true",
+                   help="also compile one training step on this host and print XLA's FLOPs, bytes and memory "
+                        "(XLA's native convolutions, as on GPU/TPU; a minute or more at full size on a CPU)")
+    p.add_argument("--batch", type=int, default=6, help="samples per step for --cost (default 6, the published batch)")
+    p.add_argument("--task", default=None, choices=["pretrain", "segmentation", "classification"],
+                   help="the step to cost (default: pretrain for a Genesis U-Net, classification for a classifier, "
+                        "else segmentation)")
     p.set_defaults(func=run, accepts_config_overrides=True)
 
 
@@ -28,6 +36,15 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     print(summarize(model, input_shape))
     if config.get("per_device_batch_size") and config.get("optimizer"):
         print(memory_estimate(model, config))
+    if args.cost:
+        from genesis_jax.train.cost import StepSpec, describe, step_cost
+        from genesis_jax.train.mesh import make_mesh
+
+        name = config.model.name
+        task = args.task or ("pretrain" if name == "genesis_unet" else
+                             "classification" if name == "genesis_classifier" else "segmentation")
+        spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task)
+        print(describe(step_cost(spec, make_mesh(1))))
     return 0
 
 

@@ -104,6 +104,8 @@ def resolve_conv_impl(
     XLA's convolution was 6x faster, 91 ms vs 598 ms fwd + kernel gradient for 1->32 at 64x64x32, batch 2);
     'native' everywhere else (GPU/TPU have tuned 3D convolution kernels; 1^n and 2D convolutions gain nothing).
     ``platform`` defaults to ``jax.default_backend()``; ``in_channels=None`` (not known yet) does not exclude taps.
+    Inside a network, 'auto' is decided per lowering platform (``_auto_conv``), so a step exported on a CPU host
+    for TPU or CUDA carries the native form.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl must be one of {list(CONV_IMPLS)}, got {impl!r}")
@@ -153,12 +155,27 @@ def depth_tap_conv(
     return out.reshape(n, size_x, size_y, size_z, rhs.shape[-1])
 
 
-def _auto_cpu_conv(lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
-    """``conv_impl='auto'`` where taps were chosen before the input was seen: ``resolve_conv_impl`` decides again
-    with the input's static channel count, at trace time."""
-    if resolve_conv_impl("auto", 3, rhs.shape[0], in_channels=lhs.shape[-1]) == "native":
-        return jax.lax.conv_general_dilated(lhs, rhs, *args, **kwargs)
-    return depth_tap_conv(lhs, rhs, *args, **kwargs)
+# Platforms a step is lowered for; 'auto' takes one form per platform (unlisted ones take the native form).
+AUTO_PLATFORMS: tuple[str, ...] = ("cpu", "cuda", "rocm", "tpu")
+
+
+def _auto_conv(lhs: jax.Array, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
+    """``conv_impl='auto'``: the form ``resolve_conv_impl`` picks for each platform the computation is LOWERED for
+    (``lax.platform_dependent``), not for the host's default backend, so a step exported on a CPU host for TPU or
+    CUDA holds XLA's convolution and the CPU's own lowering the depth-tap form. Only the chosen form is lowered."""
+    def native(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jax.lax.conv_general_dilated(a, b, *args, **kwargs)
+
+    def taps(a: jax.Array, b: jax.Array) -> jax.Array:
+        return depth_tap_conv(a, b, *args, **kwargs)
+
+    forms = {"native": native, "depth_taps": taps}
+    chosen = {p: resolve_conv_impl("auto", 3, rhs.shape[0], platform=p, in_channels=lhs.shape[-1])
+              for p in AUTO_PLATFORMS}
+    if len(set(chosen.values())) == 1:
+        return forms[next(iter(chosen.values()))](lhs, rhs)
+    return jax.lax.platform_dependent(lhs, rhs, default=native,
+                                      **{p: forms[c] for p, c in chosen.items() if c != "native"})
 
 
 def _conv2d_same_xla(x: jax.Array, w: jax.Array, precision: Any, preferred_element_type: Any) -> jax.Array:
@@ -218,8 +235,11 @@ def conv(
     features: int, ndim: int, kernel: int, name: str, dtype: Dtype | None, impl: str = "auto", **kwargs: Any
 ) -> nn.Conv:
     """An N-d 'same' convolution with bias and float32 parameters, in the form ``resolve_conv_impl`` picks."""
-    if resolve_conv_impl(impl, ndim, kernel) == "depth_taps":
-        kwargs["conv_general_dilated"] = depth_tap_conv if impl == "depth_taps" else _auto_cpu_conv
+    if impl == "auto":
+        if resolve_conv_impl("native", ndim, kernel) != resolve_conv_impl("depth_taps", ndim, kernel):
+            kwargs["conv_general_dilated"] = _auto_conv  # a tap form exists: chosen per lowering platform
+    elif resolve_conv_impl(impl, ndim, kernel) == "depth_taps":
+        kwargs["conv_general_dilated"] = depth_tap_conv
     return nn.Conv(
         features,
         (kernel,) * ndim,

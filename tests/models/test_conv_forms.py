@@ -13,7 +13,7 @@ import pytest
 
 from genesis_jax.models import GenesisUNet, UNetPlusPlus
 from genesis_jax.models.layers import (
-    UpConv2x, _auto_cpu_conv, _conv2d_same, depth_tap_conv, resolve_conv_impl, transpose_conv_2x,
+    UpConv2x, _auto_conv, _conv2d_same, depth_tap_conv, resolve_conv_impl, transpose_conv_2x,
 )
 
 HIGHEST = functools.partial(jax.default_matmul_precision, "highest")
@@ -135,8 +135,8 @@ def test_every_conv_impl_gives_the_same_outputs_and_gradients(model):
 def test_auto_on_cpu_keeps_xla_convolution_for_the_single_channel_image_layer():
     def convolution_ranks(channels):
         x, w = jnp.zeros((1, 4, 4, 4, channels)), jnp.zeros((3, 3, 3, channels, 2))
-        hlo = jax.jit(lambda a, b: _auto_cpu_conv(a, b, (1, 1, 1), "SAME",
-                                                  dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))).lower(x, w)
+        hlo = jax.jit(lambda a, b: _auto_conv(a, b, (1, 1, 1), "SAME",
+                                              dimension_numbers=("NXYZC", "XYZIO", "NXYZC"))).lower(x, w)
         lines = [ln for ln in hlo.as_text().splitlines() if "stablehlo.convolution" in ln]
         # the input operand's rank: "(tensor<1x4x4x4x1xf32>, ..." has 5 dimensions
         return [re.search(r":\s*\(tensor<((?:\d+x)+)f32>", ln).group(1).count("x") for ln in lines]
