@@ -11,6 +11,7 @@ as 0 on export). torch is imported only when a .pt file is read or written.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +28,7 @@ from genesis_jax.interop.mapping import (
     gather,
     variable_slots,
 )
+from genesis_jax.workdir import write_file_atomically
 
 INSTALL_HINT = "pip install 'genesis-jax[torch]'"
 DATA_PARALLEL_PREFIX = "module."
@@ -238,6 +240,8 @@ def write_pytorch(
         state[prefix + name] = torch.from_numpy(_to_torch(slot, np.asarray(arrays[slot], np.float32)).copy())
         if slot.leaf == "var":  # BatchNorm's last buffer; UNet3D's strict load_state_dict expects it
             state[prefix + name.replace("running_var", "num_batches_tracked")] = torch.tensor(0, dtype=torch.long)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state if bare else {"epoch": int(epoch), "state_dict": state}, path)
-    return path
+    # Serialised in memory first: torch.save on a full disk fails with an opaque zip-writer message; the bytes then
+    # go through a temporary file renamed into place, so a failure or a kill leaves nothing at ``path``.
+    buffer = io.BytesIO()
+    torch.save(state if bare else {"epoch": int(epoch), "state_dict": state}, buffer)
+    return write_file_atomically(path, buffer.getbuffer())

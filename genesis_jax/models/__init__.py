@@ -7,7 +7,7 @@ data or training."""
 from genesis_jax.models.heads import ClassificationHead, GenesisClassifier
 from genesis_jax.models.layers import BatchNorm
 from genesis_jax.models.registry import MODELS, build_model
-from genesis_jax.models.summary import count_params, summarize
+from genesis_jax.models.summary import activation_bytes, count_params, summarize
 from genesis_jax.models.unet import GenesisUNet
 from genesis_jax.models.unetpp import UNetPlusPlus
 
@@ -19,6 +19,7 @@ __all__ = [
     "MODELS",
     "UNetPlusPlus",
     "build_model",
+    "activation_bytes",
     "count_params",
     "summarize",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -78,6 +79,16 @@ def summarize(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) 
     lines.append(f"Trainable params: {_count(params):,}")
     lines.append(f"Total params: {_count(params):,}")
     return "\n".join(lines)
+
+
+def activation_bytes(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) -> int:
+    """Bytes of every layer's output for one forward pass over a batch of ``input_shape`` (float32), via
+    ``jax.eval_shape``: the activations a training step keeps for its backward pass (layers without sub-layers
+    only, so that a block's output is not counted twice)."""
+    _, calls = _abstract_init(model, input_shape, **call_kwargs)
+    paths = [p for p, _ in calls]
+    parents = {p[:i] for p in paths for i in range(len(p))}
+    return sum(4 * math.prod(shape) for path, shapes in calls if path not in parents for shape in shapes)
 
 
 def count_params(model: nn.Module, input_shape: Sequence[int], **call_kwargs: Any) -> int:

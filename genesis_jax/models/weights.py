@@ -16,6 +16,7 @@ which also reads a training workdir as ``--init`` weights.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,10 +87,42 @@ def is_weights_dir(path: str | Path) -> bool:
     return (path / MODEL_CONFIG_FILE).is_file() and (path / VARIABLES_DIR).is_dir()
 
 
+def _identity(directory: Path) -> tuple[int, int, int] | None:
+    """What changes when :func:`save_weights` swaps a new export in at ``directory``: another directory (inode)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
 def load_weights(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Read a weights directory written by :func:`save_weights`: returns (variables, model_config, metadata),
-    variables as numpy arrays on the host."""
+    variables as numpy arrays on the host.
+
+    Readers take no lock: a re-export (a pre-training's end, ``convert --overwrite``) swaps a new directory in at
+    any moment, and orbax reads a directory as several files by path. So the read is versioned by the directory's
+    identity: when it changed during the read (an error, or files of two exports), the read starts again on the
+    new export, so a reader gets one export whole, the old or the new."""
     directory = Path(directory).expanduser().resolve()
+    for attempt in range(_READ_ATTEMPTS):
+        before = _identity(directory)
+        try:
+            loaded = _load_weights_once(directory)
+        except CheckpointError:
+            if _identity(directory) == before or attempt == _READ_ATTEMPTS - 1:
+                raise
+            continue
+        if _identity(directory) == before:
+            return loaded
+    raise CheckpointError(f"{directory}: replaced {_READ_ATTEMPTS} times while being read; rerun when the export "
+                          "that keeps rewriting it has finished")
+
+
+_READ_ATTEMPTS = 20
+
+
+def _load_weights_once(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     if not directory.exists():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
     if not is_weights_dir(directory):

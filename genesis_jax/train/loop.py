@@ -29,7 +29,10 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import os
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -48,8 +51,8 @@ from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.metrics_log import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
-from genesis_jax.train.state import TrainState, abstract_train_state, create_train_state
-from genesis_jax.workdir import crash_point, hold
+from genesis_jax.train.state import TrainState, abstract_train_state, check_fits_memory, create_train_state
+from genesis_jax.workdir import crash_point, full_disk_named, hold
 
 Variables = Mapping[str, Any]
 
@@ -60,26 +63,65 @@ class TrainingDiverged(RuntimeError):
 
 class PreemptionGuard:
     """Turns SIGTERM (and SIGINT) into a flag the training loop polls, so the loop saves and returns cleanly.
-    Handlers are restored on exit; outside the main thread nothing is installed."""
+    Handlers are restored on exit; outside the main thread nothing is installed.
+
+    Python runs a signal handler only between bytecodes of the main thread, so a signal that arrives while the main
+    thread waits in XLA (the first step's compilation: minutes for a large network) would wait for it. A watcher
+    thread is woken at once instead (``signal.set_wakeup_fd``): while ``lossless`` is set (the first step of this
+    process is in flight, nothing since the last checkpoint would be lost) it ends the process within a second,
+    saying so; otherwise the loop saves at the end of the step as usual."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "train") -> None:
+        self.name = name
         self.received: str | None = None
+        self.lossless = False
         self._previous: dict[int, Any] = {}
+        self._previous_wakeup = -1
+        self._wake: tuple[Any, Any] | None = None
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C stops at once
         self.received = signal.Signals(signum).name
 
+    def _watch(self, reader: Any) -> None:
+        while True:
+            try:
+                data = reader.recv(16)
+            except OSError:
+                return
+            if not data:
+                return  # closed on exit
+            signums = [b for b in data if b in {int(s) for s in self.SIGNALS}]
+            if signums and self.lossless:
+                sys.stderr.write(f"{self.name}: {signal.Signals(signums[0]).name} received before the first step "
+                                 "finished (still compiling): nothing to save since the last checkpoint; exiting; "
+                                 "rerun the same command to resume\n")
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(0)
+
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            reader, writer = socket.socketpair()
+            writer.setblocking(False)
+            self._wake = (reader, writer)
+            self._previous_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            threading.Thread(target=self._watch, args=(reader,), name="genesis-jax-signal-watch", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.lossless = False
+        if self._wake is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            self._wake[1].close()
+            self._wake[0].shutdown(socket.SHUT_RDWR)
+            self._wake[0].close()
+            self._wake = None
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -290,7 +332,7 @@ class _Loop:
                "epochs_without_improvement": book.early_stopping.wait}
         book.history.append(row)
         self.log.write(step, row, kind="validation")
-        self.log.flush()
+        self.log.plot_progress(f"{self.task.name}: {self.workdir.name}")  # flushes the logs, redraws progress.png
         self.say(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in val.items()))
         if early_stop:
             self.say(f"early stopping after epoch {epoch}: no improvement for {book.early_stopping.patience} "
@@ -306,11 +348,15 @@ class _Loop:
         task, book = self.task, self.book
         sharding = batch_sharding(task.mesh)
         pending: tuple[int, Mapping[str, jax.Array]] | None = None
-        with PreemptionGuard() as guard:
+        with PreemptionGuard(task.name) as guard:
+            first = True
             while self.step < task.max_steps and book.finished is None:
+                guard.lossless = first  # the first step compiles; a signal meanwhile ends the process at once
                 self.state, metrics = task.train_step(self.state, global_batch(next(task.train_iter), sharding))
+                guard.lossless = first = False
                 self.step += 1
                 crash_point("step")  # test-only (genesis_jax.workdir): a kill while a step is in flight
+                self.ckpts.check()  # an asynchronous save that failed (disk full) stops training here
                 if pending is not None:
                     self.handle(*pending)
                 pending = (self.step, metrics)
@@ -345,7 +391,14 @@ class _Loop:
 def train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[[bool], Task]) -> Result:
     """Run (or resume) the task ``make_task(resuming)`` builds, writing checkpoints, logs and ``weights/`` under
     ``workdir`` (the caller holds its lock, :func:`locked`). ``config`` supplies the shared blocks: schedule,
-    early_stopping, optimizer.learning_rate, checkpoint, logging."""
+    early_stopping, optimizer.learning_rate, checkpoint, logging. A full disk stops it with one
+    :class:`~genesis_jax.workdir.DiskFullError` naming the workdir."""
+    with full_disk_named(workdir, "training stopped; the checkpoints written before are kept, rerun the same "
+                         "command to resume"):
+        return _train(config, workdir, make_task)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[[bool], Task]) -> Result:
     primary = jax.process_index() == 0
     ckpt_cfg = config.checkpoint
     ckpts = checkpointing.TrainCheckpoints(workdir, keep=ckpt_cfg.keep, async_save=ckpt_cfg.async_save)
@@ -353,6 +406,8 @@ def train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[
     try:
         task = make_task(ckpts.latest_step() is not None)
         book = _Bookkeeping(config, task.model_config, task.steps_per_epoch)
+        check_fits_memory(task.model, task.tx, task.key, task.input_shape, task.mesh,
+                          max(1, task.global_batch_size // jax.device_count()), task.model_config)
         resumed = ckpts.resume(lambda: abstract_train_state(task.model, task.tx, task.key, task.input_shape,
                                                             task.mesh), task.train_iter)
         if resumed is not None:
@@ -374,11 +429,16 @@ def train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[
                      f"{task.global_batch_size}, {task.steps_per_epoch} steps/epoch, workdir {workdir}")
         stopped = loop.run()
     finally:
+        failing = sys.exc_info()[1] is not None
         if progress is not None:
             progress.close()
         ckpts.close()
         if log is not None:
-            log.close()
+            try:
+                log.close()
+            except OSError:
+                if not failing:  # a log flush failing on the disk that stopped the run must not mask its error
+                    raise
     result = Result(task=task, state=loop.state, step=loop.step, stopped=stopped, resumed_from=resumed_from, best=book.best,
                     history=book.history, last_loss=book.last_loss, preview=loop.preview_path)
     if stopped != "preempted":
