@@ -36,7 +36,7 @@ from genesis_jax.models import build_model
 from genesis_jax.models.weights import load_weights, save_weights
 from genesis_jax.train.transfer import TransferError, transfer_variables
 from genesis_jax.visualize import draw_panel, figure_png, panel_figure, save_curves, slice_of
-from genesis_jax.workdir import hold
+from genesis_jax.workdir import crash_point, hold
 
 
 # -- builders from a config ----------------------------------------------------------------------------------
@@ -358,6 +358,7 @@ def _step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: in
     state.round, state.model = next_round, rel
     session.state = state
     st.save_state(session.workdir, state)  # the commit point
+    crash_point("al_commit")  # test-only (genesis_jax.workdir): a kill after the commit, before the scoring
     plot_rounds(session.workdir, state.history)
     scores, mean_probs = session.score_pool(new_vars)
     session.save_scores(next_round, scores, mean_probs)
