@@ -87,7 +87,8 @@ class TrainCheckpoints:
         self._pending_step: int | None = None  # the step of the last save issued (what a background failure lost)
         self._quiet = _QuietOrbax()
         for name in ("absl", "orbax"):
-            logging.getLogger(name).addFilter(self._quiet)
+            # first in line: a filter that drops the record before this one would hide the failure from check()
+            logging.getLogger(name).filters.insert(0, self._quiet)
         self._open()
 
     def _open(self) -> None:

@@ -396,19 +396,20 @@ def test_a_nifti_prediction_on_a_full_disk_leaves_no_partial_file(tmp_path, monk
 
 
 def test_an_asynchronous_checkpoint_failure_stops_training_at_once(tmp_path):
-    """A real pretrain whose checkpoint at step 4 fails in orbax's background writer (ENOSPC injected by the crash
+    """A real pretrain whose checkpoint at step 20 fails in orbax's background writer (ENOSPC injected by the crash
     driver): it stops at the next step with one line naming the workdir, not at the end of the run."""
     workdir = tmp_path / "run"
-    argv = [*PRETRAIN, "--config.max_steps=40", "--config.checkpoint.every_steps=4",
+    argv = [*PRETRAIN, "--config.max_steps=60", "--config.checkpoint.every_steps=20", "--config.steps_per_epoch=10",
             "--config.checkpoint.async_save=True", f"--workdir={workdir}"]
-    proc = subprocess.run([sys.executable, str(CRASH_DRIVER), json.dumps({"argv": argv, "disk_full_from_step": 4})],
+    proc = subprocess.run([sys.executable, str(CRASH_DRIVER), json.dumps({"argv": argv, "disk_full_from_step": 20})],
                           cwd=REPO, env=driver_env(devices=1), capture_output=True, text=True, timeout=400)
     errors = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("pretrain: ")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert errors[0].startswith(f"genesis-jax pretrain: no space left on {workdir}: writing the checkpoint"), errors
     steps = [int(line.split(",")[0]) for line in (workdir / "metrics.csv").read_text().splitlines()[1:]]
-    assert max(steps) <= 8, max(steps)  # stopped right after the failure, not at step 40
-    assert (workdir / "progress.png").stat().st_size > 0  # drawn at the step-4 validation
+    # stopped within a few steps of the failure; without the check it ran on to the next save (best, at 30)
+    assert max(steps) <= 25, max(steps)
+    assert (workdir / "progress.png").stat().st_size > 0  # drawn at the validations (every 10 steps)
 
 
 # --- 7: a network too large for memory --------------------------------------------------------------------------
