@@ -144,9 +144,10 @@ def show_triplets(inputs: Any, predictions: Any, targets: Any, *, max_rows: int 
 
 
 def save_curves(path: str | Path, panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], *,
-                xlabel: str = "step", title: str = "", log_scale: bool = True) -> Path:
+                xlabel: str = "step", title: str = "", log_y: Sequence[str] = ()) -> Path:
     """A PNG with one panel per entry of ``panels`` ({panel title: {curve label: (xs, ys)}}), curves as lines with
-    markers (a single point still shows), a log y axis where every value is positive. Written atomically."""
+    markers (a single point still shows) and a legend; the panels named in ``log_y`` get a log y axis when every
+    value is positive. Written atomically."""
     if not panels:
         raise ValueError("save_curves: no panel to draw")
     fig, axes = panel_figure(1, len(panels), (4.2, 3.0), pyplot=False)
@@ -157,14 +158,13 @@ def save_curves(path: str | Path, panels: Mapping[str, Mapping[str, tuple[Sequen
             ax.plot(np.asarray(xs, np.float64), ys, marker="o" if len(ys) < 30 else None, markersize=3,
                     linewidth=1.2, label=label)
             positive &= bool(len(ys)) and bool(np.all(ys[np.isfinite(ys)] > 0))
-        if log_scale and positive:
+        if name in log_y and positive:
             ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-        if len(curves) > 1:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return save_png(fig, path, dpi=90)

@@ -158,7 +158,7 @@ class MetricsLog:
         names = sorted({k for r in val for k in r if k.startswith("val_") and k != "val_loss"})
         panels["validation"] = {k[4:]: curve(val, k) for k in names}
         panels = {k: v for k, v in panels.items() if v}
-        return save_curves(self.workdir / PROGRESS_PNG, panels, title=title) if panels else None
+        return save_curves(self.workdir / PROGRESS_PNG, panels, title=title, log_y=("loss",)) if panels else None
 
     def close(self) -> None:
         if not self.enabled:

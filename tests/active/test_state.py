@@ -43,7 +43,7 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch
     def crash(src, dst):
         raise KeyboardInterrupt("killed before the rename")
 
-    monkeypatch.setattr(st.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)  # the writer (genesis_jax.workdir) renames with os.replace
     with pytest.raises(KeyboardInterrupt):
         st.atomic_write_text(path, "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["f.json"]  # no temporary left behind
@@ -84,11 +84,11 @@ def test_a_crash_while_importing_loses_and_duplicates_nothing(tmp_path, monkeypa
     wd = _workdir(tmp_path)
     ann = _csv(tmp_path / "ann.csv", [("a", "1"), ("b", "0")])
     real_replace = os.replace
-    monkeypatch.setattr(st.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
         st.import_annotations(wd, ann)
     assert st.load_state(wd).labels == {}
-    monkeypatch.setattr(st.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     st.import_annotations(wd, ann)
     st.import_annotations(wd, ann)
     assert st.load_state(wd).labels == {"a": 1, "b": 0}

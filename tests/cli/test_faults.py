@@ -395,6 +395,28 @@ def test_a_nifti_prediction_on_a_full_disk_leaves_no_partial_file(tmp_path, monk
     assert nib.load(target).shape == (8, 8, 4)
 
 
+def test_check_reports_a_failed_background_save_before_the_next_save(tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    from genesis_jax.cli._logging import quiet_libraries
+    from genesis_jax.models.weights import CheckpointError
+    from genesis_jax.train.checkpointing import TrainCheckpoints
+
+    async def full_disk(self, x, directory):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+    quiet_libraries()  # as under the CLI: its noise filter must not hide the failure
+    ckpts = TrainCheckpoints(tmp_path, async_save=True)
+    ckpts.save(3, {"w": np.zeros(8, np.float32)}, meta={"step": 3})
+    deadline = time.time() + 60
+    with pytest.raises(CheckpointError, match=rf"no space left on {tmp_path}: writing the checkpoint of step 3"):
+        while time.time() < deadline:
+            ckpts.check()
+            time.sleep(0.05)
+    ckpts.close()
+
+
 def test_an_asynchronous_checkpoint_failure_stops_training_at_once(tmp_path):
     """A real pretrain whose checkpoint at step 20 fails in orbax's background writer (ENOSPC injected by the crash
     driver): it stops at the next step with one line naming the workdir, not at the end of the run."""
