@@ -5,7 +5,10 @@
   crash never leaves a stale lock; the file itself stays and records the last holder's pid and command, which is
   how a refused second writer can name it. Nested ``hold`` calls on the same directory in one process are no-ops.
 - :func:`replace_directory` moves a completely written directory into place, so a reader (or a crash at any
-  moment) sees the old directory or the new one, never a half-written one.
+  moment) sees the old directory or the new one, never a half-written one; :func:`atomic_file` does the same for
+  one file (a temporary name beside it, renamed at the end; nothing is left at the destination on failure).
+- A full disk is one line naming the path (:class:`DiskFullError`, :func:`full_disk_named`), after which the
+  tracebacks of background writer threads are silenced (:func:`silence_background_threads`).
 - :func:`crash_point` is a TEST-ONLY hook: when ``GENESIS_JAX_CRASH_AT`` names a phase, the process SIGKILLs itself
   there (tests/test_crash_resume.py uses it to kill real runs at exact phase boundaries). Unset, it does nothing.
 
@@ -173,8 +176,13 @@ def fsync_dir(directory: Path) -> None:
 def sibling_tmp_dir(final: str | Path) -> Path:
     """A fresh empty directory beside ``final`` (same filesystem, so the final move is a rename)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as err:  # name the destination, not the temporary name it was about to get
+        if is_disk_full(err):
+            raise disk_full_error(final, "nothing was written") from None
+        raise OSError(err.errno, f"cannot write {final}: {err.strerror or err}") from None
     tmp.chmod(DIR_MODE)  # mkdtemp makes it 0700; give what mkdir would
     return tmp
 

@@ -5,7 +5,9 @@ orientation (index x grows towards the patient's right, y towards anterior, z to
 candidate coordinate mean the same thing whichever file format they came from.
 
 Bad input raises ``VolumeError`` naming the file and the reason: unreadable or truncated files, 2D or 4D data,
-NaN/Inf voxels, non-integer labels, and label grids that do not match their image (``check_same_grid``).
+NaN/Inf or complex voxels, a NaN/Inf or singular affine, headers claiming more bytes than the file holds or than the
+memory available (``$GENESIS_JAX_MAX_VOLUME_BYTES`` sets another limit; refused before anything is allocated),
+non-integer labels, and label grids that do not match their image (``check_same_grid``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ writes it, ``--init`` of pre-training, fine-tuning and active learning and ``gen
     <dir>/metadata.json         free-form provenance (source file, converter, step, ...)
 
 It is written beside the target and swapped into place (:func:`genesis_jax.workdir.replace_directory`), so a
-crash during a re-export leaves the old weights or the new ones.
+crash during a re-export leaves the old weights or the new ones; a reader takes no lock and gets one export whole
+(:func:`load_weights` reads again when the directory was swapped during its read).
 
 orbax has two owners, one per format: this module for the weights directory, and
 :mod:`genesis_jax.train.checkpointing` for training checkpoints (train state, iterator state, best-by-validation),
@@ -26,7 +27,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from genesis_jax.workdir import crash_point, is_disk_full, replace_directory, sibling_tmp_dir
+from genesis_jax.workdir import crash_point, is_disk_full, replace_directory, sibling_tmp_dir, \
+    silence_background_threads
 
 MODEL_CONFIG_FILE = "model_config.json"
 METADATA_FILE = "metadata.json"
@@ -77,6 +79,7 @@ def save_weights(
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(err):
+            silence_background_threads()  # orbax's writer threads go on failing while the command exits
             raise CheckpointError(f"no space left on {directory}: the weights were not exported (the previous "
                                   "ones, if any, are kept); free space and rerun") from None
         raise

@@ -12,10 +12,15 @@ validation metrics, how precise-BN inputs are made, an optional preview hook); e
 - Metrics are fetched one step behind the dispatch (the device stays busy); the NaN guard checks them before any
   save of the state they produced, and a non-finite step raises :class:`TrainingDiverged` naming the kept
   checkpoint.
+- Before anything is compiled, a network whose state, gradients and activations cannot fit the device's memory is
+  refused naming the config field (:func:`~genesis_jax.train.state.check_fits_memory`, ``jax.eval_shape`` only).
+- A SIGTERM/SIGINT while the first step compiles ends the process within a second (nothing to lose); later ones
+  save at the end of the step in flight (:class:`PreemptionGuard`). A failed asynchronous save stops the run at the
+  next step; a full disk is one line naming the workdir.
 - Periodic actions are due by :func:`itstime`; preemption (:class:`PreemptionGuard`) and the wall-clock save are
   agreed over processes every ``checkpoint.sync_every_steps`` steps (every step in one process).
 - Each ``steps_per_epoch`` steps: validation, early stopping, the best-by-validation checkpoint, the epoch-level
-  learning-rate schedule; one row per epoch in ``validation.csv`` and the run's history.
+  learning-rate schedule; one row per epoch in ``validation.csv`` and the run's history; ``progress.png`` redrawn.
 - The end: the best (or final) variables, their BatchNorm statistics re-estimated (precise BN), exported as a
   weights directory ``weights/``.
 
@@ -349,7 +354,7 @@ class _Loop:
         sharding = batch_sharding(task.mesh)
         pending: tuple[int, Mapping[str, jax.Array]] | None = None
         with PreemptionGuard(task.name) as guard:
-            first = True
+            first = jax.process_count() == 1  # several processes stop together, at a step boundary
             while self.step < task.max_steps and book.finished is None:
                 guard.lossless = first  # the first step compiles; a signal meanwhile ends the process at once
                 self.state, metrics = task.train_step(self.state, global_batch(next(task.train_iter), sharding))

@@ -159,13 +159,13 @@ def check_fits_memory(model: nn.Module, tx: optax.GradientTransformation, key: j
                       mesh: Mesh, per_device_batch: int, model_config: Mapping[str, Any] | None = None) -> None:
     """Refuse, before anything is compiled or allocated, a network whose training cannot fit one device: the train
     state (parameters, BatchNorm statistics, optimizer state; ``jax.eval_shape``, nothing computed) plus its
-    gradients, and an estimate of the activations one step keeps for its backward pass (every layer's output for
-    the per-device batch, twice: forward and its gradient). Without this an oversized width compiles for minutes
-    and then exhausts memory."""
+    gradients, and the activations one step keeps for its backward pass (every layer's output for the per-device
+    batch; a lower bound, so a run that could fit is not refused). Without this an oversized width compiles for
+    minutes and then exhausts memory."""
     abstract = jax.eval_shape(lambda: create_train_state(model, tx, key, input_shape, mesh))
     nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
     weights = nbytes((abstract.params, abstract.batch_stats, abstract.opt_state)) + nbytes(abstract.params)
-    activations = 2 * activation_bytes(model, (per_device_batch, *input_shape), train=False)
+    activations = activation_bytes(model, (per_device_batch, *input_shape), train=False)
     device = mesh.devices.flat[0]
     available = memory_available(device)
     if weights + activations <= available:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import logging
 import os
@@ -193,6 +194,17 @@ class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             raise DatasetError(f"{reason} (on_error='raise')") from cause
         log.warning("skipped %s", reason)
         self.report.skipped.append((what, reason))
+
+    def files_below(self, root: Path, pattern: str) -> list[Path]:
+        """Files under ``root`` whose name matches ``pattern`` (fnmatch), sorted; a folder that cannot be listed is
+        skipped and named (or raised) once per build, not passed over as ``Path.rglob`` does."""
+        if not hasattr(self, "_files_below"):
+            self._files_below: list[Path] = []
+            for dirpath, dirnames, filenames in os.walk(root, onerror=lambda err: self.unlistable(
+                    Path(err.filename or root), err)):
+                dirnames.sort()
+                self._files_below += [Path(dirpath) / f for f in filenames]
+        return sorted(p for p in self._files_below if fnmatch.fnmatch(p.name, pattern))
 
     def unlistable(self, folder: Path, err: OSError) -> None:
         """``discover_volumes``' callback: a folder that cannot be listed is skipped and named (or raised)."""

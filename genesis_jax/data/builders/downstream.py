@@ -102,8 +102,8 @@ class LitsLiver(_VolumeLabelBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
-        volumes = self._indexed(root.rglob("volume-*.nii*"))
-        segs = self._indexed(root.rglob("segmentation-*.nii*"))
+        volumes = self._indexed(self.files_below(root, "volume-*.nii*"))
+        segs = self._indexed(self.files_below(root, "segmentation-*.nii*"))
         if not volumes:
             raise DatasetError(f"{root}: no LiTS volume-<i>.nii[.gz] files found")
         for i in sorted(set(volumes) - set(segs)):
@@ -139,7 +139,7 @@ class Brats18Flair(_VolumeLabelBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
         pairs = {}
-        for flair in sorted(root.rglob("*_flair.nii*")):
+        for flair in self.files_below(root, "*_flair.nii*"):
             case = flair.name[: flair.name.rindex("_flair")]
             segs = sorted(flair.parent.glob(f"{case}_seg.nii*"))
             if not segs:
