@@ -354,9 +354,19 @@ class _Loop:
         sharding = batch_sharding(task.mesh)
         pending: tuple[int, Mapping[str, jax.Array]] | None = None
         with PreemptionGuard(task.name) as guard:
+            if self.last_saved is not None:  # said once the signals are handled: from here a SIGTERM is graceful
+                self.say(f"resumed from step {self.step} "
+                         f"({self.workdir / checkpointing.CHECKPOINTS_DIR / str(self.step)})")
+            else:
+                self.say(f"{jax.device_count()} device(s), {jax.process_count()} process(es), global batch "
+                         f"{task.global_batch_size}, {task.steps_per_epoch} steps/epoch, workdir {self.workdir}")
             first = jax.process_count() == 1  # several processes stop together, at a step boundary
             while self.step < task.max_steps and book.finished is None:
                 guard.lossless = first  # the first step compiles; a signal meanwhile ends the process at once
+                if first and guard.received is not None:  # a signal before the first step: nothing to save
+                    self.say(f"{guard.received} received before the first step: nothing to save; exiting; rerun "
+                             "the same command to resume")
+                    return "preempted"
                 self.state, metrics = task.train_step(self.state, global_batch(next(task.train_iter), sharding))
                 guard.lossless = first = False
                 self.step += 1
@@ -427,11 +437,6 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable
         progress = Progress(task.max_steps, int(state.step), enabled=primary and config.logging.progress,
                             messages=primary, desc=task.name)
         loop = _Loop(config, workdir, task, ckpts, log, progress, book, state, resumed_from)
-        if resumed_from is not None:
-            loop.say(f"resumed from step {loop.step} ({workdir / checkpointing.CHECKPOINTS_DIR / str(loop.step)})")
-        else:
-            loop.say(f"{jax.device_count()} device(s), {jax.process_count()} process(es), global batch "
-                     f"{task.global_batch_size}, {task.steps_per_epoch} steps/epoch, workdir {workdir}")
         stopped = loop.run()
     finally:
         failing = sys.exc_info()[1] is not None
