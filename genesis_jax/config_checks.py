@@ -115,34 +115,31 @@ class Checker:
 
 
 def validate_model_config(model: Any, prefix: str = "config.model") -> None:
-    """The network block: a known ``name`` and variant, depth/width/channels/classes >= 1, ndim 2 or 3."""
+    """The network block: a known ``name`` and (where the network has published variants) variant,
+    depth/width/channels/classes >= 1, ndim 2 or 3."""
     from genesis_jax.models.registry import MODELS
 
     c = Checker(model, prefix)
     c.one_of("name", tuple(MODELS))
     c.one_of("ndim", (2, 3))
-    if c.value("name") in ("genesis_unet", "genesis_classifier"):
-        c.one_of("variant", ("pytorch", "keras"))
+    name = c.value("name")
+    spec = MODELS.get(name) if isinstance(name, str) else None
+    if spec is not None and spec.variant_field:
+        c.one_of(spec.variant_field, tuple(spec.published_variants))
     for field in ("depth", "base_width", "in_channels", "num_classes", "hidden"):
         c.int_at_least(field, 1)
     c.one_of("dtype", ("float32", "bfloat16", "float16"))
 
 
 def _input_divisor(model_config: Any) -> int | None:
-    """What every spatial input size must be divisible by: the network's own rule (``pooling_factor`` of the
-    Genesis U-Net, also as a classifier's backbone; ``2**level`` of UNet++). Building the module traces nothing."""
-    from genesis_jax.models import build_model
+    """What every spatial input size must be divisible by, as the network's spec says. Building the module traces
+    nothing."""
+    from genesis_jax.models import contract
 
     try:
-        model = build_model(dict(model_config))
+        return contract(dict(model_config)).input_divisor
     except (TypeError, ValueError):  # the field checks above report what is wrong with the model block
         return None
-    for module in (model, getattr(model, "backbone", None)):
-        if hasattr(module, "pooling_factor"):
-            return int(module.pooling_factor)
-        if is_int(getattr(module, "level", None)):
-            return 2 ** module.level
-    return None
 
 
 def check_input_shape(c: Checker, model: Any) -> None:

@@ -6,7 +6,8 @@
   how a refused second writer can name it. Nested ``hold`` calls on the same directory in one process are no-ops.
 - :func:`replace_directory` moves a completely written directory into place, so a reader (or a crash at any
   moment) sees the old directory or the new one, never a half-written one; :func:`atomic_file` does the same for
-  one file (a temporary name beside it, renamed at the end; nothing is left at the destination on failure).
+  one file a library writes by name (nibabel, a MetaImage writer, torch.save): a temporary name beside it, renamed
+  at the end; nothing is left at the destination on failure.
 - A full disk is one line naming the path (:class:`DiskFullError`, :func:`full_disk_named`), after which the
   tracebacks of background writer threads are silenced (:func:`silence_background_threads`).
 - :func:`crash_point` is a TEST-ONLY hook: when ``GENESIS_JAX_CRASH_AT`` names a phase, the process SIGKILLs itself
@@ -267,13 +268,13 @@ def silence_background_threads() -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes, so format-by-extension writers behave) to write the
-    whole file to; on success it is renamed onto ``path``, so readers and a crash at any moment see the old file or
-    the complete new one. On failure the temporary file is removed (nothing is left at ``path``), and a full disk
+    """Yield a temporary path beside ``path`` ending like it (``.x.tmp-<random>.nii.gz`` for ``x.nii.gz``, so writers
+    that choose the format by extension still do) to write the whole file to; on success it is renamed onto
+    ``path``, so readers and a crash at any moment see the old file or the complete new one (a kill leaves a stale
+    ``.x.tmp-*`` at most). On failure the temporary file is removed (nothing is left at ``path``), and a full disk
     becomes :class:`DiskFullError` naming ``path``."""
     path = Path(path)
-    dot = path.name.find(".", 1)
-    suffix = path.name[dot:] if dot > 0 else ""
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
@@ -288,6 +289,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point("atomic_file")  # tests: a kill with the file written but not yet in place
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)

@@ -32,8 +32,9 @@ from genesis_jax.active.patches import make_patch_set
 from genesis_jax.active.pool import CandidatePool, load_pool, synthetic_pool
 from genesis_jax.active.scores import aift_scores
 from genesis_jax.active.selection import select_candidates
-from genesis_jax.models import build_model
-from genesis_jax.models.weights import load_weights, save_weights
+from genesis_jax.models import build_model, contract
+from genesis_jax.models.spec import has_prefix
+from genesis_jax.models.weights import init_adaptation_record, load_weights, save_weights
 from genesis_jax.train.transfer import TransferError, transfer_variables
 from genesis_jax.visualize import draw_panel, figure_png, panel_figure, save_curves, slice_of
 from genesis_jax.workdir import crash_point, hold
@@ -103,21 +104,27 @@ def initial_variables(learner: ContinualLearner, config: Any, contexts: np.ndarr
 
 def _load_init(config: Any, fresh: dict) -> dict:
     """``fresh`` filled from ``config.init`` by the transfer rule of fine-tuning (:mod:`genesis_jax.train.transfer`):
-    a classifier's weights whole, a GenesisUNet's encoder into the backbone (its decoder unused, the head fresh)."""
+    weights of the same network whole, another network's encoder (its weights directory's adaptation record, e.g. a
+    GenesisUNet's ``encoder_*``) into this network's encoder (its decoder unused, the head fresh). Strict: anything
+    that does not fit is an error."""
     if not config.init:
         return fresh
     loaded, model_cfg, _ = load_weights(config.init)
-    name = model_cfg.get("name")
-    if name not in ("genesis_classifier", "genesis_unet"):
-        raise ValueError(f"config.init={config.init}: a {name!r} cannot initialise a classifier")
-    whole = name == "genesis_classifier"  # same network: every array, the head included, by path
+    target = contract(config.model.to_dict())
+    source_record, _ = init_adaptation_record(config.init, model_cfg)
+    whole = source_record.network == target.spec.name  # every array, the head included, by path
+    if not whole and not source_record.encoder:
+        raise ValueError(f"config.init={config.init}: a {source_record.network!r} has no encoder to initialise "
+                         f"a {target.spec.name!r}")
     try:
         variables, report = transfer_variables(fresh, loaded, "segmentation" if whole else "classification",
-                                               keep_head=whole, source_name=f"config.init={config.init}")
+                                               keep_head=whole, source_name=f"config.init={config.init}",
+                                               target_record=target.adaptation_record(), source_record=source_record,
+                                               strict=True)
     except TransferError as err:
         raise ValueError(f"config.init={config.init}: its weights do not fit config.model (different widths, depth "
                          f"or layers): {err}; model_config there: {model_cfg}") from None
-    missing = report.fresh if whole else [p for p in report.fresh if "/backbone/" in f"/{p}"]
+    missing = report.fresh if whole else [p for p in report.fresh if has_prefix(p.split("/", 1)[1], target.encoder)]
     if missing:
         raise ValueError(f"config.init={config.init}: its weights do not fit config.model: no {missing[0]} there; "
                          f"model_config there: {model_cfg}")

@@ -93,7 +93,11 @@ def _export(args: argparse.Namespace, source: Path, destination: Path) -> str:
         bare=args.bare_state_dict,
         source=str(source),
     )
-    return f"wrote {destination} (PyTorch UNet3D state_dict, base width {model_config.get('base_width', 32)})"
+    variant = model_config.get("variant", "pytorch")
+    load_as = "" if variant == "pytorch" else (" (in PyTorch: UNet3D with nn.BatchNorm3d(eps=1e-3, momentum=0.01) for "
+                                               "ContBatchNorm3d, in eval mode)")
+    return (f"wrote {destination} (PyTorch UNet3D state_dict, {variant} variant{load_as}, base width "
+            f"{model_config.get('base_width', 32)})")
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> int:

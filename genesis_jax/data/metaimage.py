@@ -130,9 +130,10 @@ def write_metaimage(path: str | os.PathLike, array: np.ndarray, spacing: Sequenc
         "BinaryData = True",
         "BinaryDataByteOrderMSB = False",
         "CompressedData = False",
-        "TransformMatrix = " + " ".join(f"{v:g}" for v in direction.T.ravel()),
-        "Offset = " + " ".join(f"{v:g}" for v in origin),
-        "ElementSpacing = " + " ".join(f"{v:g}" for v in spacing),
+        # repr: the shortest text that reads back as the same double, so a written grid is the grid given
+        "TransformMatrix = " + " ".join(repr(float(v)) for v in direction.T.ravel()),
+        "Offset = " + " ".join(repr(float(v)) for v in origin),
+        "ElementSpacing = " + " ".join(repr(float(v)) for v in spacing),
         "DimSize = " + " ".join(str(s) for s in array.shape),
         f"ElementType = {types[array.dtype]}",
         f"ElementDataFile = {'LOCAL' if single else path.with_suffix('.raw').name}",

@@ -118,10 +118,9 @@ def _write_phantoms(data_config, directory: Path) -> dict[str, list[tuple[str, s
 
 
 def _sample_inputs(data_config) -> dict[str, list[tuple[str, str]]]:
-    from genesis_jax.data.samples import fetch_samples
+    from genesis_jax.data.samples import sample_info
 
-    info = fetch_samples()
-    return {split: [(name, info[name]["image"]) for name, _ in split_scans(data_config, split)]
+    return {split: [(name, sample_info(name)["image"]) for name, _ in split_scans(data_config, split)]
             for split in ("train", "validation", "test") if data_config.samples.get(split)}
 
 

@@ -1,4 +1,4 @@
-"""Volume readers: NIfTI, MetaImage (.mhd/.mha) and DICOM series to one canonical orientation, with spacing.
+"""Volume readers: NIfTI, MetaImage (.mhd/.mha), NRRD and DICOM series to one canonical orientation, with spacing.
 
 Every volume leaves this module as a ``Volume`` whose array axes are (x, y, z) in nibabel's closest-canonical RAS+
 orientation (index x grows towards the patient's right, y towards anterior, z towards superior) with a 4x4 voxel-to-world (RAS, mm) affine. One orientation for every source means a cube, a label and a
@@ -24,11 +24,12 @@ import numpy as np
 from genesis_jax.data.dicom import read_dicom_series
 from genesis_jax.data.errors import VolumeError
 from genesis_jax.data.metaimage import read_metaimage
+from genesis_jax.data.nrrd import read_nrrd
 from genesis_jax.runtime import available_host_memory
 
 log = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".img", ".hdr")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mhd", ".mha", ".nrrd", ".img", ".hdr")
 
 
 @dataclasses.dataclass
@@ -195,7 +196,7 @@ def _integer_label(array: np.ndarray, path: str | Path) -> np.ndarray:
 
 def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "image",
                 canonical: bool = True) -> Volume:
-    """Read a NIfTI file, a MetaImage (.mhd/.mha) or a DICOM series directory as a canonical ``Volume``.
+    """Read a NIfTI file, a MetaImage (.mhd/.mha), an NRRD file or a DICOM series directory as a canonical ``Volume``.
 
     kind='image' gives float32 (HU for CT) and rejects NaN/Inf; kind='label' gives uint8/int32 class ids.
     """
@@ -208,6 +209,8 @@ def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "i
         name = path.name.lower()
         if name.endswith((".mhd", ".mha")):
             array, affine = read_metaimage(path)
+        elif name.endswith(".nrrd"):
+            array, affine = read_nrrd(path)
         elif name.endswith((".nii", ".nii.gz", ".img", ".hdr")):
             array, affine = _read_nifti(path)
         else:
@@ -238,8 +241,6 @@ def resample(volume: Volume, target_spacing: tuple[float, float, float], *, orde
 
     The field of view is kept (voxel edges aligned); the affine is updated to the new grid.
     """
-    from scipy import ndimage
-
     target = np.asarray(target_spacing, dtype=np.float64)
     if target.shape != (3,) or np.any(target <= 0):
         raise ValueError(f"target_spacing must be 3 positive numbers, got {target_spacing}")
@@ -251,9 +252,25 @@ def resample(volume: Volume, target_spacing: tuple[float, float, float], *, orde
     zoom = out_shape / in_shape
     if order is None:
         order = 1 if volume.array.dtype.kind == "f" else 0
-    array = ndimage.zoom(volume.array, zoom, order=order, mode="nearest", grid_mode=True)
+    array = zoom_to_shape(volume.array, tuple(out_shape), order=order)
     affine = volume.affine.copy()
     # Grid-mode zoom maps voxel edges onto voxel edges: new voxel i sits at old coordinate (i + 0.5) / zoom - 0.5.
     affine[:3, 3] = volume.affine[:3, :3] @ (0.5 / zoom - 0.5) + volume.affine[:3, 3]
     affine[:3, :3] = volume.affine[:3, :3] / zoom
     return Volume(array.astype(volume.array.dtype, copy=False), spacing_from_affine(affine), affine, volume.path)
+
+
+def zoom_to_shape(array: np.ndarray, shape: tuple[int, ...], *, order: int) -> np.ndarray:
+    """Resample the first len(shape) axes of ``array`` to exactly ``shape`` over the same field of view (voxel
+    edges aligned, as :func:`resample`; trailing axes, e.g. channels, kept): the way back from a resampled grid to
+    the original one is ``zoom_to_shape(x, original_shape)``."""
+    from scipy import ndimage
+
+    spatial = len(shape)
+    zoom = [s / a for s, a in zip(shape, array.shape[:spatial])] + [1.0] * (array.ndim - spatial)
+    if all(z == 1.0 for z in zoom):
+        return array
+    out = ndimage.zoom(array, zoom, order=order, mode="nearest", grid_mode=True)
+    if out.shape[:spatial] != tuple(shape):  # scipy rounds input_shape * zoom; this is the exact ratio
+        raise AssertionError(f"zoom_to_shape: got {out.shape[:spatial]}, wanted {tuple(shape)}")
+    return out

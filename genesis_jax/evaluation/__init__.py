@@ -1,7 +1,8 @@
 """Evaluation: segmentation and classification metrics (Dice, IoU, the published Keras mean IoU, ROC AUC, HD95)
 (``metrics``), sliding-window inference over whole volumes (``sliding_window``), test-set evaluation of arrays and
 volumes (``evaluate``), a fine-tuning config's test set (``test_set``: what ``finetune`` and ``genesis-jax evaluate``
-report) and overlay PNGs (``overlays``). Knows nothing of training."""
+report), overlay PNGs (``overlays``) and label maps of new, unlabelled scans on their own grid (``predict``: what
+``genesis-jax predict`` writes). Knows nothing of training."""
 
 from genesis_jax.evaluation.metrics import (
     MEAN_IOU_THRESHOLDS,

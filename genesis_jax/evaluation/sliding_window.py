@@ -8,6 +8,11 @@ importance (Gaussian, centre-weighted as in nnU-Net, or constant) and adds it in
 The result is the weighted average: a probability map on the volume's own grid, so it can be written with the
 input's affine (:func:`save_nifti`). The jitted function is compiled once per volume shape and reused.
 
+Test-time mirroring (``mirror_axes``, nnU-Net's "mirroring"): every window is also predicted flipped along each
+combination of those axes, flipped back, and the predictions averaged (2^n network calls per window).
+Progress (``progress=`` a callback): the same scan runs in at most 50 chunks of batches, one jitted call each with
+the accumulators donated back to the device, so a caller can show windows done and an ETA; the result is the same.
+
 Networks whose BatchNorm always uses batch statistics (the ``pytorch`` Genesis variant, as published) depend on
 the other windows of the batch; the last batch is filled with repeats of real windows (given zero weight) so the
 statistics stay those of real data.
@@ -43,9 +48,15 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
+IMPORTANCE_FLOOR = 1e-6  # the least weight of a window voxel; see gaussian_importance
+PROGRESS_STEPS = 50  # with a progress callback, a volume's windows run in at most this many jitted calls
+
+
 def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np.ndarray:
     """Centre-weighted blending map: a Gaussian with sigma = ``sigma_scale`` * window per axis, scaled to a maximum
-    of 1, with its zeros lifted to the smallest positive value (so every voxel keeps a weight)."""
+    of 1, with values below ``IMPORTANCE_FLOOR`` raised to it. The floor matters: a 64x64x32 window's corners weigh
+    exp(-23) ~ 1e-10, below the accumulator's guard against division by zero (1e-8), so a voxel covered only by
+    window corners (a volume's corners) came out with its probability scaled down ~100-fold before."""
     grids = np.meshgrid(*[np.arange(w, dtype=np.float64) for w in window], indexing="ij")
     exponent = np.zeros(tuple(window))
     for grid, w in zip(grids, window):
@@ -53,8 +64,7 @@ def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> np
         exponent += ((grid - centre) / sigma) ** 2
     g = np.exp(-0.5 * exponent)
     g /= g.max()
-    g[g == 0] = g[g > 0].min()
-    return g.astype(np.float32)
+    return np.maximum(g, IMPORTANCE_FLOOR).astype(np.float32)
 
 
 class SlidingWindow:
@@ -69,6 +79,7 @@ class SlidingWindow:
       blend: 'gaussian' (centre-weighted) or 'constant' (plain average).
       pad_value: value used to pad a volume smaller than the window (0 = air after the [0, 1] CT normalisation).
       num_classes: K, the channels ``predict_fn`` returns.
+      mirror_axes: spatial axes to mirror at test time (e.g. (0, 1, 2)); () = off.
     """
 
     def __init__(
@@ -81,6 +92,7 @@ class SlidingWindow:
         pad_value: float = 0.0,
         num_classes: int = 1,
         sigma_scale: float = 0.125,
+        mirror_axes: Sequence[int] = (),
     ):
         if blend not in ("gaussian", "constant"):
             raise ValueError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
@@ -94,47 +106,104 @@ class SlidingWindow:
         self.importance = (
             gaussian_importance(self.window, sigma_scale) if blend == "gaussian" else np.ones(self.window, np.float32)
         )
+        self.mirror_axes = tuple(sorted({int(a) for a in mirror_axes}))
+        if any(not 0 <= a < len(self.window) for a in self.mirror_axes):
+            raise ValueError(f"mirror_axes {tuple(mirror_axes)} must be spatial axes of the {len(self.window)}D window")
         self._predict_fn = predict_fn
         self._jitted = jax.jit(self._accumulate)
+        self._chunk = jax.jit(self._accumulate_batches, donate_argnums=(2,))
+        self._finish = jax.jit(lambda carry: carry[0] / jnp.maximum(carry[1], 1e-8))
         window_starts(max(self.window), max(self.window), self.overlap)  # validates the overlap early
 
-    def _accumulate(self, variables: Any, volume: jax.Array, starts: jax.Array, valid: jax.Array) -> jax.Array:
-        """volume (*spatial, C); starts (n_batches, B, ndim) int32; valid (n_batches, B) float32 -> (*spatial, K)."""
+    def _predict_mirrored(self, variables: Any, windows: jax.Array) -> jax.Array:
+        """``predict_fn`` on the windows, averaged over every flip combination of ``mirror_axes`` (flipped back)."""
+        combos = itertools.chain.from_iterable(
+            itertools.combinations(self.mirror_axes, n) for n in range(len(self.mirror_axes) + 1))
+        total = None
+        for axes in combos:
+            batch_axes = tuple(a + 1 for a in axes)  # axis 0 is the batch
+            flipped = jnp.flip(windows, batch_axes) if axes else windows
+            probs = self._predict_fn(variables, flipped).astype(jnp.float32)
+            probs = jnp.flip(probs, batch_axes) if axes else probs
+            total = probs if total is None else total + probs
+        return total / (2 ** len(self.mirror_axes))
+
+    def _add_batch(self, variables: Any, volume: jax.Array, carry: tuple[jax.Array, jax.Array],
+                   batch: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """Add one batch of windows (starts (B, ndim) int32, valid (B,)) into (accumulator, weight)."""
         ndim = len(self.window)
         channels = volume.shape[-1]
         importance = jnp.asarray(self.importance)[..., None]
         zero = jnp.zeros((), jnp.int32)
+        batch_starts, batch_valid = batch
 
         def extract(start):
             return jax.lax.dynamic_slice(volume, (*start, zero), (*self.window, channels))
 
-        def body(carry, batch):
-            acc, weight = carry
-            batch_starts, batch_valid = batch
-            windows = jax.vmap(extract)(batch_starts)
-            probs = self._predict_fn(variables, windows).astype(jnp.float32)
-            if probs.shape != (*windows.shape[:-1], self.num_classes):
-                raise ValueError(
-                    f"predict_fn returned shape {probs.shape} for windows {windows.shape}; expected "
-                    f"{(*windows.shape[:-1], self.num_classes)} (num_classes={self.num_classes})"
-                )
-            w = importance[None] * batch_valid.reshape((-1,) + (1,) * (ndim + 1))
-            probs = probs * w
+        windows = jax.vmap(extract)(batch_starts)
+        probs = self._predict_mirrored(variables, windows)
+        if probs.shape != (*windows.shape[:-1], self.num_classes):
+            raise ValueError(
+                f"predict_fn returned shape {probs.shape} for windows {windows.shape}; expected "
+                f"{(*windows.shape[:-1], self.num_classes)} (num_classes={self.num_classes})"
+            )
+        w = importance[None] * batch_valid.reshape((-1,) + (1,) * (ndim + 1))
+        probs = probs * w
 
-            def add(i, state):
-                a, wt = state
-                origin = (*batch_starts[i], zero)
-                window = jax.lax.dynamic_slice(a, origin, probs.shape[1:])
-                a = jax.lax.dynamic_update_slice(a, window + probs[i], origin)
-                wt = jax.lax.dynamic_update_slice(wt, jax.lax.dynamic_slice(wt, origin, w.shape[1:]) + w[i], origin)
-                return a, wt
+        def add(i, state):
+            a, wt = state
+            origin = (*batch_starts[i], zero)
+            window = jax.lax.dynamic_slice(a, origin, probs.shape[1:])
+            a = jax.lax.dynamic_update_slice(a, window + probs[i], origin)
+            wt = jax.lax.dynamic_update_slice(wt, jax.lax.dynamic_slice(wt, origin, w.shape[1:]) + w[i], origin)
+            return a, wt
 
-            return jax.lax.fori_loop(0, batch_starts.shape[0], add, (acc, weight)), None
+        return jax.lax.fori_loop(0, batch_starts.shape[0], add, carry)
 
-        acc0 = jnp.zeros((*volume.shape[:-1], self.num_classes), jnp.float32)
-        weight0 = jnp.zeros((*volume.shape[:-1], 1), jnp.float32)
-        (acc, weight), _ = jax.lax.scan(body, (acc0, weight0), (starts, valid))
+    def _zeros(self, volume: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return (jnp.zeros((*volume.shape[:-1], self.num_classes), jnp.float32),
+                jnp.zeros((*volume.shape[:-1], 1), jnp.float32))
+
+    def _accumulate_batches(self, variables: Any, volume: jax.Array, carry: tuple[jax.Array, jax.Array],
+                            starts: jax.Array, valid: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        """Scan batches of windows (starts (n, B, ndim), valid (n, B)) into ``carry``; also returns one of its voxels,
+        a small value to wait for."""
+
+        def body(c, batch):
+            return self._add_batch(variables, volume, c, batch), None
+
+        carry, _ = jax.lax.scan(body, carry, (starts, valid))
+        return carry, carry[1][(0,) * carry[1].ndim]
+
+    def _accumulate(self, variables: Any, volume: jax.Array, starts: jax.Array, valid: jax.Array) -> jax.Array:
+        """volume (*spatial, C); starts (n_batches, B, ndim) int32; valid (n_batches, B) float32 -> (*spatial, K)."""
+        (acc, weight), _ = self._accumulate_batches(variables, volume, self._zeros(volume), starts, valid)
         return acc / jnp.maximum(weight, 1e-8)
+
+    def _accumulate_in_chunks(self, variables: Any, volume: jax.Array, starts: np.ndarray, valid: np.ndarray,
+                              progress: Callable[[int], None]) -> jax.Array:
+        """The same scan in at most ``PROGRESS_STEPS`` chunks of equal length (the last filled with zero-weight
+        windows), one jitted call each, ``progress(real windows)`` after each."""
+        per_chunk = -(-len(starts) // PROGRESS_STEPS)
+        fill = -len(starts) % per_chunk
+        starts = np.concatenate([starts, np.repeat(starts[:1], fill, axis=0)])
+        valid = np.concatenate([valid, np.zeros((fill, *valid.shape[1:]), valid.dtype)])
+        carry = jax.jit(self._zeros)(volume)
+        pending: tuple[jax.Array, int] | None = None
+        for i in range(0, len(starts), per_chunk):
+            chunk_valid = valid[i: i + per_chunk]
+            carry, token = self._chunk(variables, volume, carry, jnp.asarray(starts[i: i + per_chunk]),
+                                       jnp.asarray(chunk_valid))
+            # One chunk stays queued while the one before is waited for: the device never idles for the host, and
+            # the progress (and its ETA) follows the device rather than the dispatch.
+            done, pending = pending, (token, int(chunk_valid.sum()))
+            if done is not None:
+                done[0].block_until_ready()
+                progress(done[1])
+        if pending is not None:
+            pending[0].block_until_ready()
+            progress(pending[1])
+        return self._finish(carry)
 
     def plan(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
         """(padded shape, window origins (n_batches, B, ndim), validity (n_batches, B)) for a volume shape."""
@@ -156,8 +225,14 @@ class SlidingWindow:
         starts = np.asarray(origins, np.int32).reshape(n_batches, self.batch_size, len(self.window))
         return padded, starts, valid.reshape(n_batches, self.batch_size)
 
-    def __call__(self, variables: Any, volume: np.ndarray | jax.Array) -> np.ndarray:
-        """Probability map (*spatial, K) for ``volume`` of shape (*spatial) or (*spatial, C)."""
+    def num_windows(self, spatial_shape: Sequence[int]) -> int:
+        """How many windows (network inputs, before mirroring) cover a volume of this spatial shape."""
+        return int(self.plan(spatial_shape)[2].sum())
+
+    def __call__(self, variables: Any, volume: np.ndarray | jax.Array,
+                 progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Probability map (*spatial, K) for ``volume`` of shape (*spatial) or (*spatial, C). ``progress``, when
+        given, is called with the number of windows done after each batch (the volume then runs batch by batch)."""
         volume = jnp.asarray(volume, jnp.float32)
         if volume.ndim == len(self.window):
             volume = volume[..., None]
@@ -171,7 +246,10 @@ class SlidingWindow:
         if padded != spatial:
             pads = [(0, p - s) for p, s in zip(padded, spatial)] + [(0, 0)]
             volume = jnp.pad(volume, pads, constant_values=self.pad_value)
-        probs = self._jitted(variables, volume, jnp.asarray(starts), jnp.asarray(valid))
+        if progress is None:
+            probs = self._jitted(variables, volume, jnp.asarray(starts), jnp.asarray(valid))
+        else:
+            probs = self._accumulate_in_chunks(variables, volume, starts, valid, progress)
         crop = tuple(slice(0, s) for s in spatial)
         return np.asarray(probs[crop])
 

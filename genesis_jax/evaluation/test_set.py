@@ -1,6 +1,6 @@
-"""A fine-tuning config's test set, evaluated: the evaluation network of ``config.eval`` (for UNet++ its pruning
-level and mode) over the test volumes of :class:`~genesis_jax.data.task_data.TaskData` by sliding window, or over
-its test crops / candidates. Fine-tuning (after training) and ``genesis-jax evaluate`` call
+"""A fine-tuning config's test set, evaluated: the evaluation network of ``config.eval`` (as the network's spec
+builds it, e.g. UNet++'s pruning level and mode) over the test volumes of
+:class:`~genesis_jax.data.task_data.TaskData` by sliding window, or over its test crops / candidates. Fine-tuning (after training) and ``genesis-jax evaluate`` call
 :func:`evaluate_test_set`; the metrics themselves are :mod:`genesis_jax.evaluation.evaluate`'s.
 """
 
@@ -13,18 +13,13 @@ import ml_collections
 from genesis_jax.data.task_data import TaskData
 from genesis_jax.evaluation.evaluate import evaluate_classification, evaluate_segmentation_arrays, evaluate_volumes
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
-from genesis_jax.models import build_model
+from genesis_jax.models import build_model, contract
 
 
 def eval_model_config(model_config: dict[str, Any], eval_config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The network used for evaluation: for UNet++, ``eval.prune_level`` (L1..L4) and ``eval.mode`` apply; the
-    pruned network is a sub-graph with the same parameter names, so the trained variables serve it unchanged."""
-    cfg = dict(model_config)
-    if cfg.get("name") == "unetpp":
-        if eval_config.get("prune_level") is not None:
-            cfg["prune_level"] = int(eval_config.prune_level)
-        cfg["mode"] = eval_config.get("mode") or cfg.get("mode", "accurate")
-    return cfg
+    """The network used for evaluation, as its spec derives it from ``config.eval`` (UNet++: ``eval.prune_level``
+    and ``eval.mode``); it runs the trained variables unchanged."""
+    return contract(model_config).evaluation_config(eval_config)
 
 
 def evaluate_test_set(
@@ -34,8 +29,8 @@ def evaluate_test_set(
     data: TaskData,
     keep_probabilities: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``variables`` on the test set of ``data`` with the evaluation network of ``config.eval`` (for UNet++
-    its pruning level and mode). With ``keep_probabilities`` segmentation results carry 'probabilities' per volume."""
+    """Evaluate ``variables`` on the test set of ``data`` with the evaluation network of ``config.eval`` (its spec's
+    evaluation config). With ``keep_probabilities`` segmentation results carry 'probabilities' per volume."""
     model = build_model(eval_model_config(model_config, config.eval))
     predict = model.apply
     batch = int(config.eval.batch_size)

@@ -7,10 +7,19 @@ become (kD, kH, kW, I, O) flipped along the three spatial axes (PyTorch's transp
 its correlation, Flax's ``ConvTranspose`` with ``transpose_kernel=False`` is not); BatchNorm weight/bias/running
 statistics become scale/bias and batch_stats mean/var (``num_batches_tracked`` is ignored on import and written
 as 0 on export). torch is imported only when a .pt file is read or written.
+
+Both variants export. A 'keras'-variant U-Net (what the fine-tuning configs train) up-samples by nearest neighbour
+without weights; its file gets the UNet3D layout with each ``up_conv`` set to the transposed convolution that IS
+nearest-neighbour up-sampling (identity channel map on every 2x2x2 tap, zero bias), and the checkpoint dict records
+``'genesis_jax': {'variant': 'keras', 'batchnorm': {...}}``: in PyTorch, build UNet3D with ``nn.BatchNorm3d(c,
+eps=1e-3, momentum=0.01)`` in place of ``ContBatchNorm3d`` and call ``model.eval()`` (the Keras inference: running
+statistics), and ``load_state_dict(checkpoint['state_dict'])`` reproduces the Flax outputs. Reading such a file back
+gives the 'keras' variant again (its up-convolutions checked to be nearest-neighbour).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 from pathlib import Path
@@ -28,6 +37,7 @@ from genesis_jax.interop.mapping import (
     gather,
     variable_slots,
 )
+from genesis_jax.models.unet import BATCHNORM_SETTINGS
 from genesis_jax.workdir import write_file_atomically
 
 INSTALL_HINT = "pip install 'genesis-jax[torch]'"
@@ -35,6 +45,24 @@ DATA_PARALLEL_PREFIX = "module."
 _FIRST_CONV = "down_tr64.ops.0.conv1.weight"
 _HEAD_CONV = "out_tr.final_conv.weight"
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+RECORD_KEY = "genesis_jax"  # the checkpoint dict's entry saying which variant the file holds (keras exports)
+
+
+def variant_record(variant: str) -> dict[str, Any]:
+    """What a .pt of ``variant`` records about the network PyTorch must build to reproduce it."""
+    _, momentum, epsilon = BATCHNORM_SETTINGS[variant]
+    statistics = "batch" if variant == "pytorch" else "running"
+    return {"variant": variant, "batchnorm": {"eps": epsilon, "momentum": round(1.0 - momentum, 6),
+                                              "statistics_at_inference": statistics},
+            "up_conv": "learned" if variant == "pytorch" else "nearest-neighbour (fixed identity taps)"}
+
+
+def _nearest_up(slot: Slot) -> np.ndarray:
+    """The Flax value of an up-sampling slot that makes the transposed convolution nearest-neighbour up-sampling."""
+    if slot.leaf == "bias":
+        return np.zeros(slot.shape, np.float32)
+    fan_in, fan_out = slot.shape[-2:]
+    return np.broadcast_to(np.eye(fan_in, fan_out, dtype=np.float32), slot.shape).copy()
 
 
 def import_torch() -> Any:
@@ -189,11 +217,14 @@ def read_pytorch(path: str | Path, num_classes: int | None = None) -> tuple[dict
     """
     torch = import_torch()
     path = Path(path).expanduser()
-    state, info = _state_dict(_load(path), path)
+    checkpoint = _load(path)
+    state, info = _state_dict(checkpoint, path)
     layout = _layout(state, path, num_classes)
     slots = variable_slots(layout)
     names = {published_name(slot): slot for slot in slots}
     _check_keys(state, names, path, layout)
+    record = checkpoint.get(RECORD_KEY) if isinstance(checkpoint, Mapping) else None
+    keras = isinstance(record, Mapping) and record.get("variant") == "keras"
     arrays = {}
     for name, slot in names.items():
         original = state[name]
@@ -203,6 +234,14 @@ def read_pytorch(path: str | Path, num_classes: int | None = None) -> tuple[dict
                             str(original.dtype).removeprefix("torch."))
         arrays[slot] = _to_flax(slot, tensor.numpy())
     metadata = {"source": str(path.resolve()), "source_format": "pytorch", **info}
+    if keras:  # a keras-variant export: its up-convolutions must be the nearest-neighbour ones, then dropped
+        for slot in slots:
+            if slot.is_transposed_conv and not np.array_equal(arrays[slot], _nearest_up(slot)):
+                raise InteropError(f"{path}: records the 'keras' variant, but {published_name(slot)!r} is not a "
+                                   "nearest-neighbour up-sampling")
+        layout = dataclasses.replace(layout, variant="keras")
+        slots = variable_slots(layout)
+        metadata["exported_variant"] = "keras"
     return assemble(slots, arrays), layout.model_config(), metadata
 
 
@@ -216,23 +255,24 @@ def write_pytorch(
     bare: bool = False,
     source: str | None = None,
 ) -> Path:
-    """Write the variables of a 'pytorch'-variant Genesis U-Net as a state_dict that the published UNet3D loads.
+    """Write the variables of a Genesis U-Net as a state_dict in the published UNet3D's layout.
 
     By default the file is ``{'epoch': epoch, 'state_dict': ...}`` like the published checkpoint, keys without
     the ``module.`` prefix (``module_prefix=True`` adds it, as a DataParallel model saves); ``bare=True`` writes
-    the state_dict alone. ``source`` names where the variables came from in error messages.
+    the state_dict alone. ``source`` names where the variables came from in error messages. A 'keras'-variant
+    network is written with nearest-neighbour up-convolutions and its variant record (see the module docstring);
+    it needs the checkpoint dict, so ``bare`` is refused for it.
     """
     torch = import_torch()
     path = Path(path).expanduser()
     source = source or str(path)
     layout = UNetLayout.from_model_config(model_config, source)
-    if layout.variant != "pytorch":
-        raise InteropError(
-            f"{source}: a {layout.variant!r}-variant U-Net up-samples without weights; the published PyTorch "
-            "UNet3D needs the 'pytorch' variant (transposed-convolution decoder)"
-        )
-    slots = variable_slots(layout)
-    arrays = gather(variables, slots, source)
+    if layout.variant != "pytorch" and bare:
+        raise InteropError(f"{source}: a {layout.variant!r}-variant U-Net needs the checkpoint dict's variant record "
+                           "(its BatchNorm differs from the published UNet3D's); export it without --bare-state-dict")
+    arrays = gather(variables, variable_slots(layout), source)
+    slots = variable_slots(dataclasses.replace(layout, variant="pytorch"))  # the UNet3D layout, up_conv included
+    arrays.update({slot: _nearest_up(slot) for slot in slots if slot.is_transposed_conv and slot not in arrays})
     prefix = DATA_PARALLEL_PREFIX if module_prefix else ""
     state: dict[str, Any] = {}
     for slot in slots:
@@ -240,8 +280,11 @@ def write_pytorch(
         state[prefix + name] = torch.from_numpy(_to_torch(slot, np.asarray(arrays[slot], np.float32)).copy())
         if slot.leaf == "var":  # BatchNorm's last buffer; UNet3D's strict load_state_dict expects it
             state[prefix + name.replace("running_var", "num_batches_tracked")] = torch.tensor(0, dtype=torch.long)
+    checkpoint = {"epoch": int(epoch), "state_dict": state}
+    if layout.variant != "pytorch":
+        checkpoint[RECORD_KEY] = variant_record(layout.variant)
     # Serialised in memory first: torch.save on a full disk fails with an opaque zip-writer message; the bytes then
     # go through a temporary file renamed into place, so a failure or a kill leaves nothing at ``path``.
     buffer = io.BytesIO()
-    torch.save(state if bare else {"epoch": int(epoch), "state_dict": state}, buffer)
+    torch.save(state if bare else checkpoint, buffer)
     return write_file_atomically(path, buffer.getbuffer())

@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genesis_jax.models.unet import GenesisUNet, apply_activation
+from genesis_jax.models.spec import NetworkSpec
+from genesis_jax.models.unet import PUBLISHED_VARIANTS, GenesisUNet, apply_activation, encoder_prefixes
 
 
 class ClassificationHead(nn.Module):
@@ -46,3 +47,25 @@ class GenesisClassifier(nn.Module):
         return ClassificationHead(self.num_classes, self.hidden, self.activation, self.backbone.dtype, name="head")(
             features
         )
+
+
+def build_classifier(cfg: dict[str, Any]) -> GenesisClassifier:
+    """The classifier of a model config: the head's fields (num_classes, hidden, activation), the rest the backbone's."""
+    cfg = dict(cfg)
+    head = {k: cfg.pop(k) for k in ("num_classes", "hidden", "activation") if k in cfg}
+    return GenesisClassifier(backbone=GenesisUNet(**cfg, name="backbone"), **head)
+
+
+SPEC = NetworkSpec(
+    name="genesis_classifier",
+    build=build_classifier,
+    task="classification",
+    tiny_config={"name": "genesis_classifier", "variant": "keras", "ndim": 3, "base_width": 2, "depth": 2,
+                 "num_classes": 1, "hidden": 8},
+    input_divisor=lambda m: m.backbone.pooling_factor,
+    encoder_prefixes=lambda m: encoder_prefixes(m.backbone, "backbone/"),
+    stem_prefixes=lambda m: ("backbone/encoder_0/conv_0",),
+    head_prefixes=lambda m: ("head",),
+    variant_field="variant",
+    published_variants=PUBLISHED_VARIANTS,
+)

@@ -25,12 +25,13 @@ import jax.numpy as jnp
 
 from genesis_jax.models.initializers import kernel_initializer
 from genesis_jax.models.layers import BatchNorm, check_input, conv, conv_transpose_2x, max_pool, upsample_nearest
+from genesis_jax.models.spec import NetworkSpec
 
 Variant = Literal["pytorch", "keras"]
 Output = Literal["prediction", "bottleneck", "features"]
 
 # Published BatchNorm settings per variant: (mode, momentum of the running average, epsilon).
-_BN_SETTINGS = {"pytorch": ("batch", 0.9, 1e-5), "keras": ("standard", 0.99, 1e-3)}
+BATCHNORM_SETTINGS = {"pytorch": ("batch", 0.9, 1e-5), "keras": ("standard", 0.99, 1e-3)}
 
 
 def apply_activation(logits: jax.Array, activation: str | None) -> jax.Array:
@@ -116,7 +117,7 @@ class GenesisUNet(nn.Module):
         return self.kernel_init or ("pytorch" if self.variant == "pytorch" else "glorot_uniform")
 
     def _level(self, features: tuple[int, int], name: str, upsample: str | None = None) -> UNetLevel:
-        mode, momentum, epsilon = _BN_SETTINGS[self.variant]
+        mode, momentum, epsilon = BATCHNORM_SETTINGS[self.variant]
         return UNetLevel(
             features, self.ndim, mode, momentum, epsilon, self._init_name, upsample, self.dtype, self.conv_impl, name=name
         )
@@ -129,7 +130,7 @@ class GenesisUNet(nn.Module):
         output='bottleneck': only the encoder runs; returns the deepest features (N, *spatial/2^(depth-1), 16w).
         output='features': a dict with 'bottleneck', 'decoder' (last decoder features, 2w channels) and 'prediction'.
         """
-        if self.variant not in _BN_SETTINGS:
+        if self.variant not in BATCHNORM_SETTINGS:
             raise ValueError(f"GenesisUNet: unknown variant {self.variant!r}; choose 'pytorch' or 'keras'")
         check_input(
             x, ndim=self.ndim, in_channels=self.in_channels, divisor=self.pooling_factor, model="GenesisUNet"
@@ -156,3 +157,28 @@ class GenesisUNet(nn.Module):
         if output == "features":
             return {"bottleneck": bottleneck, "decoder": decoder_features, "prediction": prediction}
         return prediction
+
+
+def encoder_prefixes(model: GenesisUNet, under: str = "") -> tuple[str, ...]:
+    """The encoder levels ``encoder_0..encoder_{depth-1}`` (``under`` names an enclosing module, e.g. 'backbone/')."""
+    return tuple(f"{under}encoder_{d}" for d in range(model.depth))
+
+
+PUBLISHED_VARIANTS = {
+    "pytorch": "Genesis_Chest_CT.pt (the published PyTorch UNet3D; genesis-jax convert reads and writes it)",
+    "keras": "Genesis_Chest_CT.h5 (the published Keras model; exported to .pt with nearest-neighbour up-convolutions)",
+}
+
+SPEC = NetworkSpec(
+    name="genesis_unet",
+    build=lambda cfg: GenesisUNet(**cfg),
+    task="segmentation",
+    tiny_config={"name": "genesis_unet", "variant": "keras", "ndim": 3, "base_width": 2, "depth": 2},
+    input_divisor=lambda m: m.pooling_factor,
+    encoder_prefixes=encoder_prefixes,
+    stem_prefixes=lambda m: ("encoder_0/conv_0",),
+    head_prefixes=lambda m: ("head",),
+    encoder_apply_kwargs={"output": "bottleneck"},
+    variant_field="variant",
+    published_variants=PUBLISHED_VARIANTS,
+)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from genesis_jax.models.initializers import kernel_initializer
 from genesis_jax.models.layers import BatchNorm, check_input, conv, conv_transpose_2x, max_pool
+from genesis_jax.models.spec import NetworkSpec
 from genesis_jax.models.unet import apply_activation
 
 Mode = Literal["accurate", "fast"]
@@ -96,9 +97,12 @@ class UNetPlusPlus(nn.Module):
         return tuple(range(1, self.depth + 1)) if self.deep_supervision else (self.depth,)
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False, return_all_heads: bool = False) -> Any:
+    def __call__(
+        self, x: jax.Array, train: bool = False, return_all_heads: bool = False, output: str = "prediction"
+    ) -> Any:
         """Returns the activated prediction; with ``return_all_heads`` a list of every head's output
-        (shallow to deep), which is what the deep-supervision loss sums over."""
+        (shallow to deep), which is what the deep-supervision loss sums over. ``output='bottleneck'`` runs only
+        the encoder column X^{i,0} and returns its deepest node."""
         level = self.level
         check_input(x, ndim=self.ndim, in_channels=self.in_channels, divisor=2**level, model="UNetPlusPlus")
         if self.norm not in (None, "batch"):
@@ -118,13 +122,16 @@ class UNetPlusPlus(nn.Module):
         for i_enc in range(level + 1):
             inp = x if i_enc == 0 else max_pool(nodes[(i_enc - 1, 0)], self.ndim)
             nodes[(i_enc, 0)] = block(i_enc, 0)(inp, train)
-            for j in range(1, i_enc + 1):
+            last_column = 0 if output == "bottleneck" else i_enc  # the encoder alone: column 0 only
+            for j in range(1, last_column + 1):
                 i = i_enc - j
                 up = conv_transpose_2x(
                     widths[i], self.ndim, f"up_{i}_{j}", self.dtype, kernel_init=kernel_initializer(self.kernel_init)
                 )(nodes[(i + 1, j - 1)])
                 nodes[(i, j)] = block(i, j)(jnp.concatenate([up] + [nodes[(i, k)] for k in range(j)], axis=-1), train)
 
+        if output == "bottleneck":
+            return nodes[(level, 0)]
         heads = []
         for j in self.head_columns:
             head = conv(self.num_classes, self.ndim, 1, f"head_{j}", self.dtype, kernel_init=kernel_initializer(self.kernel_init))
@@ -136,3 +143,29 @@ class UNetPlusPlus(nn.Module):
         if self.mode == "fast":
             return heads[-1]
         raise ValueError(f"UNetPlusPlus: mode must be 'accurate' or 'fast', got {self.mode!r}")
+
+
+def evaluation_config(model_config: dict[str, Any], eval_config: Any) -> dict[str, Any]:
+    """The evaluated network: ``eval.prune_level`` (L1..L4) and ``eval.mode`` apply; the pruned network is a
+    sub-graph with the same parameter names, so the trained variables serve it unchanged."""
+    cfg = dict(model_config)
+    if eval_config.get("prune_level") is not None:
+        cfg["prune_level"] = int(eval_config.get("prune_level"))
+    cfg["mode"] = eval_config.get("mode") or cfg.get("mode", "accurate")
+    return cfg
+
+
+SPEC = NetworkSpec(
+    name="unetpp",
+    build=lambda cfg: UNetPlusPlus(**cfg),
+    task="segmentation",
+    tiny_config={"name": "unetpp", "ndim": 2, "base_width": 2, "depth": 2, "dropout": 0.0},
+    input_divisor=lambda m: 2**m.level,
+    encoder_prefixes=lambda m: tuple(f"X_{i}_0" for i in range(m.level + 1)),
+    stem_prefixes=lambda m: ("X_0_0/conv_0",),
+    head_prefixes=lambda m: tuple(f"head_{j}" for j in m.head_columns),
+    encoder_apply_kwargs={"output": "bottleneck"},
+    # the heads X^{0,1..depth} each scored against the target (only unpruned: a pruned network has one head)
+    deep_supervision=lambda m: {"return_all_heads": True} if m.deep_supervision and m.prune_level is None else None,
+    evaluation_config=evaluation_config,
+)

@@ -4,6 +4,7 @@ writes it, ``--init`` of pre-training, fine-tuning and active learning and ``gen
     <dir>/model_config.json     the ``config.model`` section that builds the network (genesis_jax.models)
     <dir>/variables/            orbax checkpoint of {'params': ..., 'batch_stats': ...} (numpy arrays)
     <dir>/metadata.json         free-form provenance (source file, converter, step, ...)
+    <dir>/adaptation.json       which parameters are encoder, stem and heads (``AdaptationRecord``), for ``--init``
 
 It is written beside the target and swapped into place (:func:`genesis_jax.workdir.replace_directory`), so a
 crash during a re-export leaves the old weights or the new ones; a reader takes no lock and gets one export whole
@@ -27,11 +28,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from genesis_jax.models.registry import adaptation_record
+from genesis_jax.models.spec import AdaptationRecord
 from genesis_jax.workdir import crash_point, is_disk_full, replace_directory, sibling_tmp_dir, \
     silence_background_threads
 
 MODEL_CONFIG_FILE = "model_config.json"
 METADATA_FILE = "metadata.json"
+ADAPTATION_FILE = "adaptation.json"
 VARIABLES_DIR = "variables"
 
 
@@ -71,6 +75,9 @@ def save_weights(
             (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True,
                                                             default=list))
             crash_point("export")
+            record = _record_of(model_config)
+            if record is not None:
+                (tmp / ADAPTATION_FILE).write_text(json.dumps(record.as_dict(), indent=2))
             (tmp / METADATA_FILE).write_text(json.dumps(dict(metadata or {}), indent=2, sort_keys=True, default=str))
             replace_directory(tmp, directory)
         if multi:
@@ -83,6 +90,31 @@ def save_weights(
             raise CheckpointError(f"no space left on {directory}: the weights were not exported (the previous "
                                   "ones, if any, are kept); free space and rerun") from None
         raise
+
+
+def _record_of(model_config: Mapping[str, Any]) -> AdaptationRecord | None:
+    """The adaptation record of a model config; None for a config that names no registered network (nothing can
+    build it, so nothing can transfer from it either)."""
+    try:
+        return adaptation_record(model_config)
+    except ValueError:
+        return None
+
+
+def init_adaptation_record(path: str | Path, model_config: Mapping[str, Any]) -> tuple[AdaptationRecord, str]:
+    """The record ``--init`` maps a source by: a weights directory's ``adaptation.json``, else (weights exported
+    before records existed, or a training workdir) the spec of ``model_config``'s network. Returns (record, where
+    it came from); a ValueError naming the path when neither exists."""
+    file = Path(path).expanduser() / ADAPTATION_FILE
+    if file.is_file():
+        try:
+            return AdaptationRecord.from_dict(_read_json(file), file), str(file)
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
+    try:
+        return adaptation_record(model_config), f"the {model_config.get('name')!r} network spec"
+    except ValueError as err:
+        raise CheckpointError(f"{path}: no {ADAPTATION_FILE} and its model config builds no network: {err}") from None
 
 
 def is_weights_dir(path: str | Path) -> bool:

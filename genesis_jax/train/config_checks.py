@@ -21,6 +21,7 @@ from genesis_jax.config_checks import (
 )
 from genesis_jax.config_loader import ConfigError
 from genesis_jax.models.initializers import KERNEL_INITIALIZERS
+from genesis_jax.models.registry import MODELS
 from genesis_jax.data.task_data import SAMPLING_MODES
 from genesis_jax.train.losses import LOSSES
 from genesis_jax.train.schedules import OPTIMIZERS, SCHEDULES
@@ -80,7 +81,10 @@ def validate_finetune_config(config: Any, *, data: bool = True, command: str = "
         validate_data_config(config.data)
 
 
-_CLASSIFIERS = ("genesis_classifier",)
+def _network_task(name: Any) -> str | None:
+    """'segmentation' or 'classification' as the network's spec declares it; None for an unknown name."""
+    spec = MODELS.get(name) if isinstance(name, str) else None
+    return None if spec is None else spec.task
 
 
 def check_weights_for_task(config: Any, model_config: dict[str, Any], metadata: dict[str, Any], source: Any) -> None:
@@ -92,10 +96,10 @@ def check_weights_for_task(config: Any, model_config: dict[str, Any], metadata: 
     """
     task = get_field(config, "task")
     name = model_config.get("name")
-    if task == "classification" and name is not None and name not in _CLASSIFIERS:
+    if task == "classification" and name is not None and _network_task(name) != "classification":
         raise ConfigError(f"{source}: these are {name} (segmentation) weights, but the config is a classification "
                           "task; give the weights of a classification fine-tuning run")
-    if task == "segmentation" and name in _CLASSIFIERS:
+    if task == "segmentation" and _network_task(name) == "classification":
         raise ConfigError(f"{source}: these are classifier weights, but the config is a segmentation task")
     want = get_field(config, "model.num_classes")
     if task == "classification" and model_config.get("num_classes") not in (None, want):

@@ -14,8 +14,9 @@ directory or a training workdir, transferred by :mod:`genesis_jax.train.transfer
 
 Workdir: ``config.json``, ``transfer_report.json``, ``checkpoints/`` and ``best/`` (orbax), ``metrics.csv``,
 ``validation.csv``, ``metrics.jsonl``, ``tensorboard/``, ``weights/`` (the evaluated weights as a weights directory,
-usable as ``--init`` or by ``genesis-jax evaluate``), ``predictions/`` (overlay PNGs, optional NIfTI) and
-``summary.json``.
+usable as ``--init``, by ``genesis-jax evaluate`` and by ``genesis-jax predict``: for segmentation its metadata.json
+records the spacing, normalisation and window predict reads new scans with), ``predictions/`` (overlay PNGs,
+optional NIfTI) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ import numpy as np
 from genesis_jax.data.pipeline import finetune_dataset, global_batch
 from genesis_jax.evaluation.evaluate import export_predictions
 from genesis_jax.evaluation.metrics import SegmentationAccumulator, roc_auc
+from genesis_jax.evaluation.predict import InferenceSettings
 from genesis_jax.evaluation.test_set import evaluate_test_set
-from genesis_jax.models import build_model
-from genesis_jax.models.weights import CheckpointError
+from genesis_jax.models import build_model, contract
+from genesis_jax.models.weights import CheckpointError, init_adaptation_record
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_finetune_config
 from genesis_jax.train.distributed import to_host
@@ -68,12 +70,6 @@ def model_config_for_run(config: ml_collections.ConfigDict) -> dict[str, Any]:
     if is_scratch(config.init.checkpoint):
         cfg = scratch_model_config(cfg, config.init.scratch_init)
     return cfg
-
-
-def deep_supervised(model_config: dict[str, Any]) -> bool:
-    return model_config.get("name") == "unetpp" and bool(model_config.get("deep_supervision", True)) and (
-        model_config.get("prune_level") is None
-    )
 
 
 def _patch_shape(config: ml_collections.ConfigDict, data: TaskData) -> tuple[int, ...] | None:
@@ -151,14 +147,18 @@ def _initial_variables(config, model, model_config: dict[str, Any], key, input_s
         report = {"source": f"scratch ({config.init.scratch_init})", "loaded": [], "fresh": ["all"], "unused": []}
         return None, report, set()
     source, source_config, meta = checkpointing.load_init_weights(init)
+    source_record, record_origin = init_adaptation_record(init, source_config)
     init_key, _ = jax.random.split(key)  # the key create_train_state initialises with
     sample = jnp.zeros((1, *input_shape), jnp.float32)
     fresh = jax.jit(lambda: model.init({"params": init_key, "dropout": init_key}, sample, train=False))()
     fresh = {"params": fresh["params"], "batch_stats": fresh.get("batch_stats", {})}
-    name = str(meta.get("source") or init)
-    variables, rep = transfer_variables(jax.device_get(fresh), source, config.task, config.init.keep_head, name)
+    name = f"{init} ({meta['source']})" if meta.get("source") else str(init)
+    variables, rep = transfer_variables(jax.device_get(fresh), source, config.task, config.init.keep_head, name,
+                                        target_record=contract(model_config).adaptation_record(),
+                                        source_record=source_record, strict=bool(config.init.get("strict", False)))
     rep.log(log)
-    report = {**rep.as_dict(), "source_model_config": source_config}
+    report = {**rep.as_dict(), "source_model_config": source_config, "source_record": source_record.as_dict(),
+              "source_record_from": record_origin}
     return variables, report, rep.loaded_params()
 
 
@@ -239,7 +239,7 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         raise ValueError("config.model.num_classes: segmentation fine-tuning is binary (one sigmoid output), got "
                          f"{model_config.get('num_classes')}")
     model = build_model(model_config)
-    ds = deep_supervised(model_config)
+    network = contract(model_config)  # the network's spec: deep supervision, encoder prefixes
     input_shape = tuple(config.input_shape)
     key = jax.random.key(config.seed, impl=config.get("prng_impl") or None)
 
@@ -259,15 +259,15 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         init_vars, report, transferred = _initial_variables(config, model, model_config, key, input_shape)
         if primary:
             (workdir / "transfer_report.json").write_text(json.dumps(report, indent=2))
-    labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder)
+    labels = parameter_groups(abstract_params, transferred, config.init.freeze_encoder, network.encoder)
     log.info("parameter groups (scalars): %s", count_group_sizes(abstract_params, labels))
     tx = make_finetune_optimizer(config.optimizer, labels, config.init.transferred_lr_scale)
 
     prepare = make_prepare(config.task, int(model_config.get("ndim", 3)))
     loss_fn = get_loss(config.loss)
-    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs={"return_all_heads": True} if ds else None,
+    train_step = make_train_step(loss_fn, prepare, mesh=mesh, apply_kwargs=network.deep_supervision,
                                  max_traces=config.get("max_step_traces"))
-    eval_step = make_eval_step(loss_fn, prepare, ds, model_config.get("mode", "accurate"))
+    eval_step = make_eval_step(loss_fn, prepare, network.deep_supervision, model_config.get("mode", "accurate"))
     sharding = batch_sharding(mesh)
     val_batches = [global_batch(b, sharding)
                    for b in _validation_batches(config, data, patch_shape, local_bs, global_bs)]
@@ -285,4 +285,7 @@ def _target_task(config: ml_collections.ConfigDict, workdir: Path, data: TaskDat
         max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
         train_step=train_step, validate=validate, recalibrate=lambda state, variables: recalibrate(variables),
         init_variables=init_vars, save_each_epoch=True, select_best=bool(config.select_best),
+        # what `genesis-jax predict` needs to read new scans as this run read its own (spacing, intensities, window)
+        export_metadata={"inference": InferenceSettings.from_config(config.to_dict()).as_dict()}
+        if config.task == "segmentation" else {},
     )

@@ -3,7 +3,7 @@
 the transfer parameter groups, and an evaluation step that returns the loss and the prediction.
 
 Losses (:mod:`genesis_jax.train.losses`, ``loss(y_true, y_pred)``) are computed on the activated outputs, as
-published. For a deep-supervised UNet++ the network is called with ``return_all_heads=True`` and the loss is
+published. A deep-supervised network (UNet++) is called with its spec's all-heads arguments and the loss is
 :func:`~genesis_jax.train.losses.deep_supervision_loss`, the SUM over the heads, each against the same
 full-resolution target (the published recipe); the prediction used for metrics is the network's own output
 (mean of the heads in 'accurate' mode, the last head in 'fast' mode).
@@ -52,16 +52,16 @@ def make_finetune_optimizer(
 def make_eval_step(
     loss_fn: LossFn,
     prepare: Callable,
-    deep_supervision: bool,
+    deep_supervision: Mapping[str, Any] | None,
     mode: str = "accurate",
 ) -> Callable[[TrainState, Mapping[str, jax.Array]], tuple[jax.Array, jax.Array, jax.Array]]:
-    """Jitted ``eval(state, batch) -> (loss, prediction, targets)`` in inference mode."""
+    """Jitted ``eval(state, batch) -> (loss, prediction, targets)`` in inference mode; ``deep_supervision``: the
+    apply() arguments that return every head (the network spec's), or None."""
 
     def step(state: TrainState, batch: Mapping[str, jax.Array]):
         inputs, targets = prepare(None, batch)  # fine-tuning batches need no key
-        kwargs = {"return_all_heads": True} if deep_supervision else {}
-        outputs = state.apply_fn(state.variables, inputs, train=False, **kwargs)
-        if deep_supervision:
+        outputs = state.apply_fn(state.variables, inputs, train=False, **dict(deep_supervision or {}))
+        if deep_supervision is not None:
             prediction = sum(outputs) / len(outputs) if mode == "accurate" else outputs[-1]
         else:
             prediction = outputs

@@ -194,6 +194,7 @@ class Task:
     preview_every_steps: int = 0
     save_each_epoch: bool = False  # also checkpoint after every validation
     select_best: bool = True  # export the best-by-validation variables (else the final ones)
+    export_metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # added to weights/metadata.json
 
 
 @dataclasses.dataclass
@@ -470,5 +471,5 @@ def export_weights(workdir: Path, task: Task, result: Result) -> None:
     result.source = source
     result.weights = save_weights(
         workdir / "weights", result.variables, task.model_config,
-        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source},
+        {"source": f"genesis_jax {task.name}", "workdir": str(workdir), **source, **task.export_metadata},
     )

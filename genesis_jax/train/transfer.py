@@ -1,16 +1,21 @@
-"""Transfer learning: initialise a target-task network from pre-trained Genesis weights, or from scratch.
+"""Transfer learning: initialise a target-task network from pre-trained weights, or from scratch.
 
 The source variables come from :func:`genesis_jax.train.checkpointing.load_init_weights` (a weights directory,
-e.g. imported published weights, or a pre-training / fine-tuning workdir).
+e.g. imported published weights, or a pre-training / fine-tuning workdir). Which parameters are encoder, stem and
+heads is never guessed from names here: the target's comes from its network spec, the source's from the
+``adaptation.json`` its weights directory records (:class:`~genesis_jax.models.spec.AdaptationRecord`; the spec of
+the source's network for weights exported before records existed).
 
 What is transferred (Models Genesis, thesis appendix 2 and the published READMEs):
-* segmentation: the whole encoder-decoder; the 1^n head (``head`` of the Genesis U-Net, ``head_{j}`` of UNet++) is
-  new, or kept with ``keep_head=True`` (as the published nodule-segmentation notebook does);
-* classification (``GenesisClassifier``): the encoder (``encoder_*`` into ``backbone/encoder_*``); global average
-  pooling, Dense 1024 + ReLU and Dense n are new.
+* segmentation: the whole encoder-decoder, by parameter path; the heads are new, or kept with ``keep_head=True``
+  (as the published nodule-segmentation notebook does);
+* classification: the encoder (the source's encoder modules onto the target's, in order: a Genesis U-Net's
+  ``encoder_d`` into a classifier's ``backbone/encoder_d``); the classification head is new.
 Every target parameter and BatchNorm statistic is either loaded (same path, same shape) or initialised fresh, and
-every source array is either used or reported unused; :class:`TransferReport` lists all three and is logged. A
-shape mismatch raises a :class:`TransferError` naming the parameter and both shapes.
+every source array is either used or reported unused; :class:`TransferReport` lists them (``transfer_report.json``)
+and logs ONE line: INFO when only the heads differ, a WARNING naming what did not fit (a variant whose decoder has
+other layers, a stem of another channel count, any shape mismatch), an error with ``strict=True``. A kept head of
+another shape is always an error (it was asked for).
 
 Also here: the optimiser parameter groups that transfer implies (frozen encoder for a linear probe, a lower learning
 rate for transferred layers) and the scratch baselines' kernel initialisers (Keras 'uniform', Glorot, He).
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -28,10 +33,11 @@ import optax
 from flax import traverse_util
 
 from genesis_jax.models.initializers import KERNEL_INITIALIZERS
+from genesis_jax.models.spec import AdaptationRecord, has_prefix, prefix_index
 
 Task = Literal["segmentation", "classification"]
 log = logging.getLogger(__name__)
-
+_LISTED = 4  # module paths a summary names before "..."
 
 
 class TransferError(ValueError):
@@ -40,54 +46,88 @@ class TransferError(ValueError):
 
 @dataclass
 class TransferReport:
-    """What an initialisation did, path by path ('collection/module/.../leaf')."""
+    """What an initialisation did, path by path ('collection/module/.../leaf'): ``loaded``, ``fresh`` (initialised
+    anew, the heads included), ``unused`` source arrays; and what the one-line summary warns about: ``mismatched``
+    ('<target path> <target shape> <- <source shape>', left fresh), ``unexpected_fresh`` / ``unexpected_unused``
+    (beyond the heads, or beyond the encoder for a classifier) and ``notes`` (another network or variant)."""
 
     source: str
     loaded: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    unexpected_fresh: list[str] = field(default_factory=list)
+    unexpected_unused: list[str] = field(default_factory=list)
 
     def loaded_params(self) -> set[str]:
         """Paths inside the ``params`` collection (without the collection prefix) that were loaded."""
         return {p.split("/", 1)[1] for p in self.loaded if p.startswith("params/")}
 
+    @property
+    def clean(self) -> bool:
+        """Nothing but the expected differences (heads; outside the encoder for a classifier)."""
+        return not (self.mismatched or self.notes or self.unexpected_fresh or self.unexpected_unused)
+
+    def summary(self) -> str:
+        """The one line the log shows."""
+        line = (f"initialisation from {self.source}: {len(self.loaded)} arrays loaded, {len(self.fresh)} new, "
+                f"{len(self.unused)} source arrays not used")
+        if self.clean:
+            return line
+        problems = list(self.notes)
+        if self.unexpected_unused:
+            problems.append(f"{len(self.unexpected_unused)} source arrays have no place in this network "
+                            f"({_modules(self.unexpected_unused)})")
+        if self.unexpected_fresh:
+            problems.append(f"{len(self.unexpected_fresh)} arrays of this network are not in the source "
+                            f"({_modules(self.unexpected_fresh)})")
+        if self.mismatched:
+            shown = "; ".join(self.mismatched[:2]) + ("; ..." if len(self.mismatched) > 2 else "")
+            problems.append(f"{len(self.mismatched)} of another shape, left new ({shown})")
+        return f"{line}; NOT a full fit: {'; '.join(problems)} (config.init.strict=True refuses such weights)"
+
     def lines(self) -> list[str]:
-        out = [(f"initialisation from {self.source}: {len(self.loaded)} arrays loaded, {len(self.fresh)} new, "
-                f"{len(self.unused)} source arrays not used")]
+        out = [self.summary()]
         out += [f"  loaded  {p}" for p in self.loaded]
         out += [f"  new     {p}" for p in self.fresh]
         out += [f"  unused  {p}" for p in self.unused]
         return out
 
     def log(self, logger: logging.Logger = log) -> None:
-        for line in self.lines():
-            logger.info(line)
+        """The summary at INFO (WARNING when it is not a full fit); the per-array lines at DEBUG."""
+        summary, *details = self.lines()
+        logger.log(logging.INFO if self.clean else logging.WARNING, summary)
+        for line in details:
+            logger.debug(line)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "loaded": self.loaded, "fresh": self.fresh, "unused": self.unused}
+        return {"source": self.source, "loaded": self.loaded, "fresh": self.fresh, "unused": self.unused,
+                "mismatched": self.mismatched, "summary": self.summary()}
 
 
-def _is_head(path: str) -> bool:
-    first = path.split("/", 1)[0]
-    return first == "head" or first.startswith("head_")
+def _modules(paths: Sequence[str]) -> str:
+    """The distinct modules of 'collection/module/.../leaf' paths, a few named."""
+    modules = sorted({p.split("/", 1)[1].rsplit("/", 1)[0] for p in paths})
+    return ", ".join(modules[:_LISTED]) + (", ..." if len(modules) > _LISTED else "")
 
 
-def is_encoder_path(path: str) -> bool:
-    """Whether a parameter path (inside a collection) belongs to the encoder: ``encoder_*`` of the Genesis U-Net
-    (also under ``backbone/``), or the first column ``X_{i}_0`` of UNet++."""
-    parts = path.split("/")
-    first = parts[1] if parts[0] == "backbone" and len(parts) > 1 else parts[0]
-    return first.startswith("encoder_") or (first.startswith("X_") and first.endswith("_0"))
-
-
-def _source_candidates(path: str, task: Task) -> list[str]:
+def _source_candidates(path: str, task: Task, target: AdaptationRecord, source: AdaptationRecord) -> list[str]:
     """Source paths a target path may be loaded from, in order."""
-    if task == "classification":
-        if path.startswith("backbone/"):
-            inner = path[len("backbone/"):]
-            return [path, inner] if is_encoder_path(inner) else []
+    if task == "segmentation":
+        return [path]
+    found = prefix_index(path, target.encoder)
+    if found is None:
         return []  # the classification head is always new
-    return [path]
+    index, rest = found
+    mapped = [f"{source.encoder[index]}/{rest}"] if index < len(source.encoder) else []
+    return list(dict.fromkeys([path, *mapped]))
+
+
+def _expected_unused(path: str, task: Task, keep_head: bool, source: AdaptationRecord) -> bool:
+    if task == "segmentation":
+        return not keep_head and has_prefix(path, source.heads)
+    return not has_prefix(path, source.encoder)
 
 
 def transfer_variables(
@@ -96,49 +136,77 @@ def transfer_variables(
     task: Task = "segmentation",
     keep_head: bool = False,
     source_name: str = "pre-trained weights",
+    *,
+    target_record: AdaptationRecord,
+    source_record: AdaptationRecord | None = None,
+    strict: bool = False,
 ) -> tuple[dict[str, Any], TransferReport]:
     """Fill ``target`` (freshly initialised variables of the target network) from ``source`` variables.
 
-    Returns the new variables (numpy/jax arrays as given) and the report. Raises TransferError on a shape mismatch.
+    ``target_record``: the target network's prefixes (``genesis_jax.models.adaptation_record(model_config)``);
+    ``source_record``: the source's (its weights directory's record), the target's when None. Returns the new
+    variables (numpy/jax arrays as given) and the report. Raises TransferError when nothing fits, when a kept head
+    has another shape, and with ``strict`` whenever the report is not a full fit.
     """
     if task not in ("segmentation", "classification"):
         raise ValueError(f"task must be 'segmentation' or 'classification', got {task!r}")
+    source_record = source_record or target_record
     flat_target = traverse_util.flatten_dict(dict(target), sep="/")
     flat_source = traverse_util.flatten_dict(dict(source), sep="/")
     report = TransferReport(source=source_name)
     used: set[str] = set()
     out: dict[str, Any] = {}
+    first_mismatch = ""
     # parameters first, so a mismatch is reported on the parameter rather than on its BatchNorm statistics
     order = sorted(flat_target, key=lambda k: (not k.startswith("params/"), k))
     for full_path in order:
         value = flat_target[full_path]
         collection, path = full_path.split("/", 1)
         out[full_path] = value
-        if task == "segmentation" and _is_head(path) and not keep_head:
+        is_head = has_prefix(path, target_record.heads)
+        if task == "segmentation" and is_head and not keep_head:
             report.fresh.append(full_path)
             continue
-        for candidate in _source_candidates(path, task):
+        for candidate in _source_candidates(path, task, target_record, source_record):
             src_key = f"{collection}/{candidate}"
             if src_key not in flat_source:
                 continue
             src = flat_source[src_key]
-            if tuple(np.shape(src)) != tuple(np.shape(value)):
-                raise TransferError(
-                    f"{source_name}: parameter {src_key} has shape {tuple(np.shape(src))} but the target network's "
-                    f"{full_path} has shape {tuple(np.shape(value))} (different width, depth, channels or classes?)"
-                )
-            out[full_path] = np.asarray(src, dtype=np.asarray(value).dtype)
             used.add(src_key)
+            if tuple(np.shape(src)) != tuple(np.shape(value)):
+                message = (f"{source_name}: parameter {src_key} has shape {tuple(np.shape(src))} but the target "
+                           f"network's {full_path} has shape {tuple(np.shape(value))}")
+                if strict or (keep_head and is_head):
+                    raise TransferError(f"{message} (different width, depth, channels or classes?)")
+                first_mismatch = first_mismatch or message
+                stem = " (stem: another number of input channels)" if has_prefix(path, target_record.stem) else ""
+                report.mismatched.append(f"{full_path} {tuple(np.shape(value))} <- {tuple(np.shape(src))}{stem}")
+                report.fresh.append(full_path)
+                break
+            out[full_path] = np.asarray(src, dtype=np.asarray(value).dtype)
             report.loaded.append(full_path)
             break
         else:
             report.fresh.append(full_path)
+            if task == "segmentation" or has_prefix(path, target_record.encoder):
+                report.unexpected_fresh.append(full_path)
     report.unused = sorted(set(flat_source) - used)
+    report.unexpected_unused = [p for p in report.unused
+                                if not _expected_unused(p.split("/", 1)[1], task, keep_head, source_record)]
     if not report.loaded:
+        if first_mismatch:
+            raise TransferError(f"{first_mismatch}, and no parameter fits (different width, depth or channels?)")
         raise TransferError(
             f"{source_name}: no parameter of the target network was found in the source (target starts with "
             f"{sorted(flat_target)[:3]}, source with {sorted(flat_source)[:3]}): not weights for this network"
         )
+    if task == "segmentation" and source_record.network != target_record.network:
+        report.notes.append(f"the source is a {source_record.network}, this network a {target_record.network}")
+    elif task == "segmentation" and source_record.variant != target_record.variant:
+        report.notes.append(f"the source is the {source_record.variant!r} variant, this network the "
+                            f"{target_record.variant!r} variant")
+    if strict and not report.clean:
+        raise TransferError(report.summary())
     return traverse_util.unflatten_dict(out, sep="/"), report
 
 
@@ -152,20 +220,22 @@ def scratch_model_config(model_config: Mapping[str, Any], init: str) -> dict[str
     return cfg
 
 
-def parameter_groups(params: Any, transferred: set[str], freeze_encoder: bool = False) -> Any:
-    """A pytree of labels for ``optax.multi_transform``: 'frozen' (encoder of a linear probe), 'transferred'
-    (loaded from the source) or 'new'."""
+def parameter_groups(
+    params: Any, transferred: set[str], freeze_encoder: bool = False, encoder: Sequence[str] = ()
+) -> Any:
+    """A pytree of labels for ``optax.multi_transform``: 'frozen' (the ``encoder`` prefixes, for a linear probe),
+    'transferred' (loaded from the source) or 'new'."""
     flat = traverse_util.flatten_dict(params, sep="/")
     labels = {}
     for path in flat:
-        if freeze_encoder and is_encoder_path(path):
+        if freeze_encoder and has_prefix(path, encoder):
             labels[path] = "frozen"
         elif path in transferred:
             labels[path] = "transferred"
         else:
             labels[path] = "new"
     if freeze_encoder and "frozen" not in labels.values():
-        raise TransferError("freeze_encoder: the network has no encoder parameters (encoder_* or X_i_0) to freeze")
+        raise TransferError(f"freeze_encoder: no parameter of the network lies under its encoder prefixes {list(encoder)}")
     return traverse_util.unflatten_dict(labels, sep="/")
 
 

@@ -69,3 +69,17 @@ def test_real_dicom_series_matches_its_label_grid(real_samples):
     liver = label.array == samples.class_id("ct_dicom", "liver")
     assert liver.sum() == 366_708
     assert 40 < np.median(image.array[liver]) < 150 and image.array.min() >= -1024
+
+
+def test_pyradiomics_chest_cts_when_available():
+    try:
+        info = samples.fetch_pyradiomics_samples()
+    except samples.SampleDataUnavailable as err:
+        pytest.skip(f"pyradiomics 3.0.1 sdist not available (no PyPI access and not cached): {err}")
+    assert set(info) == {"ct_lung1", "ct_lung2"}
+    lung1, lung2 = samples.load_sample("ct_lung1"), samples.load_sample("ct_lung2")
+    assert lung1.shape == (512, 512, 48) and lung2.shape == (512, 512, 61)
+    assert lung1.spacing == pytest.approx((0.5703125, 0.5703125, 5.0))
+    assert lung1.array.min() == -1024 and lung1.array.max() == 3071  # HU, as sample_data.md lists
+    assert samples.load_sample_label("ct_lung1").array.sum() == 837
+    assert samples.load_sample_label("ct_lung2").array.sum() == 24_644

@@ -123,3 +123,47 @@ def test_slicewise_runs_a_2d_network_over_every_slice():
     out = sliding_window_inference(slicewise(predict_2d), {}, vol, (4, 4, 1), overlap=0.5, batch_size=8)
     np.testing.assert_allclose(out[..., 0], 3 * vol, rtol=1e-5)
     assert len(calls) == 1  # one trace for all slices
+
+
+def test_window_corners_keep_their_probability():
+    # The published 64x64x32 window weighs its corners exp(-23) ~ 1e-10; a volume corner covered by one window
+    # corner only must still get the network's value back, not ~1% of it.
+    vol = np.zeros((70, 64, 32), np.float32)
+    out = sliding_window_inference(lambda v, x: jnp.full(x.shape, 0.5, jnp.float32), {}, vol, (64, 64, 32), 0.5,
+                                   batch_size=2)
+    np.testing.assert_allclose(out, 0.5, rtol=1e-5)
+
+
+def _ramp_x(variables, x):
+    """A network that is not flip-equivariant: the window's own x index (0 ... w-1) on every voxel."""
+    ramp = jnp.arange(x.shape[1], dtype=jnp.float32).reshape((1, -1) + (1,) * (x.ndim - 2))
+    return jnp.broadcast_to(ramp, x.shape)
+
+
+def test_mirroring_averages_the_flipped_predictions():
+    vol = np.zeros((8, 6, 4), np.float32)
+    plain = SlidingWindow(_ramp_x, (8, 6, 4))({}, vol)[..., 0]
+    mirrored = SlidingWindow(_ramp_x, (8, 6, 4), mirror_axes=(0, 1, 2))({}, vol)[..., 0]
+    np.testing.assert_allclose(plain[:, 0, 0], np.arange(8))
+    np.testing.assert_allclose(mirrored, 3.5)  # (i + (7 - i)) / 2: the x-flip, back-flipped, meets the plain one
+    y_only = SlidingWindow(_ramp_x, (8, 6, 4), mirror_axes=(1,))({}, vol)[..., 0]
+    np.testing.assert_allclose(y_only, plain)  # flipping y leaves an x ramp unchanged
+    with pytest.raises(ValueError, match="mirror_axes"):
+        SlidingWindow(_ramp_x, (8, 6, 4), mirror_axes=(3,))
+
+
+def test_progress_steps_give_the_scan_result_and_compile_once():
+    vol = np.random.default_rng(4).random((13, 9, 6)).astype(np.float32)
+
+    @chex.assert_max_traces(n=1)
+    def predict(variables, x):
+        return jax.nn.sigmoid(x * variables["scale"]) * jnp.arange(x.shape[1], dtype=jnp.float32)[:, None, None, None]
+
+    sw = SlidingWindow(predict, (8, 4, 4), overlap=0.5, batch_size=3)
+    scanned = SlidingWindow(lambda v, x: predict.__wrapped__(v, x), (8, 4, 4), overlap=0.5, batch_size=3)(
+        {"scale": 2.0}, vol)
+    done: list[int] = []
+    stepped = sw({"scale": 2.0}, vol, progress=done.append)
+    np.testing.assert_allclose(stepped, scanned, rtol=1e-6)
+    assert sum(done) == sw.num_windows(vol.shape) == 3 * 4 * 2 and len(done) == 8  # 24 windows, batches of 3
+    sw({"scale": 3.0}, vol + 1.0, progress=done.append)  # same shape: no new trace

@@ -59,6 +59,7 @@ def finetune_config(
         keep_head=False,  # segmentation: keep the pre-trained 1x1x1 head (published NCS notebook) or a new one
         freeze_encoder=False,  # linear probe: the encoder gets no updates
         transferred_lr_scale=1.0,  # learning rate of transferred layers = optimizer.learning_rate * this
+        strict=False,  # refuse weights that do not fit fully (another variant, stem or shape); else one warning line
     ))
     c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=learning_rate, b1=0.9, b2=0.999,
                                                  eps=1e-8, weight_decay=0.0))
