@@ -208,8 +208,15 @@ def replace_directory(tmp_dir: str | Path, final_dir: str | Path) -> Path:
     return final_dir
 
 
-class DiskFullError(WorkdirError):
-    """A write failed for want of space (ENOSPC/EDQUOT); the message names the path and what was kept."""
+class DiskFullError(OSError):
+    """A write failed for want of space (an ``OSError`` with ENOSPC, so callers that handle a full disk still
+    recognise it); its message names the path and what was kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def disk_full_error(path: str | os.PathLike, what: str) -> DiskFullError:
