@@ -151,6 +151,17 @@ def config_fields(config: ml_collections.ConfigDict, prefix: str = "") -> list[t
     return out
 
 
+def _missing_field(err: BaseException) -> str:
+    """The field a KeyError/AttributeError of ml_collections names, with its "did you mean" suggestion, as plain
+    text (``str(KeyError)`` is the repr of its message: quotes and a literal newline escape)."""
+    text = str(err.args[0]) if err.args else str(err)
+    text = text.replace("\\n", "\n").replace("\\'", "'")  # ml_collections puts a repr into the message
+    first, _, rest = text.partition("\n")
+    field = first.strip().strip("'\"")
+    suggestion = re.search(r'Did you mean "([^"]+)"', rest)
+    return f"{field} (did you mean {suggestion.group(1)}?)" if suggestion else field
+
+
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
     """Load ``NAME[:ARG]`` and apply ``--config.a.b=value`` overrides (typed as the field's current value).
 
@@ -181,8 +192,8 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
         raise ConfigError(f"{label}: {err}") from None
     except (KeyError, AttributeError) as err:  # config_flags reports a missing field as either
         raise ConfigError(
-            f"{label}: an override names a field the config does not have: {str(err).strip(chr(34) + chr(39))}; "
-            f"overrides were {list(overrides)}"
+            f"{label}: an override names a field the config does not have: {_missing_field(err)}; "
+            f"overrides were {' '.join(overrides)}"
         ) from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{label}: {err}") from None

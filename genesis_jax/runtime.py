@@ -1,5 +1,6 @@
 """Process-level settings of the XLA runtime that this library's kernels want: owns XLA:CPU code generation flags
-and the host allocator's behaviour for XLA:CPU's per-step buffers (``tune_cpu_runtime`` applies both).
+and the host allocator's behaviour for XLA:CPU's per-step buffers (``tune_cpu_runtime`` applies both), and what the
+host has to offer (``available_host_memory``: the limit that size checks before allocating compare with).
 
 XLA:CPU emits 256-bit vector code by default, also on CPUs with AVX-512 (wider vectors can lower the clock of some
 older Intel chips). The restoration transforms are integer-hash heavy and gain from 512-bit vectors on the AVX-512
@@ -22,6 +23,22 @@ from pathlib import Path
 
 WIDE_VECTOR_FLAG = "--xla_cpu_prefer_vector_width=512"
 _CPUINFO = Path("/proc/cpuinfo")
+
+
+def available_host_memory() -> int:
+    """Bytes of memory available to a new allocation now: MemAvailable of /proc/meminfo (Linux), else the physical
+    memory, else no limit (2**63)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**63
 
 
 def host_has_avx512(cpuinfo: Path = _CPUINFO) -> bool:

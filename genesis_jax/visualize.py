@@ -1,4 +1,4 @@
-"""Pictures of volumes, one slice per panel: the one slice/grid helper of the package. Notebooks (``show_grid``),
+"""Pictures of volumes, one slice per panel, and of training curves: the one plotting helper of the package. Notebooks (``show_grid``),
 training previews (``tile_grid``, :func:`genesis_jax.train.metrics_log.save_preview`), segmentation overlays
 (:mod:`genesis_jax.evaluation.overlays`), active-learning thumbnails (:mod:`genesis_jax.active.session`) and
 ``genesis-jax visualize-transforms`` all draw with it.
@@ -6,7 +6,8 @@ training previews (``tile_grid``, :func:`genesis_jax.train.metrics_log.save_prev
 Arrays are (X, Y, Z) volumes or (X, Y) images in canonical RAS order, optionally with a trailing channel axis of
 size 1; a volume is shown by one slice (the middle one along ``axis`` unless ``index`` says which), transposed so
 that x runs left to right and y bottom to top (``origin='lower'``). Only plotting lives here: no computation.
-Figures for files are pyplot-free (``panel_figure(..., pyplot=False)``: no global backend switch, so a notebook's
+``save_curves`` draws the ``progress.png`` of training work directories (loss and validation curves). Figures for
+files are pyplot-free (``panel_figure(..., pyplot=False)``: no global backend switch, so a notebook's
 inline plotting keeps working); the notebooks' figures are pyplot ones, shown inline.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from genesis_jax.workdir import write_file_atomically
 
 
 def slice_of(array: Any, axis: int = 2, index: int | None = None) -> np.ndarray:
@@ -90,10 +93,7 @@ def figure_png(fig: Any, dpi: int = 100) -> bytes:
 
 def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
     """Write the figure as a PNG at ``path`` (parent directories created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(fig, dpi))
-    return path
+    return write_file_atomically(path, figure_png(fig, dpi))  # a kill mid-write leaves no broken PNG
 
 
 def show_grid(rows: Sequence[Mapping[str, Any]], *, axis: int = 2, index: int | None = None, cmap: str = "gray",
@@ -141,3 +141,30 @@ def show_triplets(inputs: Any, predictions: Any, targets: Any, *, max_rows: int 
     n = min(len(inputs), len(predictions), len(targets), max_rows)
     rows = [{"input": inputs[i], "prediction": predictions[i], "target": targets[i]} for i in range(n)]
     return show_grid(rows, **kwargs)
+
+
+def save_curves(path: str | Path, panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]], *,
+                xlabel: str = "step", title: str = "", log_y: Sequence[str] = ()) -> Path:
+    """A PNG with one panel per entry of ``panels`` ({panel title: {curve label: (xs, ys)}}), curves as lines with
+    markers (a single point still shows) and a legend; the panels named in ``log_y`` get a log y axis when every
+    value is positive. Written atomically."""
+    if not panels:
+        raise ValueError("save_curves: no panel to draw")
+    fig, axes = panel_figure(1, len(panels), (4.2, 3.0), pyplot=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        positive = True
+        for label, (xs, ys) in curves.items():
+            ys = np.asarray(ys, np.float64)
+            ax.plot(np.asarray(xs, np.float64), ys, marker="o" if len(ys) < 30 else None, markersize=3,
+                    linewidth=1.2, label=label)
+            positive &= bool(len(ys)) and bool(np.all(ys[np.isfinite(ys)] > 0))
+        if name in log_y and positive:
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_png(fig, path, dpi=90)

@@ -5,8 +5,11 @@
   crash never leaves a stale lock; the file itself stays and records the last holder's pid and command, which is
   how a refused second writer can name it. Nested ``hold`` calls on the same directory in one process are no-ops.
 - :func:`replace_directory` moves a completely written directory into place, so a reader (or a crash at any
-  moment) sees the old directory or the new one, never a half-written one. :func:`atomic_file` does the same for
-  one file a library writes by name (nibabel, a MetaImage writer).
+  moment) sees the old directory or the new one, never a half-written one; :func:`atomic_file` does the same for
+  one file a library writes by name (nibabel, a MetaImage writer, torch.save): a temporary name beside it, renamed
+  at the end; nothing is left at the destination on failure.
+- A full disk is one line naming the path (:class:`DiskFullError`, :func:`full_disk_named`), after which the
+  tracebacks of background writer threads are silenced (:func:`silence_background_threads`).
 - :func:`crash_point` is a TEST-ONLY hook: when ``GENESIS_JAX_CRASH_AT`` names a phase, the process SIGKILLs itself
   there (tests/test_crash_resume.py uses it to kill real runs at exact phase boundaries). Unset, it does nothing.
 
@@ -26,9 +29,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 LOCK_FILE = ".genesis_jax.lock"
 CRASH_ENV = "GENESIS_JAX_CRASH_AT"
@@ -172,8 +177,13 @@ def fsync_dir(directory: Path) -> None:
 def sibling_tmp_dir(final: str | Path) -> Path:
     """A fresh empty directory beside ``final`` (same filesystem, so the final move is a rename)."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as err:  # name the destination, not the temporary name it was about to get
+        if is_disk_full(err):
+            raise disk_full_error(final, "nothing was written") from None
+        raise OSError(err.errno, f"cannot write {final}: {err.strerror or err}") from None
     tmp.chmod(DIR_MODE)  # mkdtemp makes it 0700; give what mkdir would
     return tmp
 
@@ -198,26 +208,109 @@ def replace_directory(tmp_dir: str | Path, final_dir: str | Path) -> Path:
     return final_dir
 
 
+class DiskFullError(OSError):
+    """A write failed for want of space (an ``OSError`` with ENOSPC, so callers that handle a full disk still
+    recognise it); its message names the path and what was kept."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full_error(path: str | os.PathLike, what: str) -> DiskFullError:
+    """The one-line error of a full disk while writing ``path``: ``what`` says what was (not) written."""
+    return DiskFullError(f"no space left on {path}: {what}; free space and rerun the same command")
+
+
 @contextlib.contextmanager
-def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``final`` ending like it (``.x.tmp-<random>.nii.gz`` for ``x.nii.gz``, so
-    writers that choose the format by extension still do); when the block completes the file is moved onto
-    ``final`` in one rename. An error or a kill leaves no ``final`` (a stale ``.x.tmp-*`` at most)."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(final.suffixes[-2:]) if final.name.lower().endswith(".gz") else final.suffix
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=suffix, dir=final.parent)
+def full_disk_named(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn a full-disk error raised in the block (an ``OSError`` without a path, a library's own text for it)
+    into :class:`DiskFullError` naming ``path``; ``what`` says what was (not) written."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if is_disk_full(err):
+            silence_background_threads()
+            raise disk_full_error(path, what) from err
+        raise
+
+
+class _MainThreadStderr:
+    """``sys.stderr`` that passes what the main thread writes and drops what other threads write."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self._stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def silence_background_threads() -> None:
+    """After a write failure the command stops with one line, but writer threads (orbax's, TensorStore callbacks,
+    asyncio loops being shut down) may go on failing while the process exits and print their tracebacks. From now
+    on what other threads write to stderr is dropped (their errors go to the debug log); the main thread, which
+    prints the one-line error, is untouched."""
+
+    def quiet_hook(args: Any) -> None:
+        log.debug("background thread %s failed after a write failure: %r", args.thread, args.exc_value)
+
+    def quiet_unraisable(args: Any) -> None:  # e.g. a library's atexit flush failing on the same full disk
+        log.debug("ignored after a write failure: %r", args.exc_value)
+
+    threading.excepthook = quiet_hook
+    sys.unraisablehook = quiet_unraisable
+    logging.getLogger("asyncio").addFilter(lambda record: not record.exc_info)
+    if not isinstance(sys.stderr, _MainThreadStderr):
+        sys.stderr = _MainThreadStderr(sys.stderr)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` ending like it (``.x.tmp-<random>.nii.gz`` for ``x.nii.gz``, so writers
+    that choose the format by extension still do) to write the whole file to; on success it is renamed onto
+    ``path``, so readers and a crash at any moment see the old file or the complete new one (a kill leaves a stale
+    ``.x.tmp-*`` at most). On failure the temporary file is removed (nothing is left at ``path``), and a full disk
+    becomes :class:`DiskFullError` naming ``path``."""
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".gz") else path.suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=suffix, dir=path.parent)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(path, "nothing was written") from None
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
-    tmp = Path(name)
+    tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         crash_point("atomic_file")  # tests: a kill with the file written but not yet in place
-        os.replace(tmp, final)
-    except BaseException:
+        os.replace(tmp, path)
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(err):
+            raise disk_full_error(path, "the file was not written (nothing is left there)") from None
         raise
-    fsync_dir(final.parent)
+    fsync_dir(path.parent)
+
+
+def write_file_atomically(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def crash_point(phase: str, before: Callable[[], None] | None = None) -> None:
@@ -250,5 +343,6 @@ def is_disk_full(err: BaseException) -> bool:
             return True
         if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
             return True
-        err = err.__cause__ or err.__context__
+        # an error raised ``from None`` has already been reported in its own words: its context is not looked at
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
     return False

@@ -36,8 +36,8 @@ from genesis_jax.models import build_model, contract
 from genesis_jax.models.spec import has_prefix
 from genesis_jax.models.weights import init_adaptation_record, load_weights, save_weights
 from genesis_jax.train.transfer import TransferError, transfer_variables
-from genesis_jax.visualize import draw_panel, figure_png, panel_figure, slice_of
-from genesis_jax.workdir import hold
+from genesis_jax.visualize import draw_panel, figure_png, panel_figure, save_curves, slice_of
+from genesis_jax.workdir import crash_point, hold
 
 
 # -- builders from a config ----------------------------------------------------------------------------------
@@ -310,6 +310,7 @@ class StepSummary:
     model: str
     n_unlabelled: int
     n_mixed: int = 0  # earlier labels of a class missing from H u Q (ACFT(HQ), see genesis_jax.active.learner)
+    already_done: bool = False  # the round had been committed by an earlier (e.g. killed) `al step`
 
 
 def step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: int | None = None) -> StepSummary:
@@ -323,6 +324,14 @@ def _step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: in
     session = open_session(config, workdir, max_traces)
     state, pool = session.state, session.pool
     new_ids, old_ids = state.new_ids(), state.old_ids()
+    if not new_ids and (done := _committed_round(state)) is not None:
+        # A rerun after the commit (the earlier step was killed while scoring, or simply ran twice): the round is
+        # trained; finish what the commit left (the pool's scores) and say so.
+        session.current_scores()
+        plot_rounds(session.workdir, state.history)
+        return StepSummary(state.round, int(done["n_new"]), int(done["n_misclassified"]), int(done["n_trained"]),
+                           float(done["loss"]), state.model, int(session.available().sum()),
+                           int(done.get("n_mixed", 0)), already_done=True)
     if not new_ids:
         raise st.StateError(
             f"{session.workdir / st.STATE_FILE}: no annotations imported at round {state.round}; "
@@ -365,12 +374,34 @@ def _step(config: ml_collections.ConfigDict, workdir: str | Path, max_traces: in
     state.round, state.model = next_round, rel
     session.state = state
     st.save_state(session.workdir, state)  # the commit point
+    crash_point("al_commit")  # test-only (genesis_jax.workdir): a kill after the commit, before the scoring
+    plot_rounds(session.workdir, state.history)
     scores, mean_probs = session.score_pool(new_vars)
     session.save_scores(next_round, scores, mean_probs)
     return StepSummary(
         state.round, plan.n_new, plan.n_misclassified, len(plan.train_indices), loss, rel,
         int(session.available().sum()), plan.n_mixed,
     )
+
+
+def plot_rounds(workdir: Path, history: list[dict[str, Any]]) -> Path | None:
+    """``progress.png`` of an active-learning work directory: each round's mean training loss and how many
+    candidates it trained on (redrawn by every ``al step``)."""
+    if not history:
+        return None
+    rounds = [int(h["round"]) + 1 for h in history]  # the round a step produced
+    return save_curves(workdir / "progress.png", {
+        "training loss (mean over the round)": {"loss": (rounds, [float(h["loss"]) for h in history])},
+        "candidates trained on": {"trained": (rounds, [int(h["n_trained"]) for h in history]),
+                                  "new labels": (rounds, [int(h["n_new"]) for h in history])},
+    }, xlabel="round", title=f"al: {workdir.name}")
+
+
+def _committed_round(state: st.LoopState) -> dict[str, Any] | None:
+    """The history entry of the step that committed the current round (None before the first step)."""
+    last = state.history[-1] if state.history else None
+    return last if last is not None and int(last["round"]) == state.round - 1 and last.get("model") == state.model \
+        else None
 
 
 def status(workdir: str | Path) -> dict[str, Any]:

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from genesis_jax.workdir import FILE_MODE, fsync_dir, hold
+from genesis_jax.workdir import hold, write_file_atomically
 
 STATE_FILE = "state.json"
 POOL_IDS_FILE = "pool_ids.json"
@@ -40,21 +38,7 @@ class StateError(ValueError):
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give what open() would (0666 less the umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-    return path
+    return write_file_atomically(path, data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

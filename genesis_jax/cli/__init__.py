@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from genesis_jax.runtime import tune_cpu_runtime
 
     tune_cpu_runtime()  # before the subcommand's first JAX computation
+    from genesis_jax.cli._logging import quiet_libraries
+
+    quiet_libraries()
     command = " ".join(filter(None, (args.command, getattr(args, "al_command", None),
                                      getattr(args, "data_command", None))))
     try:

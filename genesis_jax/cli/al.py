@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -133,6 +133,10 @@ def run_step(args: argparse.Namespace, overrides: list[str]) -> int:
         s = session.step(config, workdir)
     except (StateError, ValueError, FileNotFoundError) as err:
         return _fail(args, err)
+    if s.already_done:
+        print(f"round {s.round}: already trained ({s.model}, {s.n_trained} candidates, mean loss {s.loss:.4f}) by an "
+              f"earlier `al step`; {s.n_unlabelled} candidates scored; next: genesis-jax al select")
+        return 0
     print(f"round {s.round}: trained {s.model} on {s.n_trained} candidates ({s.n_new} new, "
           f"{s.n_misclassified} misclassified earlier ones"
           + (f", {s.n_mixed} earlier ones of a class H u Q lacked" if s.n_mixed else "") + f"), mean loss {s.loss:.4f}; "
@@ -146,7 +150,14 @@ def run_status(args: argparse.Namespace, overrides: list[str]) -> int:
 
     _, workdir = _config_and_workdir(args, overrides)
     try:
-        print(json.dumps(session.status(workdir), indent=1))
+        info = session.status(workdir)
+        per_class = ", ".join(f"{name} {n}" for name, n in info["labelled_per_class"].items())
+        last = info["history"][-1] if info["history"] else None
+        trained = (f"; last step trained {last['model']} on {last['n_trained']} candidates, mean loss "
+                   f"{last['loss']:.4f}" if last else "; no step yet")
+        print(f"round {info['round']}: {info['labelled']} of {info['pool']} candidates labelled"
+              + (f" ({per_class})" if per_class else "") + f", {info['new_this_round']} new this round{trained}; "
+              f"model {info['model']}; state in {Path(workdir) / 'state.json'}")
     except StateError as err:
         return _fail(args, err)
     return 0

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, overrides: list[str]) -> int:
     from genesis_jax.config_loader import load_config
     from genesis_jax.train.config_checks import validate_finetune_config
-    from genesis_jax.workdir import hold
+    from genesis_jax.workdir import full_disk_named, hold
 
     from genesis_jax.data.dataset_flag import finetune_with_dataset, label_from_weights
     from genesis_jax.models.weights import is_weights_dir, load_weights
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         label = label_from_weights(load_weights(weights)[2]) if is_weights_dir(weights) else ""
     config = finetune_with_dataset(config, args.dataset, label)
     validate_finetune_config(config, command="evaluate")
-    with hold(args.out, "evaluate"):  # one writer per output directory; proves it writable before the evaluation
+    with hold(args.out, "evaluate"), full_disk_named(args.out, "the evaluation's files were not all written "
+                                                     "(none is left half-written)"):
         return _evaluate(args, config)
 
 
@@ -53,6 +54,8 @@ def _evaluate(args: argparse.Namespace, config) -> int:
     from pathlib import Path
 
     from genesis_jax.cli._logging import setup_logging
+    from genesis_jax.cli._summaries import metrics_text
+    from genesis_jax.workdir import write_file_atomically
     from genesis_jax.evaluation.evaluate import export_predictions
     from genesis_jax.models.weights import is_weights_dir
     from genesis_jax.pretext.gate import weights_warning
@@ -83,8 +86,7 @@ def _evaluate(args: argparse.Namespace, config) -> int:
                                    overlays=not args.no_overlays, threshold=config.eval.threshold)
     report = {"weights": str(weights), "weights_metadata": metadata, "data": data.description,
               "eval": config.eval.to_dict(), "metrics": results}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2, default=float))
+    write_file_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float).encode())
     headline = results.get("set", results)
-    shown = {k: round(v, 4) for k, v in headline.items() if isinstance(v, float)}
-    print(f"evaluate: {shown}; wrote {out / 'metrics.json'} and {len(files)} files")
+    print(f"evaluate: {metrics_text(headline)}; wrote {out / 'metrics.json'} and {len(files)} files")
     return 0

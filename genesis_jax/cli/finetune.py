@@ -41,6 +41,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     import jax
 
     from genesis_jax.cli._logging import setup_logging
+    from genesis_jax.cli._summaries import metrics_text
     from genesis_jax.config_loader import load_config
     from genesis_jax.models.weights import CheckpointError
     from genesis_jax.train.finetune import finetune
@@ -72,8 +73,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         return 0
     test = summary.get("test", {})
     headline = test.get("set", test)
-    shown = {k: round(v, 4) for k, v in headline.items() if isinstance(v, float)}
     best = summary["best"]
     print(f"finetune {summary['stopped']}: {summary['epochs']} epochs, {summary['step']} steps, best val loss "
-          f"{best['val_loss']:.4g} at step {best['step']}; test {shown}; {summary['workdir']}/summary.json")
+          f"{best['val_loss']:.4g} at step {best['step']}; test {metrics_text(headline)}; weights "
+          f"{summary['workdir']}/weights; details in {summary['workdir']}/summary.json")
     return 0

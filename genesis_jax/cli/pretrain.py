@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+from genesis_jax.cli._summaries import pretrain_line
+from genesis_jax.workdir import write_file_atomically
 
 
 def add_distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -78,5 +82,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         print(f"genesis-jax pretrain: {err}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:
-        print(json.dumps(summary, indent=2))
+        path = write_file_atomically(Path(summary["workdir"]) / SUMMARY_FILE,
+                                     (json.dumps(summary, indent=2) + "\n").encode())
+        print(pretrain_line(summary, path))
     return 0
+
+
+SUMMARY_FILE = "summary.json"

@@ -27,6 +27,12 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
+def _sop_class(ds) -> str:
+    """The SOP class of a parsed file: the dataset's SOPClassUID, else the file meta's MediaStorageSOPClassUID."""
+    meta = getattr(ds, "file_meta", None)
+    return str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta is not None else ""))
+
+
 def read_dicom_series(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Return (HU array in index order (column, row, slice), 4x4 RAS affine). Raises VolumeError."""
     try:
@@ -47,15 +53,20 @@ def read_dicom_series(directory: str | os.PathLike) -> tuple[np.ndarray, np.ndar
         except Exception as err:
             raise VolumeError(f"{f}: cannot read DICOM ({type(err).__name__}: {err}); truncated or corrupt") from None
         if "PixelData" not in ds:
+            if not _sop_class(ds) and is_dicom_file(f):
+                # The DICM marker, then no SOP class anywhere: the bytes after the marker are damaged (pydicom parses
+                # garbage into a few unknown elements). Dropping it would shorten the series without a word.
+                raise VolumeError(f"{f}: cannot read DICOM (no SOP class and no pixel data after the DICM marker); "
+                                  "truncated or corrupt")
             without_pixels.append((f, ds))
             continue
         series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append((f, ds))
     if not series:
         raise VolumeError(f"{directory}: no DICOM image files found")
     # A file of the slices' own SOP class (CT Image Storage, ...) without pixels is a truncated slice, not a report
-    image_classes = {str(ds.get("SOPClassUID", "")) for slices in series.values() for _, ds in slices}
+    image_classes = {_sop_class(ds) for slices in series.values() for _, ds in slices}
     for f, ds in without_pixels:
-        if str(ds.get("SOPClassUID", "")) in image_classes:
+        if _sop_class(ds) in image_classes:
             raise VolumeError(f"{f}: DICOM image slice without pixel data; truncated or corrupt")
     if len(series) > 1:
         raise VolumeError(f"{directory}: holds {len(series)} DICOM series ({', '.join(sorted(series))}); "

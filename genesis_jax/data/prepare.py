@@ -32,7 +32,7 @@ from genesis_jax.data.builders import DatasetError, make_builder, resolve_data_d
 from genesis_jax.data.builders.base import terminal_progress
 from genesis_jax.data.folders import SPLIT_FILE, record_dir
 from genesis_jax.data.sources import split_scans
-from genesis_jax.workdir import hold
+from genesis_jax.workdir import full_disk_named, hold
 
 REPORT_FILE = "prepare_report.json"
 log = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ def prepare(data_config) -> PrepareSummary:
     """
     validate_data_config(data_config)
     dataset_dir = Path(make_builder(data_config).data_dir)
-    with hold(dataset_dir.parent, "data prepare"):
+    with hold(dataset_dir.parent, "data prepare"), full_disk_named(
+            dataset_dir, "the dataset was not written (an earlier one, if any, is kept)"):
         return _prepare(data_config, dataset_dir)
 
 

@@ -5,7 +5,9 @@ orientation (index x grows towards the patient's right, y towards anterior, z to
 candidate coordinate mean the same thing whichever file format they came from.
 
 Bad input raises ``VolumeError`` naming the file and the reason: unreadable or truncated files, 2D or 4D data,
-NaN/Inf voxels, non-integer labels, and label grids that do not match their image (``check_same_grid``).
+NaN/Inf or complex voxels, a NaN/Inf or singular affine, headers claiming more bytes than the file holds or than the
+memory available (``$GENESIS_JAX_MAX_VOLUME_BYTES`` sets another limit; refused before anything is allocated),
+non-integer labels, and label grids that do not match their image (``check_same_grid``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from genesis_jax.data.dicom import read_dicom_series
 from genesis_jax.data.errors import VolumeError
 from genesis_jax.data.metaimage import read_metaimage
 from genesis_jax.data.nrrd import read_nrrd
+from genesis_jax.runtime import available_host_memory
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,31 @@ def to_canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.
     return orientations.apply_orientation(array, ornt), new_affine
 
 
+MAX_VOLUME_BYTES_ENV = "GENESIS_JAX_MAX_VOLUME_BYTES"
+
+
+def max_volume_bytes() -> int:
+    """The most bytes one volume's voxels may claim: ``$GENESIS_JAX_MAX_VOLUME_BYTES``, else the host memory
+    available now."""
+    return int(os.environ.get(MAX_VOLUME_BYTES_ENV) or available_host_memory())
+
+
+def _gunzipped_size(path: Path, *, stop_after: int) -> int:
+    """Bytes a gzip file decompresses to, counted in bounded chunks (nothing the size of the data is held), up to
+    ``stop_after``."""
+    import zlib
+
+    inflater, total = zlib.decompressobj(16 + zlib.MAX_WBITS), 0
+    with path.open("rb") as f:
+        while total < stop_after and (chunk := f.read(1 << 20)):
+            while chunk and total < stop_after:
+                total += len(inflater.decompress(chunk, 1 << 24))
+                chunk = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    return total
+
+
 def _check_nifti_size(header: Any, path: Path) -> None:
     """Refuse a header whose voxels need more bytes than the file holds, before reading allocates them (a lying or
     damaged header would otherwise allocate up to gigabytes first). A .nii.gz is judged by its gzip trailer, which
@@ -78,12 +106,18 @@ def _check_nifti_size(header: Any, path: Path) -> None:
         return  # .hdr/.img pairs: the data are in the other file
     shape = tuple(int(d) for d in header.get_data_shape())
     needed = int(header.get_data_offset()) + math.prod(shape) * header.get_data_dtype().itemsize
+    limit = max_volume_bytes()
+    if needed > limit:
+        raise VolumeError(f"{path}: the header describes {shape} voxels of {header.get_data_dtype()} ({needed:,} "
+                          f"bytes), more than the {limit:,} bytes a volume may take here (the memory available; "
+                          f"${MAX_VOLUME_BYTES_ENV} sets another limit): a wrong header, or a volume to crop first")
     if name.endswith(".gz"):
-        if needed >= 2**32:
-            return
-        with path.open("rb") as f:
-            f.seek(-4, os.SEEK_END)
-            available = int.from_bytes(f.read(4), "little")
+        if needed >= 2**32:  # the trailer holds the size modulo 2**32: count the decompressed bytes instead
+            available = _gunzipped_size(path, stop_after=needed)
+        else:
+            with path.open("rb") as f:
+                f.seek(-4, os.SEEK_END)
+                available = int.from_bytes(f.read(4), "little")
         holds = f"decompresses to {available:,} bytes"
     else:
         available = path.stat().st_size
@@ -117,6 +151,27 @@ def _as_3d(array: np.ndarray, path: str | Path) -> np.ndarray:
     if min(array.shape) < 2:
         raise VolumeError(f"{path}: a 3D volume is needed, got shape {tuple(array.shape)} (a single slice)")
     return array
+
+
+def _real_voxels(array: np.ndarray, path: str | Path) -> np.ndarray:
+    if array.dtype.kind == "c":  # a cast would drop the imaginary part (numpy's ComplexWarning names no file)
+        raise VolumeError(f"{path}: complex-valued voxels ({array.dtype}); a real-valued image is needed (store the "
+                          "magnitude)")
+    if array.dtype.kind not in "biuf":
+        raise VolumeError(f"{path}: voxels of type {array.dtype} are not numbers")
+    return array
+
+
+def check_affine(affine: np.ndarray, path: str | Path) -> np.ndarray:
+    """The 4x4 voxel-to-world affine, refused when it has NaN/Inf or its 3x3 part is singular (no orientation or
+    spacing can be derived from it)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise VolumeError(f"{path}: the voxel-to-world affine holds NaN or Inf values; fix the header (sform/qform)")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise VolumeError(f"{path}: the voxel-to-world affine is singular (a zero voxel size or collapsed axes); fix "
+                          "the header (sform/qform)")
+    return affine
 
 
 def _finite_image(array: np.ndarray, path: str | Path) -> np.ndarray:
@@ -161,7 +216,8 @@ def read_volume(path: str | os.PathLike, *, kind: Literal["image", "label"] = "i
         else:
             raise VolumeError(f"{path}: unknown volume format (expected one of {', '.join(VOLUME_SUFFIXES)} "
                               "or a DICOM series directory)")
-    array = _as_3d(np.asarray(array), path)
+    array = _real_voxels(_as_3d(np.asarray(array), path), path)
+    affine = check_affine(affine, path)
     array = _finite_image(array, path) if kind == "image" else _integer_label(array, path)
     if kind == "image" and array.size and array.min() == array.max():
         log.warning("%s: every voxel is %g: a constant volume (nothing to restore or segment)", path, array.flat[0])

@@ -1,4 +1,10 @@
-"""Overlay PNGs of a segmentation: CT slices with the reference outline (green) and the prediction (red)."""
+"""Overlay PNGs of a segmentation: CT slices with the reference outline (green) and the prediction (red).
+
+Axial slices are shown in the radiological convention, as a scanner console shows them: seen from the feet, the
+patient's right on the image's left and anterior at the top, with R/L/A/P markers on every panel. Volumes arrive in
+canonical RAS+ order (:mod:`genesis_jax.data.readers`: x towards the patient's right, y towards anterior), so the
+x axis is flipped for display and y runs bottom to top.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,22 @@ def pick_slices(label: np.ndarray, prob: np.ndarray, count: int = 3, threshold: 
     pool = present if len(present) else np.arange(depth)
     quantiles = np.linspace(0.2, 0.8, count) if count > 1 else [0.5]
     return sorted({int(pool[int(round(q * (len(pool) - 1)))]) for q in quantiles})
+
+
+AXIAL_MARKERS = {"R": (0.03, 0.5), "L": (0.97, 0.5), "A": (0.5, 0.97), "P": (0.5, 0.03)}  # axes fractions
+
+
+def radiological(axial: np.ndarray) -> np.ndarray:
+    """An axial (X, Y) slice of a RAS+ volume flipped along x, so that drawn with x left to right (and y bottom to
+    top) the patient's right lies on the image's left."""
+    return np.asarray(axial)[::-1]
+
+
+def orientation_markers(ax, markers: dict[str, tuple[float, float]] = AXIAL_MARKERS) -> None:
+    """R/L/A/P letters at the panel's edges (axes fractions), readable on dark and bright slices."""
+    for letter, (x, y) in markers.items():
+        ax.text(x, y, letter, transform=ax.transAxes, ha="center", va="center", fontsize=8, fontweight="bold",
+                color="yellow", bbox=dict(boxstyle="round,pad=0.1", facecolor="black", alpha=0.5, linewidth=0))
 
 
 def save_overlay(
@@ -41,8 +63,10 @@ def save_overlay(
     slices = list(slices) if slices is not None else pick_slices(label, prob, threshold=threshold)
     fig, axes = panel_figure(1, len(slices), (3.2, 3.4), pyplot=False)
     for ax, z in zip(axes[0], slices):
-        draw_panel(ax, slice_of(image, 2, z), f"z={z}", contours=[(slice_of(label, 2, z) > 0, "lime"),
-                                                                  (slice_of(prob, 2, z) > threshold, "red")])
+        draw_panel(ax, radiological(slice_of(image, 2, z)), f"z={z}",
+                   contours=[(radiological(slice_of(label, 2, z) > 0), "lime"),
+                             (radiological(slice_of(prob, 2, z) > threshold), "red")])
+        orientation_markers(ax)
     if title:
         fig.suptitle(f"{title}  (green: reference, red: prediction)", fontsize=9)
     return save_png(fig, path, dpi=90)

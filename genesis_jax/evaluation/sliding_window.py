@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genesis_jax.workdir import atomic_file
+
 Blend = Literal["gaussian", "constant"]
 PredictFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -290,6 +292,6 @@ def save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
     if affine.shape != (4, 4):
         raise ValueError(f"save_nifti: affine must be 4x4, got shape {affine.shape}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(array, affine), str(path))
+    with atomic_file(path) as tmp:  # a full disk or a kill leaves no partial file at ``path``
+        nib.save(nib.Nifti1Image(array, affine), str(tmp))
     return path

@@ -20,6 +20,7 @@ gives the 'keras' variant again (its up-convolutions checked to be nearest-neigh
 from __future__ import annotations
 
 import dataclasses
+import io
 import pickle
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,6 +38,7 @@ from genesis_jax.interop.mapping import (
     variable_slots,
 )
 from genesis_jax.models.unet import BATCHNORM_SETTINGS
+from genesis_jax.workdir import write_file_atomically
 
 INSTALL_HINT = "pip install 'genesis-jax[torch]'"
 DATA_PARALLEL_PREFIX = "module."
@@ -296,9 +298,11 @@ def write_pytorch(
         state[prefix + name] = torch.from_numpy(_to_torch(slot, np.asarray(arrays[slot], np.float32)).copy())
         if slot.leaf == "var":  # BatchNorm's last buffer; UNet3D's strict load_state_dict expects it
             state[prefix + name.replace("running_var", "num_batches_tracked")] = torch.tensor(0, dtype=torch.long)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {"epoch": int(epoch), "state_dict": state}
     if layout.variant != "pytorch":
         checkpoint[RECORD_KEY] = variant_record(layout.variant)
-    torch.save(state if bare else checkpoint, path)
-    return path
+    # Serialised in memory first: torch.save on a full disk fails with an opaque zip-writer message; the bytes then
+    # go through a temporary file renamed into place, so a failure or a kill leaves nothing at ``path``.
+    buffer = io.BytesIO()
+    torch.save(state if bare else checkpoint, buffer)
+    return write_file_atomically(path, buffer.getbuffer())

@@ -11,7 +11,7 @@ from genesis_jax.models.plain_unet import PlainConvUNet
 from genesis_jax.models.resenc import ResidualEncoderUNet
 from genesis_jax.models.registry import MODELS, adaptation_record, build_model, contract, network_spec
 from genesis_jax.models.spec import AdaptationRecord, NetworkSpec
-from genesis_jax.models.summary import count_params, summarize
+from genesis_jax.models.summary import layer_output_bytes, count_params, summarize
 from genesis_jax.models.unet import GenesisUNet
 from genesis_jax.models.unetpp import UNetPlusPlus
 
@@ -27,6 +27,7 @@ __all__ = [
     "ResidualEncoderUNet",
     "UNetPlusPlus",
     "adaptation_record",
+    "layer_output_bytes",
     "build_model",
     "contract",
     "count_params",

@@ -7,7 +7,8 @@ writes it, ``--init`` of pre-training, fine-tuning and active learning and ``gen
     <dir>/adaptation.json       which parameters are encoder, stem and heads (``AdaptationRecord``), for ``--init``
 
 It is written beside the target and swapped into place (:func:`genesis_jax.workdir.replace_directory`), so a
-crash during a re-export leaves the old weights or the new ones.
+crash during a re-export leaves the old weights or the new ones; a reader takes no lock and gets one export whole
+(:func:`load_weights` reads again when the directory was swapped during its read).
 
 orbax has two owners, one per format: this module for the weights directory, and
 :mod:`genesis_jax.train.checkpointing` for training checkpoints (train state, iterator state, best-by-validation),
@@ -17,6 +18,7 @@ which also reads a training workdir as ``--init`` weights.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,7 +30,8 @@ import orbax.checkpoint as ocp
 
 from genesis_jax.models.registry import adaptation_record
 from genesis_jax.models.spec import AdaptationRecord
-from genesis_jax.workdir import crash_point, is_disk_full, replace_directory, sibling_tmp_dir
+from genesis_jax.workdir import crash_point, is_disk_full, replace_directory, sibling_tmp_dir, \
+    silence_background_threads
 
 MODEL_CONFIG_FILE = "model_config.json"
 METADATA_FILE = "metadata.json"
@@ -83,6 +86,7 @@ def save_weights(
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(err):
+            silence_background_threads()  # orbax's writer threads go on failing while the command exits
             raise CheckpointError(f"no space left on {directory}: the weights were not exported (the previous "
                                   "ones, if any, are kept); free space and rerun") from None
         raise
@@ -118,10 +122,42 @@ def is_weights_dir(path: str | Path) -> bool:
     return (path / MODEL_CONFIG_FILE).is_file() and (path / VARIABLES_DIR).is_dir()
 
 
+def _identity(directory: Path) -> tuple[int, int, int] | None:
+    """What changes when :func:`save_weights` swaps a new export in at ``directory``: another directory (inode)."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_ctime_ns
+
+
 def load_weights(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Read a weights directory written by :func:`save_weights`: returns (variables, model_config, metadata),
-    variables as numpy arrays on the host."""
+    variables as numpy arrays on the host.
+
+    Readers take no lock: a re-export (a pre-training's end, ``convert --overwrite``) swaps a new directory in at
+    any moment, and orbax reads a directory as several files by path. So the read is versioned by the directory's
+    identity: when it changed during the read (an error, or files of two exports), the read starts again on the
+    new export, so a reader gets one export whole, the old or the new."""
     directory = Path(directory).expanduser().resolve()
+    for attempt in range(_READ_ATTEMPTS):
+        before = _identity(directory)
+        try:
+            loaded = _load_weights_once(directory)
+        except CheckpointError:
+            if _identity(directory) == before or attempt == _READ_ATTEMPTS - 1:
+                raise
+            continue
+        if _identity(directory) == before:
+            return loaded
+    raise CheckpointError(f"{directory}: replaced {_READ_ATTEMPTS} times while being read; rerun when the export "
+                          "that keeps rewriting it has finished")
+
+
+_READ_ATTEMPTS = 20
+
+
+def _load_weights_once(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     if not directory.exists():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
     if not is_weights_dir(directory):

@@ -13,7 +13,8 @@ Training runs (:class:`TrainCheckpoints`) keep two orbax ``CheckpointManager`` d
 Resuming rolls the workdir back to the restored step: a ``best/`` step after it (written before a crash) is
 discarded, since the rerun recomputes it. A latest checkpoint that cannot be restored is moved to
 ``corrupt_checkpoints/`` with a warning and the one before it is used. A failed write (disk full) raises
-:class:`CheckpointError` with one line ("no space left on <path>"); the checkpoints before it stay usable.
+:class:`CheckpointError` with one line ("no space left on <path>"); the checkpoints before it stay usable. A
+background write that fails is raised by the next :meth:`TrainCheckpoints.check` (the loop calls it every step).
 Saves are asynchronous: the arrays are copied to the host when ``save`` returns, written in the background. The
 state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
 resumes on 1 and the reverse.
@@ -27,8 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,7 +46,7 @@ from genesis_jax.models.weights import (
     load_weights,
     to_numpy,
 )
-from genesis_jax.workdir import crash_point, is_disk_full
+from genesis_jax.workdir import crash_point, is_disk_full, silence_background_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,40 +57,20 @@ STATE_ITEM, DATA_ITEM, META_ITEM, VARIABLES_ITEM = "state", "data", "meta", "var
 
 
 class _QuietOrbax(logging.Filter):
-    """Drops orbax's own logged tracebacks of a failed background save: the failure is raised once, as one line."""
+    """Drops orbax's own logged tracebacks of a failed background save (the failure is raised once, as one line)
+    and keeps the first such error: orbax's finaliser logs it and skips the step's commit without raising anywhere,
+    so this is how the training loop learns at its next step that an asynchronous save failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: BaseException | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and "orbax" in record.pathname)
-
-
-class _MainThreadStderr:
-    """``sys.stderr`` that passes what the main thread writes and drops what other threads write."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        if threading.current_thread() is threading.main_thread():
-            return self._stream.write(text)
-        return len(text)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-
-def _quiet_background_failures() -> None:
-    """After a failed write the run stops with one line, but orbax's writer threads (and TensorStore callbacks) may
-    go on failing while the process exits (closed event loops, executors shut down) and print their tracebacks.
-    From now on what other threads write to stderr is dropped (their errors go to the debug log); the main thread,
-    which prints the one-line error, is untouched."""
-
-    def quiet_hook(args: Any) -> None:
-        log.debug("background thread %s failed after a checkpoint write failure: %r", args.thread, args.exc_value)
-
-    threading.excepthook = quiet_hook
-    logging.getLogger("asyncio").addFilter(lambda record: not record.exc_info)
-    if not isinstance(sys.stderr, _MainThreadStderr):
-        sys.stderr = _MainThreadStderr(sys.stderr)
+        if record.exc_info and "orbax" in record.pathname and record.levelno >= logging.ERROR:
+            if self.failure is None and record.exc_info[1] is not None:
+                self.failure = record.exc_info[1]
+            return False
+        return True
 
 
 class TrainCheckpoints:
@@ -106,9 +85,11 @@ class TrainCheckpoints:
         self.workdir = Path(workdir).expanduser().resolve()
         self._keep, self._async = max(int(keep), 1), async_save
         self._failed: CheckpointError | None = None
+        self._pending_step: int | None = None  # the step of the last save issued (what a background failure lost)
         self._quiet = _QuietOrbax()
         for name in ("absl", "orbax"):
-            logging.getLogger(name).addFilter(self._quiet)
+            # first in line: a filter that drops the record before this one would hide the failure from check()
+            logging.getLogger(name).filters.insert(0, self._quiet)
         self._open()
 
     def _open(self) -> None:
@@ -144,8 +125,20 @@ class TrainCheckpoints:
             else:
                 self._failed = CheckpointError(f"{self.workdir}: {what} failed ({type(err).__name__}: "
                                                f"{str(err).splitlines()[0] if str(err) else ''}); {where}")
-            _quiet_background_failures()
+            silence_background_threads()
             raise self._failed from None
+
+    def check(self) -> None:
+        """Raise the one-line CheckpointError at once when an asynchronous save has failed since the last call (a
+        full disk mid-write): training stops at the next step instead of running on to its next save."""
+        failure = self._quiet.failure
+        if self._failed is None and failure is not None:
+            self._quiet.failure = None
+
+            def reraise() -> None:
+                raise failure
+
+            self._guard(f"writing the checkpoint of step {self._pending_step}", reraise)
 
     def _last_intact(self) -> int | None:
         root = self.workdir / CHECKPOINTS_DIR  # finished steps are plain integer names; in-flight ones have suffixes
@@ -159,6 +152,7 @@ class TrainCheckpoints:
         items = {STATE_ITEM: ocp.args.StandardSave(state_tree), META_ITEM: ocp.args.JsonSave(_jsonable(meta))}
         if data_iterator is not None:
             items[DATA_ITEM] = grain.checkpoint.CheckpointSave(data_iterator)
+        self._pending_step = step
         self._guard(f"writing the checkpoints up to step {step}",
                     lambda: self.latest.save(step, args=ocp.args.Composite(**items), force=True))
         crash_point("periodic_save")  # test-only: the write is still in flight here
@@ -237,6 +231,7 @@ class TrainCheckpoints:
             VARIABLES_ITEM: ocp.args.StandardSave(to_numpy(dict(variables))),
             META_ITEM: ocp.args.JsonSave(_jsonable({**meta, "val_loss": float(val_loss)})),
         }
+        self._pending_step = step
         self._guard(f"writing the checkpoints up to step {step}", lambda: self.best.save(
             step, args=ocp.args.Composite(**items), metrics={"val_loss": float(val_loss)}, force=True))
         crash_point("best", before=self.best.wait_until_finished)  # test-only: right after best/<step> is committed

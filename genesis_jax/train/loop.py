@@ -12,10 +12,15 @@ validation metrics, how precise-BN inputs are made, an optional preview hook); e
 - Metrics are fetched one step behind the dispatch (the device stays busy); the NaN guard checks them before any
   save of the state they produced, and a non-finite step raises :class:`TrainingDiverged` naming the kept
   checkpoint.
+- Before anything is compiled, a network whose state, gradients and activations cannot fit the device's memory is
+  refused naming the config field (:func:`~genesis_jax.train.state.check_fits_memory`, ``jax.eval_shape`` only).
+- A SIGTERM/SIGINT while the first step compiles ends the process within a second (nothing to lose); later ones
+  save at the end of the step in flight (:class:`PreemptionGuard`). A failed asynchronous save stops the run at the
+  next step; a full disk is one line naming the workdir.
 - Periodic actions are due by :func:`itstime`; preemption (:class:`PreemptionGuard`) and the wall-clock save are
   agreed over processes every ``checkpoint.sync_every_steps`` steps (every step in one process).
 - Each ``steps_per_epoch`` steps: validation, early stopping, the best-by-validation checkpoint, the epoch-level
-  learning-rate schedule; one row per epoch in ``validation.csv`` and the run's history.
+  learning-rate schedule; one row per epoch in ``validation.csv`` and the run's history; ``progress.png`` redrawn.
 - The end: the best (or final) variables, their BatchNorm statistics re-estimated (precise BN), exported as a
   weights directory ``weights/``.
 - Validation, ``best/`` and the export take the parameters' moving average in place of the trained parameters
@@ -31,7 +36,10 @@ import contextlib
 import dataclasses
 import hashlib
 import math
+import os
 import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -50,8 +58,8 @@ from genesis_jax.train.distributed import any_process, to_host
 from genesis_jax.train.metrics_log import MetricsLog, Progress
 from genesis_jax.train.mesh import batch_sharding
 from genesis_jax.train.schedules import EarlyStopping, build_lr_schedule, get_learning_rate, set_learning_rate
-from genesis_jax.train.state import TrainState, abstract_train_state, create_train_state
-from genesis_jax.workdir import crash_point, hold
+from genesis_jax.train.state import TrainState, abstract_train_state, check_fits_memory, create_train_state
+from genesis_jax.workdir import crash_point, full_disk_named, hold
 
 Variables = Mapping[str, Any]
 
@@ -62,26 +70,65 @@ class TrainingDiverged(RuntimeError):
 
 class PreemptionGuard:
     """Turns SIGTERM (and SIGINT) into a flag the training loop polls, so the loop saves and returns cleanly.
-    Handlers are restored on exit; outside the main thread nothing is installed."""
+    Handlers are restored on exit; outside the main thread nothing is installed.
+
+    Python runs a signal handler only between bytecodes of the main thread, so a signal that arrives while the main
+    thread waits in XLA (the first step's compilation: minutes for a large network) would wait for it. A watcher
+    thread is woken at once instead (``signal.set_wakeup_fd``): while ``lossless`` is set (the first step of this
+    process is in flight, nothing since the last checkpoint would be lost) it ends the process within a second,
+    saying so; otherwise the loop saves at the end of the step as usual."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "train") -> None:
+        self.name = name
         self.received: str | None = None
+        self.lossless = False
         self._previous: dict[int, Any] = {}
+        self._previous_wakeup = -1
+        self._wake: tuple[Any, Any] | None = None
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C stops at once
         self.received = signal.Signals(signum).name
 
+    def _watch(self, reader: Any) -> None:
+        while True:
+            try:
+                data = reader.recv(16)
+            except OSError:
+                return
+            if not data:
+                return  # closed on exit
+            signums = [b for b in data if b in {int(s) for s in self.SIGNALS}]
+            if signums and self.lossless:
+                sys.stderr.write(f"{self.name}: {signal.Signals(signums[0]).name} received before the first step "
+                                 "finished (still compiling): nothing to save since the last checkpoint; exiting; "
+                                 "rerun the same command to resume\n")
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(0)
+
     def __enter__(self) -> Self:
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
+            reader, writer = socket.socketpair()
+            writer.setblocking(False)
+            self._wake = (reader, writer)
+            self._previous_wakeup = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+            threading.Thread(target=self._watch, args=(reader,), name="genesis-jax-signal-watch", daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.lossless = False
+        if self._wake is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            self._wake[1].close()
+            self._wake[0].shutdown(socket.SHUT_RDWR)
+            self._wake[0].close()
+            self._wake = None
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -298,7 +345,7 @@ class _Loop:
                "epochs_without_improvement": book.early_stopping.wait}
         book.history.append(row)
         self.log.write(step, row, kind="validation")
-        self.log.flush()
+        self.log.plot_progress(f"{self.task.name}: {self.workdir.name}")  # flushes the logs, redraws progress.png
         self.say(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in val.items()))
         if early_stop:
             self.say(f"early stopping after epoch {epoch}: no improvement for {book.early_stopping.patience} "
@@ -314,11 +361,25 @@ class _Loop:
         task, book = self.task, self.book
         sharding = batch_sharding(task.mesh)
         pending: tuple[int, Mapping[str, jax.Array]] | None = None
-        with PreemptionGuard() as guard:
+        with PreemptionGuard(task.name) as guard:
+            if self.last_saved is not None:  # said once the signals are handled: from here a SIGTERM is graceful
+                self.say(f"resumed from step {self.step} "
+                         f"({self.workdir / checkpointing.CHECKPOINTS_DIR / str(self.step)})")
+            else:
+                self.say(f"{jax.device_count()} device(s), {jax.process_count()} process(es), global batch "
+                         f"{task.global_batch_size}, {task.steps_per_epoch} steps/epoch, workdir {self.workdir}")
+            first = jax.process_count() == 1  # several processes stop together, at a step boundary
             while self.step < task.max_steps and book.finished is None:
+                guard.lossless = first  # the first step compiles; a signal meanwhile ends the process at once
+                if first and guard.received is not None:  # a signal before the first step: nothing to save
+                    self.say(f"{guard.received} received before the first step: nothing to save; exiting; rerun "
+                             "the same command to resume")
+                    return "preempted"
                 self.state, metrics = task.train_step(self.state, global_batch(next(task.train_iter), sharding))
+                guard.lossless = first = False
                 self.step += 1
                 crash_point("step")  # test-only (genesis_jax.workdir): a kill while a step is in flight
+                self.ckpts.check()  # an asynchronous save that failed (disk full) stops training here
                 if pending is not None:
                     self.handle(*pending)
                 pending = (self.step, metrics)
@@ -353,7 +414,14 @@ class _Loop:
 def train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[[bool], Task]) -> Result:
     """Run (or resume) the task ``make_task(resuming)`` builds, writing checkpoints, logs and ``weights/`` under
     ``workdir`` (the caller holds its lock, :func:`locked`). ``config`` supplies the shared blocks: schedule,
-    early_stopping, optimizer.learning_rate, checkpoint, logging."""
+    early_stopping, optimizer.learning_rate, checkpoint, logging. A full disk stops it with one
+    :class:`~genesis_jax.workdir.DiskFullError` naming the workdir."""
+    with full_disk_named(workdir, "training stopped; the checkpoints written before are kept, rerun the same "
+                         "command to resume"):
+        return _train(config, workdir, make_task)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[[bool], Task]) -> Result:
     primary = jax.process_index() == 0
     ckpt_cfg = config.checkpoint
     ckpts = checkpointing.TrainCheckpoints(workdir, keep=ckpt_cfg.keep, async_save=ckpt_cfg.async_save)
@@ -361,6 +429,8 @@ def train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[
     try:
         task = make_task(ckpts.latest_step() is not None)
         book = _Bookkeeping(config, task.model_config, task.steps_per_epoch)
+        check_fits_memory(task.model, task.tx, task.key, task.input_shape, task.mesh,
+                          max(1, task.global_batch_size // jax.device_count()), task.model_config)
         resumed = ckpts.resume(lambda: abstract_train_state(task.model, task.tx, task.key, task.input_shape,
                                                             task.mesh), task.train_iter)
         if resumed is not None:
@@ -375,18 +445,18 @@ def train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable[
         progress = Progress(task.max_steps, int(state.step), enabled=primary and config.logging.progress,
                             messages=primary, desc=task.name)
         loop = _Loop(config, workdir, task, ckpts, log, progress, book, state, resumed_from)
-        if resumed_from is not None:
-            loop.say(f"resumed from step {loop.step} ({workdir / checkpointing.CHECKPOINTS_DIR / str(loop.step)})")
-        else:
-            loop.say(f"{jax.device_count()} device(s), {jax.process_count()} process(es), global batch "
-                     f"{task.global_batch_size}, {task.steps_per_epoch} steps/epoch, workdir {workdir}")
         stopped = loop.run()
     finally:
+        failing = sys.exc_info()[1] is not None
         if progress is not None:
             progress.close()
         ckpts.close()
         if log is not None:
-            log.close()
+            try:
+                log.close()
+            except OSError:
+                if not failing:  # a log flush failing on the disk that stopped the run must not mask its error
+                    raise
     result = Result(task=task, state=loop.state, step=loop.step, stopped=stopped, resumed_from=resumed_from, best=book.best,
                     history=book.history, last_loss=book.last_loss, preview=loop.preview_path)
     if stopped != "preempted":

@@ -1,5 +1,6 @@
 """Training feedback: a tqdm progress bar (steps/s, loss, ETA), metrics logs (``metrics.csv`` for the per-step
-metrics, ``validation.csv`` for the per-epoch ones, everything also in ``metrics.jsonl``), TensorBoard event files
+metrics, ``validation.csv`` for the per-epoch ones, everything also in ``metrics.jsonl``), ``progress.png`` (the
+loss and validation curves drawn from the two CSVs, redrawn at each validation), TensorBoard event files
 (tensorboardX) and restoration preview PNGs (input | prediction | target, one row per sample; drawn by
 :mod:`genesis_jax.visualize`).
 
@@ -20,8 +21,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from genesis_jax.visualize import tile_grid
+from genesis_jax.visualize import save_curves, tile_grid
 
+PROGRESS_PNG = "progress.png"
 TRAIN_CSV = "metrics.csv"
 VALIDATION_CSV = "validation.csv"
 JSONL = "metrics.jsonl"
@@ -53,6 +55,25 @@ def read_metrics(workdir: str | Path, name: str = TRAIN_CSV) -> list[dict[str, f
     """The rows of a metrics CSV as floats (for tests, notebooks and the demo)."""
     with (Path(workdir) / name).open(newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _numeric_rows(path: Path) -> list[dict[str, float]]:
+    """The rows of a metrics CSV with their numeric cells as floats (empty or text cells left out); [] when the
+    file does not exist yet."""
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            numbers = {}
+            for key, text in row.items():
+                try:
+                    numbers[key] = float(text)
+                except (TypeError, ValueError):
+                    continue
+            if "step" in numbers:
+                rows.append(numbers)
+    return rows
 
 
 class MetricsLog:
@@ -119,6 +140,25 @@ class MetricsLog:
         self._jsonl.flush()
         if self._tb is not None:
             self._tb.flush()
+
+    def plot_progress(self, title: str = "") -> Path | None:
+        """Redraw ``progress.png``: the training loss per logged step and the validation metrics per validation
+        (``val_loss`` with the training loss, the other ``val_*`` metrics in a panel of their own)."""
+        if not self.enabled:
+            return None
+        self.flush()
+        train, val = _numeric_rows(self.workdir / TRAIN_CSV), _numeric_rows(self.workdir / VALIDATION_CSV)
+
+        def curve(rows: list[dict[str, float]], name: str) -> tuple[list[float], list[float]]:
+            kept = [r for r in rows if name in r]
+            return [r["step"] for r in kept], [r[name] for r in kept]
+
+        loss = {"training loss": curve(train, "loss"), "validation loss": curve(val, "val_loss")}
+        panels = {"loss": {k: v for k, v in loss.items() if v[0]}}
+        names = sorted({k for r in val for k in r if k.startswith("val_") and k != "val_loss"})
+        panels["validation"] = {k[4:]: curve(val, k) for k in names}
+        panels = {k: v for k, v in panels.items() if v}
+        return save_curves(self.workdir / PROGRESS_PNG, panels, title=title, log_y=("loss",)) if panels else None
 
     def close(self) -> None:
         if not self.enabled:

@@ -16,6 +16,9 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
+from genesis_jax.config_loader import ConfigError
+from genesis_jax.models.summary import layer_output_bytes
+from genesis_jax.runtime import available_host_memory
 from genesis_jax.train.mesh import replicated
 
 # The arrays a checkpoint holds; apply_fn and tx are rebuilt from the config.
@@ -129,3 +132,53 @@ def abstract_train_state(
     return abstract.with_checkpoint_tree(
         jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract.checkpoint_tree())
     )
+
+
+class ModelTooLargeError(ConfigError):
+    """The network (or its batch) cannot fit the memory there is; the message names the config fields to lower."""
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def memory_available(device: jax.Device) -> int:
+    """Bytes a training state and step may use on ``device``: the accelerator's limit where it reports one, else
+    the host memory available now (CPU)."""
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        pass
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return available_host_memory()
+
+
+def check_fits_memory(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, input_shape: Sequence[int],
+                      mesh: Mesh, per_device_batch: int, model_config: Mapping[str, Any] | None = None) -> None:
+    """Refuse, before anything is compiled or allocated, a network whose training cannot fit one device: the train
+    state (parameters, BatchNorm statistics, optimizer state; ``jax.eval_shape``, nothing computed) plus its
+    gradients, and the activations one step keeps for its backward pass (every layer's output for the per-device
+    batch; a lower bound, so a run that could fit is not refused). Without this an oversized width compiles for
+    minutes and then exhausts memory."""
+    abstract = jax.eval_shape(lambda: create_train_state(model, tx, key, input_shape, mesh))
+    nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))  # noqa: E731
+    weights = nbytes((abstract.params, abstract.batch_stats, abstract.opt_state)) + nbytes(abstract.params)
+    activations = layer_output_bytes(model, (per_device_batch, *input_shape), train=False)
+    device = mesh.devices.flat[0]
+    available = memory_available(device)
+    if weights + activations <= available:
+        return
+    cfg = dict(model_config or {})
+    if activations > weights:
+        field = f"config.input_shape={tuple(input_shape)} with {per_device_batch} input(s) per device"
+        fix = "lower the batch size or the input shape"
+    else:
+        field = (f"config.model.base_width={cfg['base_width']}" if "base_width" in cfg else "config.model") + (
+            f" (depth {cfg['depth']})" if "depth" in cfg else "")
+        fix = "lower config.model.base_width" if "base_width" in cfg else "choose a smaller network"
+    raise ModelTooLargeError(
+        f"{field}: training needs about {_gib(weights + activations)} (parameters, gradients and optimizer state "
+        f"{_gib(weights)}, activations {_gib(activations)}) but {_gib(available)} is available on "
+        f"{device.platform.upper()}; nothing was compiled: {fix}")

@@ -48,7 +48,9 @@ def test_cli_trains_genesis_2d_tiny_with_the_published_deformations(tmp_path, ca
     rc = main(["pretrain", "--config=pretrain/genesis_2d:tiny", f"--workdir={tmp_path}", *TINY_OVERRIDES[1:],
                "--config.max_steps=4", "--config.global_batch_size=16", "--config.logging.preview_every_steps=4"])
     assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("pretrain completed: step 4"), out  # one human line
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["step"] == 4 and np.isfinite(summary["final_loss"]) and summary["weights"]
     with Image.open(summary["preview"]) as im:  # titles, 4 + 1 clean rows x (input | restored | original), a note
         assert im.size[0] == 4 * (3 * 16 + 4) and im.size[1] > 4 * (5 * 16 + 8)

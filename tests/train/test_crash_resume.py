@@ -46,8 +46,6 @@ def run(command: list[str], workdir: Path, crash_at: str | None = None, **spec) 
 
 def fingerprint(command: list[str], workdir: Path, proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 0, f"rc {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    if command[0] == "pretrain":
-        return json.loads(proc.stdout[proc.stdout.index("{"):])["params_fingerprint"]
     return json.loads((workdir / "summary.json").read_text())["params_fingerprint"]
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import json
 import logging
 import os
@@ -110,15 +111,26 @@ def scan_seed(seed: int, scan_id: str) -> int:
     return int(np.random.SeedSequence([int(seed), zlib.crc32(scan_id.encode())]).generate_state(1)[0])
 
 
-def discover_volumes(root: str | os.PathLike) -> list[Path]:
-    """Volume files and DICOM series directories under ``root`` (recursive), sorted."""
+def discover_volumes(root: str | os.PathLike,
+                     on_unlistable: Callable[[Path, OSError], None] | None = None) -> list[Path]:
+    """Volume files and DICOM series directories under ``root`` (recursive), sorted. A folder that cannot be listed
+    (permissions) goes to ``on_unlistable(folder, error)``; without it, it raises DatasetError naming the folder
+    (never a silent gap in the input)."""
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise DatasetError(f"{root}: input directory does not exist")
+
+    def unlistable(err: OSError) -> None:
+        folder = Path(err.filename or root)
+        if on_unlistable is None:
+            raise DatasetError(f"{folder}: cannot list the folder ({err.strerror or err}); its scans would be "
+                               "missed") from None
+        on_unlistable(folder, err)
+
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable):
         dirnames.sort()
         files = sorted(filenames)
         volumes = [Path(dirpath) / f for f in files if is_volume_file(f)]
@@ -165,6 +177,14 @@ class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def params(self) -> dict:
         return self.builder_config.params  # type: ignore[attr-defined]
 
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... Subsequent calls will reuse this
+    # data." on stdout; `genesis-jax data prepare` prints its own summary, and nothing is downloaded here.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _metadata(self) -> tfds.core.MetadataDict:
         return tfds.core.MetadataDict(params=json.loads(json.dumps(data_params(self.params))))
 
@@ -178,12 +198,32 @@ class GenesisBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         try:
             return fn()
         except SCAN_ERRORS as err:
-            reason = str(err) if str(err).startswith(what) else f"{what}: {err}"
-            if self.params.get("on_error", "skip") != "skip":
-                raise DatasetError(f"{reason} (on_error='raise')") from err
-            log.warning("skipped %s", reason)
-            self.report.skipped.append((what, reason))
+            self.skip(what, str(err) if str(err).startswith(what) else f"{what}: {err}", cause=err)
             return None
+
+    def skip(self, what: str, reason: str, cause: BaseException | None = None) -> None:
+        """An input that cannot be used: logged and listed in the report (on_error='skip'), or the build stops with
+        ``reason`` (on_error='raise')."""
+        if self.params.get("on_error", "skip") != "skip":
+            raise DatasetError(f"{reason} (on_error='raise')") from cause
+        log.warning("skipped %s", reason)
+        self.report.skipped.append((what, reason))
+
+    def files_below(self, root: Path, pattern: str) -> list[Path]:
+        """Files under ``root`` whose name matches ``pattern`` (fnmatch), sorted; a folder that cannot be listed is
+        skipped and named (or raised) once per build, not passed over as ``Path.rglob`` does."""
+        if not hasattr(self, "_files_below"):
+            self._files_below: list[Path] = []
+            for dirpath, dirnames, filenames in os.walk(root, onerror=lambda err: self.unlistable(
+                    Path(err.filename or root), err)):
+                dirnames.sort()
+                self._files_below += [Path(dirpath) / f for f in filenames]
+        return sorted(p for p in self._files_below if fnmatch.fnmatch(p.name, pattern))
+
+    def unlistable(self, folder: Path, err: OSError) -> None:
+        """``discover_volumes``' callback: a folder that cannot be listed is skipped and named (or raised)."""
+        self.skip(str(folder), f"{folder}: cannot list the folder ({err.strerror or err}); its scans are missed",
+                  cause=err)
 
     def read_image(self, path: Path | str) -> Volume:
         """Read (and resample when params['target_spacing'] is set) an image volume."""

@@ -106,7 +106,7 @@ class GenesisCubes(CubeBuilder, skip_registration=True):
 
     def _scans(self, dl_manager) -> list[tuple[str, Path]]:
         root = self.manual_root(dl_manager)
-        scans = [(scan_name(path, root), path) for path in discover_volumes(root)]
+        scans = [(scan_name(path, root), path) for path in discover_volumes(root, self.unlistable)]
         if not scans:
             raise DatasetError(f"{root}: no volumes (.nii, .nii.gz, .mhd, .mha or DICOM series) found")
         return scans

@@ -102,12 +102,12 @@ class LitsLiver(_VolumeLabelBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
-        volumes = self._indexed(root.rglob("volume-*.nii*"))
-        segs = self._indexed(root.rglob("segmentation-*.nii*"))
+        volumes = self._indexed(self.files_below(root, "volume-*.nii*"))
+        segs = self._indexed(self.files_below(root, "segmentation-*.nii*"))
         if not volumes:
             raise DatasetError(f"{root}: no LiTS volume-<i>.nii[.gz] files found")
         for i in sorted(set(volumes) - set(segs)):
-            self.report.skipped.append((str(volumes[i]), f"{volumes[i]}: no segmentation-{i}.nii[.gz] beside it"))
+            self.skip(str(volumes[i]), f"{volumes[i]}: no segmentation-{i}.nii[.gz] beside it")
         ranges = self.params.get("index_splits") or LITS_INDEX_SPLITS
         splits = {}
         for split, (lo, hi) in ranges.items():
@@ -139,11 +139,11 @@ class Brats18Flair(_VolumeLabelBuilder, skip_registration=True):
     def _split_generators(self, dl_manager):
         root = self.manual_root(dl_manager)
         pairs = {}
-        for flair in sorted(root.rglob("*_flair.nii*")):
+        for flair in self.files_below(root, "*_flair.nii*"):
             case = flair.name[: flair.name.rindex("_flair")]
             segs = sorted(flair.parent.glob(f"{case}_seg.nii*"))
             if not segs:
-                self.report.skipped.append((str(flair), f"{flair}: no {case}_seg.nii[.gz] beside it"))
+                self.skip(str(flair), f"{flair}: no {case}_seg.nii[.gz] beside it")
                 continue
             pairs[case] = (case, flair, segs[0])
         if not pairs:
