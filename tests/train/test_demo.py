@@ -4,7 +4,7 @@ the cache (offline too), tested on the other patient's scan."""
 
 import pytest
 
-from genesis_jax.cli.demo import PHANTOMS_ENV, TEST_SCAN, run_demo
+from genesis_jax.cli.demo import PHANTOMS_ENV, TEST_SCAN, closing_lines, run_demo
 from genesis_jax.data.samples import cache_root, samples_cached
 
 
@@ -14,6 +14,9 @@ def _check_story(tmp_path, summary):
     ft = summary["finetune"]
     assert ft["init"] == summary["pretrain"]["weights"] and ft["step"] == 2
     assert 0.0 <= ft["test"]["dice"] <= 1.0 and ft["overlays"]
+    gate = summary["pretrain"]["gate"]  # the quality gate of the pre-trained weights, passed or not
+    assert {"restoration_mse", "batch_mean_mse", "clean_identity_mse", "passed"} <= set(gate)
+    assert summary["gate_passed"] == gate["passed"]
     return ft
 
 
@@ -40,7 +43,9 @@ def test_demo_on_the_sample_ct_tests_on_another_patient(tmp_path, monkeypatch):
     assert summary["real_ct"] and summary["data"].startswith("real CT")
     ft = _check_story(tmp_path, summary)
     assert ft["test_volumes"] == [TEST_SCAN] and ft["overlays"][0].endswith(f"{TEST_SCAN}_overlay.png")
-    assert any(m.startswith(f"demo: test Dice on {TEST_SCAN} (another patient): ") for m in messages)
+    lines = closing_lines(summary, tmp_path / "summary.json")
+    assert any(line.startswith("demo: test Dice ") and line.endswith(f"mm on {TEST_SCAN} (another patient)")
+               for line in lines)
     scans = summary["pretrain"]["scans"]
     assert scans["train"] == ["ct_abdomen"] and TEST_SCAN not in scans["train"] + scans["validation"] + scans["test"]
 
@@ -62,3 +67,17 @@ def test_the_default_demo_needs_no_extras():
     if any(not image.endswith((".nii.gz", ".nii", ".mha")) for image in demo_images):  # a DICOM series directory
         assert "pydicom" in core and "pillow" in core
         assert features.check("jpg_2000"), "pillow without OpenJPEG cannot decode the JPEG 2000 test scan"
+
+
+def test_closing_lines_are_human_and_say_when_the_gate_failed(tmp_path):
+    gate = dict(restoration_mse=0.05, batch_mean_mse=0.048, clean_identity_mse=0.03, ratio_to_batch_mean=1.04,
+                max_ratio=0.7, max_clean_mse=0.005, passed=False)
+    summary = {"real_ct": True, "pretrain": {"gate": gate, "preview": "p.png"},
+               "finetune": {"test": {"dice": 0.5416, "hd95": 178.49}, "overlays": ["o.png"]}}
+    lines = closing_lines(summary, tmp_path / "summary.json")
+    assert lines[0].startswith("demo: pre-training quality gate FAILED on the held-out scan: restoration MSE 0.0500")
+    assert f"demo: test Dice 0.542 HD95 178.5 mm on {TEST_SCAN} (another patient)" in lines
+    assert not any("{" in line for line in lines)  # no dict reprs
+    assert lines[-1].startswith("demo: your own scans next: genesis-jax data prepare --dataset=DIR")
+    summary["pretrain"]["gate"] = {**gate, "passed": True, "ratio_to_batch_mean": 0.6}
+    assert "gate passed" in closing_lines(summary, tmp_path / "summary.json")[0]
