@@ -21,6 +21,7 @@ from genesis_jax.evaluation.metric_table import Collected, compute_metrics, metr
 from genesis_jax.evaluation.metrics import MultiClassAccumulator, binary_dice, class_overlaps, dice_from_overlaps, \
     foreground_iou, hd95
 from genesis_jax.evaluation.overlays import save_overlay
+from genesis_jax.evaluation.postprocess import keep_largest_component
 from genesis_jax.evaluation.sliding_window import SlidingWindow, save_nifti
 
 PredictFn = Callable[[Any, jax.Array], jax.Array]
@@ -55,12 +56,14 @@ def evaluate_volumes(
     progress: bool = True,
     class_names: dict[str, int] | None = None,
     metrics: Sequence[str] | None = None,
+    largest_component: bool = False,
 ) -> dict[str, Any]:
     """Sliding-window predictions for every volume (objects with ``image``, ``label``, ``spacing``, ``name``).
 
     Returns {'per_volume': [...], 'mean': {...}, 'set': {the ``metrics`` over all voxels}} and, with
     ``keep_probabilities``, 'probabilities': {name: (*spatial,) map of channel 0}. A softmax network (more than one
-    output channel) is scored per class instead (:func:`evaluate_volumes_multiclass`).
+    output channel) is scored per class instead (:func:`evaluate_volumes_multiclass`). ``largest_component``: keep
+    only the largest connected foreground component of each binary prediction (:mod:`.postprocess`).
     """
     if sliding.num_classes > 1:
         return evaluate_volumes_multiclass(sliding, variables, volumes, keep_probabilities, progress, class_names)
@@ -68,6 +71,8 @@ def evaluate_volumes(
     per_volume, probabilities = [], {}
     for vol in tqdm(volumes, desc="evaluate volumes", disable=not progress, leave=False):
         prob = sliding(variables, vol.image)[..., 0]
+        if largest_component:
+            prob = keep_largest_component(prob, threshold)
         label = (np.asarray(vol.label) > 0).astype(np.float32)
         collected.add_segmentation(label[None], prob[None])
         row = {"name": vol.name, **segmentation_volume_metrics(label, prob, vol.spacing, threshold)}

@@ -43,6 +43,7 @@ from genesis_jax.data.dicom import is_dicom_file
 from genesis_jax.data.metaimage import write_metaimage
 from genesis_jax.data.normalize import normalize_volume
 from genesis_jax.data.readers import Volume, is_volume_file, read_volume, resample, spacing_from_affine, zoom_to_shape
+from genesis_jax.evaluation.postprocess import keep_largest_component
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.evaluation.test_set import eval_model_config
 from genesis_jax.models import build_model, contract
@@ -69,7 +70,8 @@ class InferenceSettings:
 
     target_spacing: mm per voxel (x, y, z) of the training volumes; () = each scan's own grid.
     modality, hu_min, hu_max, mr_method, mr_percentiles: :func:`genesis_jax.data.normalize.normalize_volume`.
-    window, overlap, blend, batch_size: the sliding window (``config.eval``); threshold: the sigmoid cut.
+    window, overlap, blend, batch_size: the sliding window (``config.eval``); threshold: the sigmoid cut;
+    largest_component: keep the largest connected foreground component only (binary heads).
     prune_level, mode: UNet++ evaluation network (``config.eval``).
     """
 
@@ -84,6 +86,7 @@ class InferenceSettings:
     blend: str = "gaussian"
     batch_size: int = 4
     threshold: float = 0.5
+    largest_component: bool = False
     prune_level: int | None = None
     mode: str = "accurate"
 
@@ -97,6 +100,7 @@ class InferenceSettings:
                       hu_min=data.get("hu_min"), hu_max=data.get("hu_max"), mr_method=data.get("mr_method"),
                       mr_percentiles=data.get("mr_percentiles"), overlap=ev.get("overlap"), blend=ev.get("blend"),
                       batch_size=ev.get("batch_size"), threshold=ev.get("threshold"),
+                      largest_component=ev.get("largest_component"),
                       prune_level=ev.get("prune_level"), mode=ev.get("mode"))
         return cls.from_dict({k: v for k, v in picked.items() if v is not None or k == "prune_level"})
 
@@ -359,7 +363,10 @@ class Predictor:
 
     def _labels(self, probs: np.ndarray) -> np.ndarray:
         if self.head == "sigmoid":
-            return (probs[..., 0] > self.settings.threshold).astype(np.uint8)
+            prob = probs[..., 0]
+            if self.settings.largest_component:
+                prob = keep_largest_component(prob, self.settings.threshold)
+            return (prob > self.settings.threshold).astype(np.uint8)
         return np.argmax(probs, axis=-1).astype(np.uint8)
 
     def predict_case(self, case: Case, out_dir: Path, *, save_probabilities: bool = False,

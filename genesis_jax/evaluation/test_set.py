@@ -47,7 +47,7 @@ def evaluate_test_set(
                                 num_classes=int(model_config.get("num_classes", 1)))
         return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
                                 progress=config.logging.progress, class_names=dict(config.get("labels") or {}),
-                                metrics=metrics)
+                                metrics=metrics, largest_component=bool(config.eval.get("largest_component", False)))
     if data.test_arrays is not None:
         return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch, metrics)
     return {}
