@@ -64,7 +64,8 @@ def test_segmentation_takes_encoder_decoder_and_a_new_head(pretrained, caplog):
     assert sorted(report.fresh) == ["params/head/bias", "params/head/kernel"]
     assert report.unused == ["params/head/bias", "params/head/kernel"]
     assert "batch_stats/encoder_0/bn_0/mean" in report.loaded
-    with caplog.at_level(logging.DEBUG):
+    # the logger named: an earlier CLI test in the same process may have set the package logger's level to INFO
+    with caplog.at_level(logging.DEBUG, logger="genesis_jax.train.transfer"):
         report.log()
     assert "new     params/head/kernel" in caplog.text and "loaded  params/decoder_0/conv_1/kernel" in caplog.text
 
