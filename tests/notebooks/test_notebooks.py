@@ -57,7 +57,9 @@ def test_committed_without_outputs(path):
     assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+# quickstart runs in the default suite; the longer notebooks (30-50 s each on 2 cores) under `-m slow`
+@pytest.mark.parametrize("path", [p if p.stem == "quickstart" else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in NOTEBOOKS], ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, kernel_env, tmp_path, monkeypatch):
     for key, value in kernel_env.items():
         monkeypatch.setenv(key, value)

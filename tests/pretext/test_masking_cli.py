@@ -18,7 +18,7 @@ def command(spec: str) -> list[str]:
             "--config.logging.preview_every_steps=12"]
 
 
-@pytest.mark.parametrize("spec", ["mim", "genesis_mim"])
+@pytest.mark.parametrize("spec", ["mim", pytest.param("genesis_mim", marks=pytest.mark.slow)])  # same path, longer
 def test_killed_run_resumes_to_the_uninterrupted_parameters_and_its_weights_init_finetuning(spec, tmp_path, capsys):
     cmd = command(spec)
     reference = fingerprint(cmd, tmp_path / "reference", run(cmd, tmp_path / "reference"))
