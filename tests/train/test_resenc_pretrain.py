@@ -22,7 +22,8 @@ def test_tiny_pretraining_exports_for_nnunet_and_the_checkpoint_inits_finetuning
                  "--config.max_steps=2", "--config.logging.progress=False", "--config.logging.tensorboard=False",
                  "--config.logging.preview_every_steps=0", "--config.max_step_traces=1"]
     assert main(["pretrain", "--config=pretrain/resenc_genesis:tiny", f"--workdir={tmp_path / 'run'}", *overrides]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    capsys.readouterr()  # pretrain prints one human line; the summary is the workdir's summary.json
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["step"] == 2 and np.isfinite(summary["final_loss"]) and summary["weights"]
     pytest.importorskip("torch", reason="the nnU-Net export needs torch")
     assert main(["convert", f"--from={summary['weights']}", f"--to={tmp_path / 'resenc.pth'}", "--format=nnunet",
