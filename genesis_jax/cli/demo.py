@@ -68,7 +68,7 @@ def closing_lines(summary: dict[str, Any], path: Path) -> list[str]:
     gate = summary.get("pretrain", {}).get("gate") or {}
     if gate:
         verdict = "passed" if gate.get("passed") else "FAILED"
-        lines.append(f"demo: pre-training quality gate {verdict} on the held-out scan: restoration MSE "
+        lines.append(f"demo: pre-training quality gate {verdict} on the held-out validation data: restoration MSE "
                      f"{gate['restoration_mse']:.4f} = {gate['ratio_to_batch_mean']:.2f} x the batch-mean predictor's "
                      f"(gate: <= {gate['max_ratio']}); clean-input identity MSE {gate['clean_identity_mse']:.4f} "
                      f"(gate: <= {gate['max_clean_mse']})")
@@ -82,9 +82,10 @@ def closing_lines(summary: dict[str, Any], path: Path) -> list[str]:
         where = TEST_SCAN + " (another patient)" if summary.get("real_ct") else "a held-out SYNTHETIC phantom"
         lines.append(f"demo: test Dice {test.get('dice', float('nan')):.3f} HD95 {test.get('hd95', float('nan')):.1f} "
                      f"mm on {where}")
+        reference = ("The reference is TotalSegmentator's output, not a manual annotation." if summary.get("real_ct")
+                     else "The reference is the phantom's own liver: this says nothing about CT.")
         lines.append("      Dice: overlap of predicted and reference liver (1 = identical); HD95: 95th percentile of the "
-                     "distance between their surfaces (0 mm = identical). The reference is TotalSegmentator's output, "
-                     "not a manual annotation.")
+                     f"distance between their surfaces (0 mm = identical). {reference}")
         overlays = summary["finetune"].get("overlays") or []
         if overlays:
             lines.append(f"demo: overlays (green reference, red prediction; radiological view): {overlays[0]}")
@@ -161,7 +162,6 @@ def run_demo(workdir: str | Path, *, pretrain_steps: int = 30, finetune_steps: i
     summary["gate_passed"] = bool(gate.get("passed"))
     if real:  # the scans pre-training read, as configured: never the test scan
         summary["pretrain"]["scans"] = {k: list(v) for k, v in data.samples.items()}
-    log(f"demo: restoration preview (input | prediction | target): {pre['preview']}")
 
     if finetune:
         summary["finetune"] = _finetune(pre["weights"], dict(config.model), cube, workdir / "finetune",

@@ -75,7 +75,7 @@ def test_closing_lines_are_human_and_say_when_the_gate_failed(tmp_path):
     summary = {"real_ct": True, "pretrain": {"gate": gate, "preview": "p.png"},
                "finetune": {"test": {"dice": 0.5416, "hd95": 178.49}, "overlays": ["o.png"]}}
     lines = closing_lines(summary, tmp_path / "summary.json")
-    assert lines[0].startswith("demo: pre-training quality gate FAILED on the held-out scan: restoration MSE 0.0500")
+    assert lines[0].startswith("demo: pre-training quality gate FAILED on the held-out validation data: restoration MSE 0.0500")
     assert f"demo: test Dice 0.542 HD95 178.5 mm on {TEST_SCAN} (another patient)" in lines
     assert not any("{" in line for line in lines)  # no dict reprs
     assert lines[-1].startswith("demo: your own scans next: genesis-jax data prepare --dataset=DIR")
