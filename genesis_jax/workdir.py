@@ -254,6 +254,42 @@ class _MainThreadStderr:
         return getattr(self._stream, name)
 
 
+class _HeldThreadStderr(_MainThreadStderr):
+    """``sys.stderr`` that passes the main thread's writes and holds other threads' until :func:`hold_background_output`
+    decides: replayed after a write that succeeded, dropped after one that failed."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.held: list[str] = []
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self._stream.write(text)
+        self.held.append(text)
+        return len(text)
+
+
+@contextlib.contextmanager
+def hold_background_output() -> Iterator[None]:
+    """Around a write that library threads carry out (orbax, TensorStore, their asyncio loops): what those threads
+    print to stderr is held. If the write succeeds it is printed afterwards, unchanged; if it fails, the command
+    stops with one line and the threads' tracebacks (they fail on the same full disk, sometimes before the main
+    thread has caught the error) are dropped, as :func:`silence_background_threads` does from then on."""
+    original = sys.stderr
+    holder = _HeldThreadStderr(original)
+    sys.stderr = holder
+    try:
+        yield
+    except BaseException:
+        holder.held.clear()
+        silence_background_threads()  # the holder stays in place: later thread output is dropped too
+        raise
+    if sys.stderr is holder:
+        sys.stderr = original
+    if holder.held:
+        original.write("".join(holder.held))
+
+
 def silence_background_threads() -> None:
     """After a write failure the command stops with one line, but writer threads (orbax's, TensorStore callbacks,
     asyncio loops being shut down) may go on failing while the process exits and print their tracebacks. From now

@@ -30,8 +30,8 @@ import orbax.checkpoint as ocp
 
 from genesis_jax.models.registry import adaptation_record
 from genesis_jax.models.spec import AdaptationRecord
-from genesis_jax.workdir import crash_point, is_disk_full, replace_directory, sibling_tmp_dir, \
-    silence_background_threads
+from genesis_jax.workdir import crash_point, hold_background_output, is_disk_full, replace_directory, \
+    sibling_tmp_dir, silence_background_threads
 
 MODEL_CONFIG_FILE = "model_config.json"
 METADATA_FILE = "metadata.json"
@@ -68,9 +68,10 @@ def save_weights(
     else:
         tmp = sibling_tmp_dir(directory)
     try:
-        checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp / VARIABLES_DIR, to_numpy(dict(variables)), force=True)
-        checkpointer.wait_until_finished()
+        with hold_background_output():  # orbax's threads may print a traceback before the main thread sees ENOSPC
+            checkpointer = ocp.StandardCheckpointer()
+            checkpointer.save(tmp / VARIABLES_DIR, to_numpy(dict(variables)), force=True)
+            checkpointer.wait_until_finished()
         if primary:
             (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(dict(model_config), indent=2, sort_keys=True,
                                                             default=list))
