@@ -116,6 +116,17 @@ def bucket_size(n: int, bucket_min: int) -> int:
     return size
 
 
+def pad_to_bucket(inputs: np.ndarray, labels: np.ndarray, bucket_min: int) -> tuple[np.ndarray, np.ndarray]:
+    """``inputs`` and ``labels`` of n candidates zero-padded to :func:`bucket_size` rows, so one compiled fit serves
+    every training-set size of the bucket (the fit masks the padding by n)."""
+    size = bucket_size(len(labels), bucket_min)
+    padded = np.zeros((size, *inputs.shape[1:]), np.float32)
+    padded[: len(labels)] = inputs
+    padded_labels = np.zeros((size,), np.int32)
+    padded_labels[: len(labels)] = labels
+    return padded, padded_labels
+
+
 class ContinualLearner:
     """A classifier (flax module returning logits) fine-tuned round after round on candidate patch sets.
 
@@ -262,11 +273,7 @@ class ContinualLearner:
         n = len(labels)
         if n == 0 or len(contexts) != n:
             raise ValueError(f"fit needs one label per context, got {len(contexts)} contexts and {n} labels")
-        size = bucket_size(n, self.bucket_min)
-        padded = np.zeros((size, *contexts.shape[1:]), np.float32)
-        padded[:n] = contexts
-        padded_labels = np.zeros((size,), np.int32)
-        padded_labels[:n] = labels
+        padded, padded_labels = pad_to_bucket(contexts, labels, self.bucket_min)
         lr = self.learning_rate if learning_rate is None else learning_rate
         new, loss = self._fit(
             variables, padded, padded_labels, np.int32(n), key,

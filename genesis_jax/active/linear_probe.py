@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genesis_jax.active.learner import bucket_size
+from genesis_jax.active.learner import pad_to_bucket
 from genesis_jax.active.patches import PatchSet, PoolPredictor
 
 
@@ -183,11 +183,7 @@ class LinearProbe:
         n = len(labels)
         if n == 0 or features.shape[0] != n or features.ndim != 3:
             raise ValueError(f"fit: features {features.shape} must be (n, m, D) for n = {n} > 0 labels")
-        size = bucket_size(n, self.bucket_min)
-        padded = np.zeros((size, *features.shape[1:]), np.float32)
-        padded[:n] = features
-        padded_labels = np.zeros((size,), np.int32)
-        padded_labels[:n] = labels
+        padded, padded_labels = pad_to_bucket(features, labels, self.bucket_min)
         weights, loss, spread = self._fit(padded, padded_labels, np.int32(n))
         fit = ProbeFit(np.asarray(weights), float(loss), chance_loss(labels, self.n_classes), float(spread))
         if not np.isfinite(fit.loss) or not np.all(np.isfinite(fit.weights)):
