@@ -33,6 +33,7 @@ DEMO_CUBE = (32, 32, 16)
 PHANTOMS_ENV = "GENESIS_JAX_DEMO_PHANTOMS"
 SAMPLE_SPACING = (3.0, 3.0, 3.0)  # the liver_sample.py fine-tuning grid; pre-training cubes are cut on the same one
 TEST_SCAN = "ct_dicom"
+PACKAGED_WEIGHTS = "sample_corpus"  # experiments/demo_pretraining.py packs it (genesis_jax.models.packaged)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Example: genesis-jax demo --workdir=/tmp/genesis_demo",
     )
     p.add_argument("--workdir", default="genesis_demo", help="where everything is written (default ./genesis_demo)")
-    p.add_argument("--pretrain-steps", type=int, default=30)
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="pre-train N steps in the demo instead of using the packaged pre-trained weights (the "
+                        "default on the sample CTs; on phantoms the demo always pre-trains, 30 steps by default)")
     p.add_argument("--finetune-steps", type=int, default=60)
     p.add_argument("--no-finetune", action="store_true", help="stop after pre-training and the preview")
     p.add_argument("--phantoms", action="store_true",
@@ -125,19 +128,70 @@ def demo_data(cube: tuple[int, int, int] = DEMO_CUBE, log: Callable[[str], None]
     return data, f"synthetic CT phantoms, NOT real CT ({reason})", False
 
 
-def run_demo(workdir: str | Path, *, pretrain_steps: int = 30, finetune_steps: int = 60, finetune: bool = True,
+def _packaged_pretraining(workdir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The packaged pre-trained weights (:mod:`genesis_jax.models.packaged`) as the demo's pre-training: written as a
+    weights directory under ``workdir``, with their recorded gate and held-out preview. None when none is packaged."""
+    from genesis_jax.models import packaged
+    from genesis_jax.pretext.gate import RECORD_KEY
+
+    if PACKAGED_WEIGHTS not in packaged.available():
+        return None
+    weights = packaged.materialize(PACKAGED_WEIGHTS, workdir / "weights")
+    info = packaged.record(PACKAGED_WEIGHTS)
+    preview = None
+    if packaged.preview(PACKAGED_WEIGHTS) is not None:
+        preview = workdir / "preview.png"
+        write_file_atomically(preview, packaged.preview(PACKAGED_WEIGHTS).read_bytes())
+    log(f"demo: pre-trained weights: packaged '{PACKAGED_WEIGHTS}' ({info['made_by']}) -> {weights}")
+    return {"weights": str(weights), "preview": str(preview) if preview else None, "step": info["metadata"].get("step"),
+            "packaged": info["made_by"], RECORD_KEY: info["metadata"].get(RECORD_KEY) or {}}
+
+
+def run_demo(workdir: str | Path, *, pretrain_steps: int | None = None, finetune_steps: int = 60, finetune: bool = True,
              cube: tuple[int, int, int] = DEMO_CUBE, phantoms: bool = False, precise_bn_batches: int = 8,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the demo under ``workdir`` (``pretrain/`` and ``finetune/``); returns a summary dict."""
-    import jax
+    """Run the demo under ``workdir`` (``pretrain/`` and ``finetune/``); returns a summary dict.
 
+    ``pretrain_steps`` None: on the sample CTs the packaged pre-trained weights when there are some, else (and on
+    phantoms) a 30-step pre-training in the demo; a number: that many steps of pre-training in the demo."""
     from genesis_jax.pretext.gate import RECORD_KEY
-    from genesis_jax.train.pretrain import pretrain
 
     workdir = Path(workdir).expanduser().resolve()
     started = time.time()
     data, data_note, real = demo_data(cube, log, phantoms)
     log(f"demo: data = {data_note}")
+
+    pre = _packaged_pretraining(workdir / "pretrain", log) if real and pretrain_steps is None else None
+    if pre is None:
+        pre = _pretrain_in_demo(workdir / "pretrain", data, cube, pretrain_steps or 30, precise_bn_batches, log)
+    summary: dict[str, Any] = {
+        "data": data_note,
+        "real_ct": real,
+        "pretrain": {k: pre.get(k) for k in ("step", "final_loss", "best_val_loss", "weights", "preview", "seconds",
+                                             "packaged")},
+    }
+    gate = pre.get(RECORD_KEY) or {}
+    summary["pretrain"]["gate"] = gate
+    summary["gate_passed"] = bool(gate.get("passed"))
+    if real and not pre.get("packaged"):  # the scans pre-training read, as configured: never the test scan
+        summary["pretrain"]["scans"] = {k: list(v) for k, v in data.samples.items()}
+
+    if finetune:
+        from genesis_jax.models.weights import load_weights
+
+        model_config = load_weights(pre["weights"])[1]
+        summary["finetune"] = _finetune(pre["weights"], model_config, cube, workdir / "finetune",
+                                        finetune_steps, real, precise_bn_batches, log)
+    summary["seconds"] = time.time() - started
+    return summary
+
+
+def _pretrain_in_demo(workdir: Path, data: Any, cube: tuple[int, int, int], pretrain_steps: int,
+                      precise_bn_batches: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """A short restoration pre-training in the demo (the phantoms' path, or ``--pretrain-steps``)."""
+    import jax
+
+    from genesis_jax.train.pretrain import pretrain
 
     devices = jax.device_count()
     batch = -(-4 // devices) * devices  # 4 cubes a step, rounded up to fill every device
@@ -150,24 +204,8 @@ def run_demo(workdir: str | Path, *, pretrain_steps: int = 30, finetune_steps: i
     ])
     config.data = data
     log(f"demo: pre-training {pretrain_steps} steps (Genesis U-Net, keras variant, base width {config.model.base_width}, "
-        f"cubes {tuple(cube)}) in {workdir / 'pretrain'}")
-    pre = pretrain(config, workdir / "pretrain")
-    summary: dict[str, Any] = {
-        "data": data_note,
-        "real_ct": real,
-        "pretrain": {k: pre.get(k) for k in ("step", "final_loss", "best_val_loss", "weights", "preview", "seconds")},
-    }
-    gate = pre.get(RECORD_KEY) or {}
-    summary["pretrain"]["gate"] = gate
-    summary["gate_passed"] = bool(gate.get("passed"))
-    if real:  # the scans pre-training read, as configured: never the test scan
-        summary["pretrain"]["scans"] = {k: list(v) for k, v in data.samples.items()}
-
-    if finetune:
-        summary["finetune"] = _finetune(pre["weights"], dict(config.model), cube, workdir / "finetune",
-                                        finetune_steps, real, precise_bn_batches, log)
-    summary["seconds"] = time.time() - started
-    return summary
+        f"cubes {tuple(cube)}) in {workdir}")
+    return pretrain(config, workdir)
 
 
 def _finetune(weights: str, model_config: dict[str, Any], cube: tuple[int, int, int], workdir: Path, steps: int,
