@@ -15,7 +15,9 @@ Its weights/ initialise the fine-tuning :tiny configs (same width and depth):
   genesis-jax finetune --config=finetune/lcs:tiny --workdir=/tmp/lcs_mim --init=/tmp/mim_tiny/weights
 
 Recipe: per sample 60% of a grid of 8-voxel blocks (4 for :tiny) masked on the device (genesis_jax.pretext.mim;
-SparK masks 60% of its patches), the masked voxels set to 0, the loss the MSE on the masked voxels only
+SparK masks 60% of its patches), the masked voxels set to 0 (``--config.pretext.mask_fill=token``: a learned mask
+token, one value per input channel starting at ``fill_value``, trained with the network and checkpointed with it,
+not exported with the weights), the loss the MSE on the masked voxels only
 (``--config.pretext.normalize_patches=True --config.model.head_activation=None`` for MAE's per-block standardised
 targets). Everything else is the Genesis recipe's budget (pretrain/genesis_chest_ct: data, batch 6 per device, SGD
 1.0 with plateau halving, early stopping patience 50, up to 10,000 epochs), so the pretexts compare at equal cost.
@@ -43,7 +45,8 @@ def base(opts: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def masking(tiny: bool, **fields) -> ml_collections.ConfigDict:
     """The masking block of ``config.pretext`` (the other fields given)."""
-    return ml_collections.ConfigDict(dict(mask_ratio=0.6, block_size=4 if tiny else 8, fill_value=0.0, **fields))
+    return ml_collections.ConfigDict(dict(mask_ratio=0.6, block_size=4 if tiny else 8, fill_value=0.0,
+                                          mask_fill="constant", **fields))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
