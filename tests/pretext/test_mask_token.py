@@ -1,7 +1,8 @@
 """The learned mask token of the masking pretexts (``config.pretext.mask_fill='token'``): one value per input
 channel that fills the masked voxels on the device, receives gradient through the train step and is updated by the
 network's optimiser, no retrace, what the evaluation steps (and so the previews) show, 2D and 3D; a state without
-task parameters checkpoints exactly the fields it did before; an unknown fill is named in one line."""
+task parameters checkpoints exactly the fields it did before; an unknown fill is named in one line, and so is a
+resume under the other fill (the checkpoints kept)."""
 
 import chex
 import jax
@@ -17,7 +18,8 @@ from genesis_jax.train.config_checks import validate_pretrain_config
 from genesis_jax.train.loop import config_dict
 from genesis_jax.train.mesh import batch_sharding, make_mesh
 from genesis_jax.train.schedules import build_optimizer, get_learning_rate, set_learning_rate
-from genesis_jax.train.state import STATE_FIELDS, TASK_FIELDS, create_train_state
+from genesis_jax.train.checkpointing import CORRUPT_DIR, TrainCheckpoints
+from genesis_jax.train.state import STATE_FIELDS, TASK_FIELDS, abstract_train_state, create_train_state
 from genesis_jax.train.steps import make_eval_step, make_train_step
 
 TOKEN = ["--config.pretext.mask_fill=token"]
@@ -111,3 +113,25 @@ def test_unknown_fill_is_one_line_naming_the_field():
     message = str(err.value)
     assert "\n" not in message and message.startswith("config.pretext.mask_fill='noise'"), message
     assert "'constant', 'token'" in message
+
+
+def test_resuming_with_the_other_fill_is_refused_in_one_line_and_keeps_the_checkpoints(tmp_path):
+    """A checkpoint written with the constant fill is intact: resuming it with mask_fill='token' (a state with the
+    token) must name the mismatch, not move the checkpoints to corrupt_checkpoints/."""
+    config = load_config("pretrain/mim:tiny")
+    model, tx, mesh = build_model(config.model), build_optimizer(**config_dict(config.optimizer)), make_mesh(1)
+    shape, key = tuple(config.input_shape), jax.random.key(0)
+    state = create_train_state(model, tx, key, shape, mesh)
+    ckpts = TrainCheckpoints(tmp_path, async_save=False)
+    for step in (4, 8):
+        ckpts.save(step, state.checkpoint_tree(), meta={"step": step})
+    token = build_pretext(load_config("pretrain/mim:tiny", TOKEN)).params
+    try:
+        with pytest.raises(ConfigError) as err:
+            ckpts.resume(lambda: abstract_train_state(model, tx, key, shape, mesh, task_params=token))
+        assert "\n" not in str(err.value) and "task_params" in str(err.value) and "checkpoints/8" in str(err.value)
+        assert ckpts.latest.all_steps() == [4, 8] and not (tmp_path / CORRUPT_DIR).exists()
+        restored, meta = ckpts.resume(lambda: abstract_train_state(model, tx, key, shape, mesh))  # the same fill
+        assert meta["step"] == 8 and restored.task_params == {}
+    finally:
+        ckpts.close()
