@@ -11,6 +11,8 @@ with a base-width-2, depth-2 U-Net; each epoch prints the masked-region validati
 (one run printed val_restoration_mse 0.02694 after epoch 1 and 0.01611 after epoch 4, against 0.01657 for the
 batch-mean predictor: ratio 0.97, so ``pretext_gate.passed`` is false at this size); summary.json and
 weights/metadata.json hold the gate, previews/ a PNG whose last column is the mask.
+With a learned mask token (``--config.pretext.mask_fill=token``) one run printed val_restoration_mse 0.02517 after
+epoch 1 and 0.01687 after epoch 4 (batch mean 0.01657); summary.json adds ``pretext_params_fingerprint``.
 Its weights/ initialise the fine-tuning :tiny configs (same width and depth):
   genesis-jax finetune --config=finetune/lcs:tiny --workdir=/tmp/lcs_mim --init=/tmp/mim_tiny/weights
 
