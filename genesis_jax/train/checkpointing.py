@@ -13,11 +13,11 @@ Training runs (:class:`TrainCheckpoints`) keep two orbax ``CheckpointManager`` d
 Resuming rolls the workdir back to the restored step: a ``best/`` step after it (written before a crash) is
 discarded, since the rerun recomputes it. A latest checkpoint that cannot be restored is moved to
 ``corrupt_checkpoints/`` with a warning and the one before it is used; an intact one that holds another state than
-the config builds (another network, a pretext's own parameters added or dropped) is refused with one line and kept. A failed write (disk full) raises
-:class:`CheckpointError` with one line ("no space left on <path>"); the checkpoints before it stay usable. A
-background write that fails is raised by the next :meth:`TrainCheckpoints.check` (the loop calls it every step).
-Saves are asynchronous: the arrays are copied to the host when ``save`` returns, written in the background. The
-state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
+the config builds (another network, a pretext's own parameters added or dropped) is refused with one line and kept.
+A failed write (disk full) raises :class:`CheckpointError` with one line ("no space left on <path>"); the
+checkpoints before it stay usable. A background write that fails is raised by the next
+:meth:`TrainCheckpoints.check` (the loop calls it every step). Saves are asynchronous: the arrays are copied to the
+host when ``save`` returns, written in the background. The state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
 resumes on 1 and the reverse.
 
 ``--init`` also accepts a training workdir (:func:`load_init_weights`: its best checkpoint, else its latest) besides
