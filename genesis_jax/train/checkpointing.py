@@ -17,8 +17,8 @@ the config builds (another network, a pretext's own parameters added or dropped)
 A failed write (disk full) raises :class:`CheckpointError` with one line ("no space left on <path>"); the
 checkpoints before it stay usable. A background write that fails is raised by the next
 :meth:`TrainCheckpoints.check` (the loop calls it every step). Saves are asynchronous: the arrays are copied to the
-host when ``save`` returns, written in the background. The state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
-resumes on 1 and the reverse.
+host when ``save`` returns, written in the background. The state is restored into an abstract target that carries
+the CURRENT mesh's shardings, so a run saved on 8 devices resumes on 1 and the reverse.
 
 ``--init`` also accepts a training workdir (:func:`load_init_weights`: its best checkpoint, else its latest) besides
 a weights directory (:mod:`genesis_jax.models.weights`, the other owner of orbax: one module per on-disk format).
