@@ -40,8 +40,9 @@ Default rows. Genesis, on GPU/TPU: every one of widths 4 and 32, cubes 32x32x16 
 CPU a step of the full-size network at 64x64x32 takes tens of seconds (batch 6 about a minute for PyTorch, longer
 for XLA:CPU), so the CPU default leaves out width 32 at batch 6 and says so in the table. ResEnc, on GPU/TPU: L at
 64x64x32 (Models Genesis' cube) batch 2 and 6, nnssl's 160^3 batch 2 and M's 128^3 batch 2; on CPU, where one
-ResEnc-L step at 64x64x32 batch 2 takes one to two minutes, L at 64x64x32 batch 1 and M at 32x32x32 batch 2 (the
-same network; 32 is the smallest size its five 2x poolings take).
+ResEnc-L step at 64x64x32 batch 2 takes one to two minutes, L at 64x64x32 batch 1 and M at 64x32x32 batch 2 (the
+same network and as many voxels per step; every size must divide by 32, its five 2x poolings, and PyTorch's instance
+norm refuses to train on a 1x1x1 bottleneck, so 64 along one axis at least).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ GENESIS_GRID: list[Row] = [(w, c, b) for w in (4, 32) for c in ((32, 32, 16), (6
 GENESIS_CPU_LEFT_OUT: list[Row] = [(32, (32, 32, 16), 6), (32, (64, 64, 32), 6)]
 RESENC_GPU: list[Row] = [("L", (64, 64, 32), 2), ("L", (64, 64, 32), 6), ("nnssl", (160, 160, 160), 2),
                          ("M", (128, 128, 128), 2)]
-RESENC_CPU: list[Row] = [("L", (64, 64, 32), 1), ("M", (32, 32, 32), 2)]
+RESENC_CPU: list[Row] = [("L", (64, 64, 32), 1), ("M", (64, 32, 32), 2)]
 # the configuration each network's summary line reports (its first row when this one was not measured)
 HEADLINES = {"genesis": ((32, (64, 64, 32), 2), "float32", "step_speed_vs_pytorch"),
              "resenc": (("L", (64, 64, 32), 2), "float32", "resenc_step_speed_vs_pytorch")}
