@@ -18,8 +18,8 @@ with 'ids' (n,), 'contexts' (n, *spatial[, C]) of normalised [0, 1] intensities,
 `--dataset=DIR --label=NAME` for candidates cut from a prepared dataset folder. The work directory keeps its pool
 settings: later rounds need no pool override. This size needs a GPU.
 
-:resenc  the classification head on the encoder of nnU-Net's ResEnc-L (models/resenc:nnssl; ``:resenc,tiny``
-models/resenc:tiny, patches resampled to 8^3) as an ``encoder_classifier``: --config.init takes the weights of
+:resenc  the classification head on the encoder of nnU-Net's ResEnc-L (models/resenc:nnssl; the boxes resampled to
+64^3 patches, a 2^3 bottleneck; ``:resenc,tiny`` models/resenc:tiny, 8^3 patches) as an ``encoder_classifier``: --config.init takes the weights of
 pretrain/resenc_genesis, pretrain/resenc_mim or an nnU-Net / nnssl checkpoint imported with `genesis-jax convert`
 (its encoder and stem by the weights' adaptation record). Instance norm: nothing to calibrate. E.g.
   genesis-jax al select --config=active/acft:resenc,tiny --workdir=/tmp/al_resenc --budget=8 \
@@ -71,8 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.patches = ml_collections.ConfigDict(
         dict(
-            # ResEnc: the patch resampled to a multiple of the network's 2^(stages-1) (tiny: 4); the box is the same
-            patch_shape=(8 if tiny and opts.backbone == "resenc" else size,) * 3,
+            # ResEnc: the box resampled to twice the network's 2^(stages-1) (32; tiny 4): on one bottleneck voxel its
+            # instance norm would output a constant (PyTorch refuses to train on it)
+            patch_shape=(2 * (4 if tiny else 32) if opts.backbone == "resenc" else size,) * 3,
             box_shape=(size,) * 3,
             scales=(1.0, 1.25) if tiny else (1.0, 1.2, 1.5),
             translation=0.1,
