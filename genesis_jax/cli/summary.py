@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(XLA's native convolutions, as on GPU/TPU; a minute or more at full size on a CPU)")
     p.add_argument("--batch", type=int, default=6, help="samples per step for --cost (default 6, the published batch)")
     p.add_argument("--task", default=None, choices=["pretrain", "segmentation", "classification"],
-                   help="the step to cost (default: pretrain for a Genesis U-Net, classification for a classifier, "
-                        "else segmentation)")
+                   help="the step to cost (default: classification for a classifier, a fine-tuning config's task, "
+                        "else pretrain)")
     p.set_defaults(func=run, accepts_config_overrides=True)
 
 
@@ -40,12 +40,20 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         from genesis_jax.train.cost import StepSpec, describe, step_cost
         from genesis_jax.train.mesh import make_mesh
 
-        name = config.model.name
-        task = args.task or ("pretrain" if name == "genesis_unet" else
-                             "classification" if name == "genesis_classifier" else "segmentation")
+        task = args.task or default_task(config)
         spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task)
         print(describe(step_cost(spec, make_mesh(1))))
     return 0
+
+
+def default_task(config) -> str:
+    """The step ``--cost`` measures unless ``--task`` says: a classifier's (the network's spec says it is one), a
+    fine-tuning config's own ``task``, else the restoration pre-training step (a pre-training or model config)."""
+    from genesis_jax.models import contract
+
+    if contract(config.model.to_dict()).task == "classification":
+        return "classification"
+    return config.get("task") or "pretrain"
 
 
 def _gib(nbytes: float) -> str:
