@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from genesis_jax.transforms.batching import shard_samples_over
 from genesis_jax.train.losses import LossFn, deep_supervision_loss, mse_loss
 from genesis_jax.train.mesh import replicated
 from genesis_jax.train.state import TrainState
@@ -86,7 +87,8 @@ def make_train_step(
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key, step_key = jax.random.split(state.key())
         prepare_key, dropout_key = jax.random.split(step_key)
-        inputs, targets = prepare(prepare_key, batch)
+        with shard_samples_over(mesh):  # each device transforms its own samples, with their own keys
+            inputs, targets = prepare(prepare_key, batch)
 
         def loss_of(params: Any) -> tuple[jax.Array, Any]:
             outputs, updates = state.apply_fn(
