@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "summary",
         help="per-layer table (output shapes, parameters) of a model config; nothing is run",
-        description="Example: genesis-jax summary --config=models/unet3d:pytorch --cost",
+        description="Example: genesis-jax summary --config=pretrain/genesis_chest_ct --cost",
     )
     p.add_argument("--config", required=True, help="model config, path.py[:variant]; --config.x=y overrides follow")
     p.add_argument("--cost", action="store_true",
@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(XLA's native convolutions, as on GPU/TPU; a minute or more at full size on a CPU)")
     p.add_argument("--batch", type=int, default=6, help="samples per step for --cost (default 6, the published batch)")
     p.add_argument("--task", default=None, choices=["pretrain", "segmentation", "classification"],
-                   help="the step to cost (default: pretrain for a Genesis U-Net, classification for a classifier, "
-                        "else segmentation)")
+                   help="the step to cost (default: the config's: pretrain for a pre-training config, its task for "
+                        "a fine-tuning config; for a model config, the network's task)")
     p.set_defaults(func=run, accepts_config_overrides=True)
 
 
@@ -37,15 +37,30 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if config.get("per_device_batch_size") and config.get("optimizer"):
         print(memory_estimate(model, config))
     if args.cost:
+        from genesis_jax.config_checks import config_kind
         from genesis_jax.train.cost import StepSpec, describe, step_cost
+        from genesis_jax.train.finetune_steps import augment_settings
         from genesis_jax.train.mesh import make_mesh
 
-        name = config.model.name
-        task = args.task or ("pretrain" if name == "genesis_unet" else
-                             "classification" if name == "genesis_classifier" else "segmentation")
-        spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task)
+        task = args.task or default_cost_task(config)
+        augment = augment_settings(config) if task != "pretrain" and config_kind(config) == "fine-tuning" else None
+        spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task, augment)
         print(describe(step_cost(spec, make_mesh(1))))
     return 0
+
+
+def default_cost_task(config) -> str:
+    """The step ``--cost`` compiles when no ``--task`` is given, from the config's kind: a pre-training config's
+    restoration step, a fine-tuning config's ``task``; a model config (no training fields) the network's task."""
+    from genesis_jax.config_checks import config_kind
+    from genesis_jax.models import contract
+
+    kind = config_kind(config)
+    if kind == "pre-training":
+        return "pretrain"
+    if kind == "fine-tuning":
+        return str(config.task)
+    return str(contract(config.model.to_dict()).task)
 
 
 def _gib(nbytes: float) -> str:

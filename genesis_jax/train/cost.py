@@ -57,7 +57,7 @@ class StepSpec:
     input_shape: tuple[int, ...]
     global_batch: int
     task: str = "pretrain"
-    augment: bool = False  # fine-tuning: the device augmentation inside the step (nnU-Net's defaults)
+    augment: AugmentSettings | None = None  # fine-tuning: the device augmentation inside the step
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -93,7 +93,7 @@ def build_step(spec: StepSpec, mesh: Mesh) -> tuple[Callable, tuple[Any, Any]]:
                                                    jnp.zeros((1, *spec.input_shape)), train=False))["params"]
         tx = make_finetune_optimizer({"name": "adam", "learning_rate": 1e-3}, parameter_groups(params, set()), 1.0)
         loss = get_loss("dice" if spec.task == "segmentation" else "bce")
-        prepare = make_prepare(spec.task, int(model_config.get("ndim", 3)), AugmentSettings() if spec.augment else None)
+        prepare = make_prepare(spec.task, int(model_config.get("ndim", 3)), spec.augment)
         step = make_train_step(loss, prepare, mesh=mesh, apply_kwargs=contract(model_config).deep_supervision)
     state = abstract_train_state(model, tx, key, tuple(spec.input_shape), mesh)
     sharding = batch_sharding(mesh)
@@ -253,7 +253,8 @@ def describe(cost: StepCost) -> str:
     """The figures of ``cost`` as the lines ``genesis-jax summary --cost`` prints."""
     s = cost.spec
     return "\n".join([
-        f"Training step ({s.task}, global batch {s.global_batch}, {s.model.get('dtype') or 'float32'}, "
+        f"Training step ({s.task}{', augmented on the device' if s.augment else ''}, global batch {s.global_batch}, "
+        f"{s.model.get('dtype') or 'float32'}, "
         f"conv_impl {s.model.get('conv_impl')}, {cost.devices} device(s)), XLA's cost analysis of the compiled step:",
         f"  FLOPs per sample:            {cost.flops_per_sample:,.0f} ({cost.flops_per_sample / 1e12:.3f} TFLOP)",
         f"  bytes accessed per sample:   {cost.bytes_per_sample:,.0f}",

@@ -12,6 +12,7 @@ from genesis_jax.train.cost import (
     residual_bytes,
     step_cost,
 )
+from genesis_jax.transforms.augment import AugmentSettings
 from genesis_jax.train.mesh import batch_sharding, make_mesh, replicated
 
 SHAPE = (16, 16, 8, 1)
@@ -62,7 +63,7 @@ def test_xla_flops_match_the_hand_count_of_the_convolutions(variant):
     assert cost.bytes_accessed > 0 and cost.temp_bytes > 0 and cost.argument_bytes > cost.param_bytes
 
 
-@pytest.mark.parametrize("augment", [False, True], ids=["plain", "augmented"])
+@pytest.mark.parametrize("augment", [None, AugmentSettings()], ids=["plain", "augmented"])
 def test_sharded_fine_tuning_step_all_reduces_the_gradient_once(augment):
     """With the device augmentation (the fine-tuning configs' default) each device augments its own samples."""
     model = {"name": "genesis_unet", "variant": "keras", "base_width": 4, "depth": 2}
@@ -113,3 +114,26 @@ def test_summary_cost_prints_the_step_figures(capsys):
     hand = 2 * genesis_unet_training_macs(4, 2, SHAPE, 2, "keras") / 2
     assert hand <= flops <= 1.3 * hand  # width 4: element-wise work weighs more than at width 8
     assert "gradient (float32):" in out and "conv_impl native" in out
+
+
+@pytest.mark.parametrize("spec, task", [
+    ("pretrain/genesis_chest_ct:tiny", "pretrain"), ("pretrain/mim:tiny", "pretrain"),
+    ("finetune/lcs:tiny", "segmentation"), ("finetune/ncc:tiny", "classification"),
+    ("models/unet3d:pytorch", "segmentation"),
+])
+def test_summary_cost_task_follows_the_config_kind(spec, task):
+    """A fine-tuning config of the Genesis U-Net costs its fine-tuning step, not pre-training (the network's name
+    decided it before); a model config, which trains nothing, the network's own task."""
+    from genesis_jax.cli.summary import default_cost_task
+    from genesis_jax.config_loader import load_config
+
+    assert default_cost_task(load_config(spec, [])) == task
+
+
+def test_summary_cost_of_a_fine_tuning_config_is_its_augmented_step(capsys):
+    from genesis_jax.cli import main
+
+    overrides = ["--config.model.base_width=4", "--config.model.depth=2", "--config.input_shape=(16,16,8,1)"]
+    assert main(["summary", "--config=finetune/lcs:tiny", *overrides, "--cost", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Training step (segmentation, augmented on the device, global batch 2, float32, conv_impl native" in out
