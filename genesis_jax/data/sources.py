@@ -97,7 +97,8 @@ def split_scans(data_config, split: str) -> list[tuple[str, Any]]:
 
 
 def _load(data_config, key: Any, with_label: bool) -> tuple[Volume, np.ndarray | None]:
-    """(image volume, binary target label or None) of one scan, resampled when target_spacing is set."""
+    """(image volume, target label or None) of one scan, resampled when target_spacing is set: binary for one
+    organ, class ids for several (:func:`organs`)."""
     source = data_config.source
     label = None
     if source == "synthetic":
@@ -105,26 +106,34 @@ def _load(data_config, key: Any, with_label: bool) -> tuple[Volume, np.ndarray |
 
         ph = synthetic_ct(tuple(data_config.synthetic.shape), seed=key)
         volume = Volume(ph["image"], ph["spacing"], phantom_affine(ph["spacing"]))
-        organ_id = {v: k for k, v in LABELS.items()}[data_config.organ] if with_label else None
+        organ_ids = [{v: k for k, v in LABELS.items()}[o] for o in organs(data_config)] if with_label else None
         label_volume = Volume(ph["label"], ph["spacing"], volume.affine) if with_label else None
     elif source == "samples":
         from genesis_jax.data import samples
 
         volume = samples.load_sample(key)
         label_volume = samples.load_sample_label(key) if with_label else None
-        organ_id = samples.class_id(key, data_config.organ) if with_label else None
+        organ_ids = [samples.class_id(key, o) for o in organs(data_config)] if with_label else None
     else:
         volume = read_volume(key)
-        label_volume, organ_id = None, None
+        label_volume, organ_ids = None, None
         if with_label:
             raise DatasetError("source='directory' has no labels; use a downstream builder (storage='tfds')")
     spacing = tuple(data_config.get("target_spacing") or ())
     if spacing:
         volume = resample(volume, spacing)
         label_volume = resample(label_volume, spacing) if label_volume is not None else None
-    if label_volume is not None:
-        label = (label_volume.array == organ_id).astype(np.uint8)
+    if label_volume is not None:  # class i + 1 is the i-th organ of config.data.organ, 0 everything else
+        label = np.zeros(label_volume.array.shape, np.uint8)
+        for index, organ_id in enumerate(organ_ids, start=1):
+            label[label_volume.array == organ_id] = index
     return volume, label
+
+
+def organs(data_config) -> list[str]:
+    """The organs of ``config.data.organ``: one name ('liver': a binary label) or several, comma-separated
+    ('liver,spleen,stomach': a class-id label map, class i + 1 the i-th, for a softmax network)."""
+    return [o.strip() for o in str(data_config.organ).split(",") if o.strip()]
 
 
 def _normalized(data_config, volume: Volume) -> np.ndarray:

@@ -21,7 +21,7 @@ from genesis_jax.evaluation.metric_table import Collected, compute_metrics, metr
 from genesis_jax.evaluation.metrics import MultiClassAccumulator, binary_dice, class_overlaps, dice_from_overlaps, \
     foreground_iou, hd95
 from genesis_jax.evaluation.overlays import save_overlay
-from genesis_jax.evaluation.postprocess import keep_largest_component
+from genesis_jax.evaluation.postprocess import keep_largest_component, keep_largest_component_per_class
 from genesis_jax.evaluation.sliding_window import SlidingWindow, save_nifti
 
 PredictFn = Callable[[Any, jax.Array], jax.Array]
@@ -57,16 +57,20 @@ def evaluate_volumes(
     class_names: dict[str, int] | None = None,
     metrics: Sequence[str] | None = None,
     largest_component: bool = False,
+    overlay_class: str | None = None,
 ) -> dict[str, Any]:
     """Sliding-window predictions for every volume (objects with ``image``, ``label``, ``spacing``, ``name``).
 
     Returns {'per_volume': [...], 'mean': {...}, 'set': {the ``metrics`` over all voxels}} and, with
     ``keep_probabilities``, 'probabilities': {name: (*spatial,) map of channel 0}. A softmax network (more than one
     output channel) is scored per class instead (:func:`evaluate_volumes_multiclass`). ``largest_component``: keep
-    only the largest connected foreground component of each binary prediction (:mod:`.postprocess`).
+    only the largest connected foreground component of each binary prediction (of each class of a softmax
+    network's; :mod:`.postprocess`). ``overlay_class``: a softmax network's class whose probability 'probabilities'
+    holds (default: every foreground class together).
     """
     if sliding.num_classes > 1:
-        return evaluate_volumes_multiclass(sliding, variables, volumes, keep_probabilities, progress, class_names)
+        return evaluate_volumes_multiclass(sliding, variables, volumes, keep_probabilities, progress, class_names,
+                                           largest_component, overlay_class)
     collected = Collected()
     per_volume, probabilities = [], {}
     for vol in tqdm(volumes, desc="evaluate volumes", disable=not progress, leave=False):
@@ -96,6 +100,8 @@ def evaluate_volumes_multiclass(
     keep_probabilities: bool = False,
     progress: bool = True,
     class_names: dict[str, int] | None = None,
+    largest_component: bool = False,
+    overlay_class: str | None = None,
 ) -> dict[str, Any]:
     """A softmax network over whole volumes: the arg-max class map against each volume's class-id label map.
 
@@ -107,10 +113,21 @@ def evaluate_volumes_multiclass(
     names = {int(i): str(n) for n, i in (class_names or {}).items()}
     names = {i: names.get(i, str(i)) for i in range(1, k)}
     acc = MultiClassAccumulator(k, {n: i for i, n in names.items()})
+    overlay_id = None
+    if overlay_class:
+        ids = {n: i for i, n in names.items()}
+        if overlay_class not in ids:
+            raise ValueError(f"config.eval.overlay_class={overlay_class!r} is not a class of this network: "
+                             f"{sorted(ids)}")
+        overlay_id = ids[overlay_class]
     per_volume, probabilities = [], {}
     for vol in tqdm(volumes, desc="evaluate volumes", disable=not progress, leave=False):
         prob = sliding(variables, vol.image)
         predicted = prob.argmax(-1)
+        if largest_component:  # removed voxels go to the background, in the class map and in the probabilities
+            predicted = keep_largest_component_per_class(predicted, k)
+            prob = np.where((predicted == 0)[..., None] & (prob.argmax(-1) != 0)[..., None],
+                            np.eye(k, dtype=prob.dtype)[0], prob)
         label = np.rint(np.asarray(vol.label)).astype(np.int64)
         acc.update(label, prob)
         dice = dice_from_overlaps(class_overlaps(label, predicted, k))
@@ -120,12 +137,14 @@ def evaluate_volumes_multiclass(
             row[f"hd95_{name}"] = hd95(predicted == i, label == i, vol.spacing)
         per_volume.append(row)
         if keep_probabilities:
-            probabilities[vol.name] = 1.0 - prob[..., 0]
+            probabilities[vol.name] = prob[..., overlay_id] if overlay_id else 1.0 - prob[..., 0]
     mean = {key: _finite_mean(r[key] for r in per_volume) for key in per_volume[0] if key != "name"} \
         if per_volume else {}
     mean["dice"] = _finite_mean(mean.get(f"dice_{n}", float("nan")) for n in names.values())
     mean["hd95"] = _finite_mean(mean.get(f"hd95_{n}", float("nan")) for n in names.values())
     out: dict[str, Any] = {"per_volume": per_volume, "mean": mean, "set": acc.result(), "classes": names}
+    if overlay_id:
+        out["overlay_class"] = {"name": overlay_class, "id": overlay_id}
     if keep_probabilities:
         out["probabilities"] = probabilities
     return out
@@ -138,9 +157,11 @@ def export_predictions(
     nifti: bool = True,
     overlays: bool = True,
     threshold: float = 0.5,
+    label_id: int | None = None,
 ) -> list[Path]:
     """For each volume (``name``, ``image``, ``label``, ``affine``): the probability map as NIfTI on the input's grid
-    (``<name>_prob.nii.gz``, the input's affine) and an overlay PNG (``<name>_overlay.png``). Returns the paths."""
+    (``<name>_prob.nii.gz``, the input's affine) and an overlay PNG (``<name>_overlay.png``; the reference outline is
+    the label's class ``label_id``, or all of its foreground). Returns the paths."""
     out_dir = Path(out_dir)
     written = []
     for vol in volumes:
@@ -148,8 +169,10 @@ def export_predictions(
         if nifti:
             written.append(save_nifti(prob, vol.affine, out_dir / f"{vol.name}_prob.nii.gz"))
         if overlays:
-            written.append(save_overlay(vol.image, vol.label, prob, out_dir / f"{vol.name}_overlay.png",
-                                        threshold=threshold, title=vol.name))
+            label = vol.label if label_id is None else (np.rint(np.asarray(vol.label)) == label_id)
+            title = vol.name if label_id is None else f"{vol.name}, class {label_id}"
+            written.append(save_overlay(vol.image, label, prob, out_dir / f"{vol.name}_overlay.png",
+                                        threshold=threshold, title=title))
     return written
 
 

@@ -1,4 +1,5 @@
-"""Post-processing of a binary segmentation's probability map: keep the largest connected foreground component.
+"""Post-processing of a segmentation: keep the largest connected foreground component (of a binary probability map,
+or of each class of a softmax network's class map).
 
 nnU-Net's standard post-processing for organs that come in one piece (the liver, the spleen): every foreground
 component but the largest is removed. It is applied to the probability map (voxels outside the kept component get
@@ -25,3 +26,14 @@ def keep_largest_component(prob: np.ndarray, threshold: float = 0.5) -> np.ndarr
     sizes = np.bincount(components.ravel())
     sizes[0] = 0
     return np.where(foreground & (components != int(sizes.argmax())), np.zeros_like(prob), prob)
+
+
+def keep_largest_component_per_class(predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """A class-id map (0 background) with every class but the background reduced to its largest connected
+    component (full connectivity); the removed voxels become background, as nnU-Net's per-class post-processing."""
+    predicted = np.asarray(predicted).copy()
+    for k in range(1, num_classes):
+        mask = predicted == k
+        kept = keep_largest_component(mask.astype(np.float32)) > 0.5
+        predicted[mask & ~kept] = 0
+    return predicted

@@ -43,7 +43,7 @@ from genesis_jax.data.dicom import is_dicom_file
 from genesis_jax.data.metaimage import write_metaimage
 from genesis_jax.data.normalize import normalize_volume
 from genesis_jax.data.readers import Volume, is_volume_file, read_volume, resample, spacing_from_affine, zoom_to_shape
-from genesis_jax.evaluation.postprocess import keep_largest_component
+from genesis_jax.evaluation.postprocess import keep_largest_component, keep_largest_component_per_class
 from genesis_jax.evaluation.sliding_window import SlidingWindow, slicewise
 from genesis_jax.evaluation.test_set import eval_model_config
 from genesis_jax.models import build_model, contract
@@ -71,7 +71,7 @@ class InferenceSettings:
     target_spacing: mm per voxel (x, y, z) of the training volumes; () = each scan's own grid.
     modality, hu_min, hu_max, mr_method, mr_percentiles: :func:`genesis_jax.data.normalize.normalize_volume`.
     window, overlap, blend, batch_size: the sliding window (``config.eval``); threshold: the sigmoid cut;
-    largest_component: keep the largest connected foreground component only (binary heads).
+    largest_component: keep the largest connected foreground component only (softmax heads: of each class).
     prune_level, mode: UNet++ evaluation network (``config.eval``).
     """
 
@@ -367,7 +367,10 @@ class Predictor:
             if self.settings.largest_component:
                 prob = keep_largest_component(prob, self.settings.threshold)
             return (prob > self.settings.threshold).astype(np.uint8)
-        return np.argmax(probs, axis=-1).astype(np.uint8)
+        labels = np.argmax(probs, axis=-1)
+        if self.settings.largest_component:
+            labels = keep_largest_component_per_class(labels, probs.shape[-1])
+        return labels.astype(np.uint8)
 
     def predict_case(self, case: Case, out_dir: Path, *, save_probabilities: bool = False,
                      progress: Callable[[int, Case], Callable[[int], None]] | None = None) -> CaseResult:

@@ -47,7 +47,8 @@ def evaluate_test_set(
                                 num_classes=int(model_config.get("num_classes", 1)))
         return evaluate_volumes(sliding, variables, data.test_volumes, config.eval.threshold, keep_probabilities,
                                 progress=config.logging.progress, class_names=dict(config.get("labels") or {}),
-                                metrics=metrics, largest_component=bool(config.eval.get("largest_component", False)))
+                                metrics=metrics, largest_component=bool(config.eval.get("largest_component", False)),
+                                overlay_class=config.eval.get("overlay_class") or None)
     if data.test_arrays is not None:
         return evaluate_segmentation_arrays(predict, variables, *data.test_arrays, batch, metrics)
     return {}

@@ -13,6 +13,12 @@ A :class:`Pretext` holds pure JAX functions the training steps jit: ``prepare(ke
 one head, ``scored(targets) -> (image, weights)`` (which voxels the loss and the gate score: all, or a mask), and
 the preview's column titles and panels. ``targets`` is any pytree the pretext's own functions read (an array, or
 ``{'image', 'mask'}`` for masked image modelling), so the steps carry a loss mask without knowing it.
+
+A pretext may own trainable parameters (``params``: their initial values by name, e.g. masked image modelling's
+learned mask token). Its ``prepare`` and ``clean`` then take them as a third argument,
+``prepare(key, batch, params)``; the train step differentiates through ``prepare`` and the network's optimiser
+updates them (``genesis_jax.train.state.TrainState.task_params``); checkpoints keep them and resume them exactly;
+they are never part of the exported network weights (``weights/`` and ``--init`` see the network alone).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import jax
 import numpy as np
 
 Batch = Mapping[str, jax.Array]
-PrepareFn = Callable[[jax.Array, Batch], tuple[jax.Array, Any]]
+PrepareFn = Callable[..., tuple[jax.Array, Any]]  # (key, batch[, params]) -> (inputs, targets)
 PanelsFn = Callable[[np.ndarray, np.ndarray, Any], Sequence[np.ndarray]]
 
 
@@ -44,14 +50,15 @@ class Pretext:
     """One pretext task built for one config (``build(config)`` of a pretext module)."""
 
     name: str
-    prepare: PrepareFn  # (key, clean batch) -> (inputs, targets): the training and validation pairs
-    clean: PrepareFn  # (key, clean batch) -> (clean inputs, targets): what the gate's identity check feeds
+    prepare: PrepareFn  # (key, clean batch[, params]) -> (inputs, targets): the training and validation pairs
+    clean: PrepareFn  # (key, clean batch[, params]) -> (clean inputs, targets): what the gate's identity check feeds
     loss: Callable[[Any, jax.Array], jax.Array]  # loss(targets, output of one head) -> scalar
     scored: Callable[[Any], tuple[jax.Array, jax.Array | None]]  # targets -> (target image, weights or None = all)
     preview_columns: tuple[str, ...]  # the titles of the preview's columns
     preview_panels: PanelsFn  # (inputs, predictions, targets) on the host -> one array per column
     gate: GateSettings = GateSettings()
     scored_voxels: str = "all voxels"  # what ``scored`` weights, in words (the gate record says it)
+    params: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)  # own trainable parameters, initial
 
 
 def whole_image(targets: jax.Array) -> tuple[jax.Array, None]:

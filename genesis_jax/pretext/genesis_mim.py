@@ -2,15 +2,16 @@
 after the deformations); the network restores the undeformed original.
 
 ``prepare`` = :mod:`~genesis_jax.pretext.genesis`'s (deformations with ``config.transforms``, an axial slice with
-``config.slice_2d``) followed by :mod:`~genesis_jax.pretext.masks`' block masks (``mask_ratio``, ``block_size``,
-``fill_value``). ``loss_on`` picks what the MSE scores: ``'all'`` voxels (the default: the restoration loss, masked
-blocks included) or only the ``'masked'`` ones. The quality gate is Genesis's (restoration MSE vs the batch-mean
-predictor on the scored voxels, and the clean identity MSE).
+``config.slice_2d``) followed by :mod:`~genesis_jax.pretext.masks`' block masks (``mask_ratio``, ``block_size``;
+the masked voxels hold ``fill_value`` or, with ``mask_fill='token'``, a learned mask token as in
+:mod:`~genesis_jax.pretext.mim`). ``loss_on`` picks what the MSE scores: ``'all'`` voxels (the default: the
+restoration loss, masked blocks included) or only the ``'masked'`` ones. The quality gate is Genesis's
+(restoration MSE vs the batch-mean predictor on the scored voxels, and the clean identity MSE).
 
 Config block::
 
-    config.pretext = {name: 'genesis_mim', mask_ratio: 0.6, block_size: 8, fill_value: 0.0, loss_on: 'all',
-                      gate: {max_ratio: 0.7, max_clean_mse: 0.005}}
+    config.pretext = {name: 'genesis_mim', mask_ratio: 0.6, block_size: 8, fill_value: 0.0,
+                      mask_fill: 'constant' (or 'token'), loss_on: 'all', gate: {max_ratio: 0.7, max_clean_mse: 0.005}}
 """
 
 from __future__ import annotations
@@ -44,15 +45,16 @@ def build(config: Any, transform: genesis.TransformFn | None = None) -> Pretext:
     clean_pairs = genesis.make_clean(slice_2d=slice_2d)
     masked_only = config.pretext.get("loss_on", "all") == "masked"
 
-    def prepare(key: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def prepare(key: jax.Array, batch: Mapping[str, jax.Array], params: Any = None) -> tuple[jax.Array, dict]:
         deform_key, mask_key = jax.random.split(key)
         inputs, targets = deform(deform_key, batch)
         mask = masks.batch_masks(mask_key, inputs, s["block"], s["ratio"])
         weights = mask if masked_only else jnp.ones_like(mask)
-        return masks.apply_mask(inputs, mask, s["fill_value"]), {"image": targets, "mask": weights,
-                                                                  "shown_mask": mask}
+        fill = masks.fill_of(s["fill"], s["fill_value"], params)
+        return masks.apply_mask(inputs, mask, fill), {"image": targets, "mask": weights, "shown_mask": mask}
 
-    def clean(key: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def clean(key: jax.Array, batch: Mapping[str, jax.Array], params: Any = None) -> tuple[jax.Array, dict]:
+        del params  # nothing is masked
         inputs, targets = clean_pairs(jax.random.split(key)[0], batch)
         ones = jnp.ones((*inputs.shape[:-1], 1), jnp.float32)
         return inputs, {"image": targets, "mask": ones, "shown_mask": jnp.zeros_like(ones)}
@@ -63,4 +65,4 @@ def build(config: Any, transform: genesis.TransformFn | None = None) -> Pretext:
     return Pretext(name="genesis_mim", prepare=prepare, clean=clean, loss=mim.masked_loss, scored=mim.scored,
                    preview_columns=("deformed + masked input", "restored", "original", "mask"), preview_panels=panels,
                    gate=gate_settings(config.pretext, GateSettings()),
-                   scored_voxels="masked voxels" if masked_only else "all voxels")
+                   scored_voxels="masked voxels" if masked_only else "all voxels", params=mim.fill_params(s))

@@ -2,17 +2,26 @@
 grid's blocks (a block is ``block`` voxels along each spatial axis) are masked, chosen uniformly at random, so every
 sample scores the same number of voxels and every shape is static (no recompile, no host round trip).
 
+What fills the masked voxels (``config.pretext.mask_fill``): ``'constant'`` (``fill_value`` in every channel) or
+``'token'``, a LEARNED mask token, one value per input channel (SimMIM's / MAE's mask token, at the input as SparK
+and nnssl's MAE for convolutional networks place it): a parameter the pretext owns (:data:`TOKEN`; it starts at
+``fill_value``), trained with the network by the train step, never part of the network's weights.
+
 Shared by the masking pretexts (:mod:`~genesis_jax.pretext.mim`, :mod:`~genesis_jax.pretext.genesis_mim`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+FILLS = ("constant", "token")  # config.pretext.mask_fill
+TOKEN = "mask_token"  # the learned token's name among the pretext's parameters
 
 
 def block_shape(block_size: Any, ndim: int) -> tuple[int, ...]:
@@ -49,9 +58,29 @@ def batch_masks(key: jax.Array, images: jax.Array, block: Sequence[int], ratio: 
     return jax.vmap(lambda k: block_mask(k, spatial, block, ratio))(keys)[..., None]
 
 
-def apply_mask(images: jax.Array, mask: jax.Array, fill_value: float) -> jax.Array:
-    """``images`` with the masked voxels set to ``fill_value`` (every channel)."""
+def apply_mask(images: jax.Array, mask: jax.Array, fill_value: float | jax.Array) -> jax.Array:
+    """``images`` with the masked voxels set to ``fill_value``: one number for every channel, or one value per
+    channel (a (C,) mask token; differentiable in it)."""
     return jnp.where(mask > 0, jnp.asarray(fill_value, images.dtype), images)
+
+
+def fill_params(fill: str, fill_value: float, channels: int) -> dict[str, np.ndarray]:
+    """The masking pretext's own parameters: ``{TOKEN: (channels,) float32 at fill_value}`` for a learned token,
+    none for a constant fill."""
+    if fill not in FILLS:
+        raise ValueError(f"config.pretext.mask_fill={fill!r}: must be one of {', '.join(map(repr, FILLS))}")
+    return {TOKEN: np.full((channels,), fill_value, np.float32)} if fill == "token" else {}
+
+
+def fill_of(fill: str, fill_value: float, params: Mapping[str, jax.Array] | None) -> float | jax.Array:
+    """What ``apply_mask`` fills with: the constant, or the learned token given in ``params`` (the trained value
+    the train state holds; a missing one is an error, never silently the initial value)."""
+    if fill != "token":
+        return fill_value
+    if not params or TOKEN not in params:
+        raise ValueError("mask_fill='token': the learned mask token is a trained parameter; pass the pretext's "
+                         "params as prepare's third argument (the train and evaluation steps pass the state's)")
+    return params[TOKEN]
 
 
 def patch_normalized(images: jax.Array, block: Sequence[int], eps: float = 1e-6) -> jax.Array:

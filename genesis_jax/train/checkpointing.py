@@ -12,12 +12,13 @@ Training runs (:class:`TrainCheckpoints`) keep two orbax ``CheckpointManager`` d
 ``checkpoints/`` keeps the latest N (periodic by steps and by time, on SIGTERM, at the end); ``best/`` keeps one.
 Resuming rolls the workdir back to the restored step: a ``best/`` step after it (written before a crash) is
 discarded, since the rerun recomputes it. A latest checkpoint that cannot be restored is moved to
-``corrupt_checkpoints/`` with a warning and the one before it is used. A failed write (disk full) raises
-:class:`CheckpointError` with one line ("no space left on <path>"); the checkpoints before it stay usable. A
-background write that fails is raised by the next :meth:`TrainCheckpoints.check` (the loop calls it every step).
-Saves are asynchronous: the arrays are copied to the host when ``save`` returns, written in the background. The
-state is restored into an abstract target that carries the CURRENT mesh's shardings, so a run saved on 8 devices
-resumes on 1 and the reverse.
+``corrupt_checkpoints/`` with a warning and the one before it is used; an intact one that holds another state than
+the config builds (another network, a pretext's own parameters added or dropped) is refused with one line and kept.
+A failed write (disk full) raises :class:`CheckpointError` with one line ("no space left on <path>"); the
+checkpoints before it stay usable. A background write that fails is raised by the next
+:meth:`TrainCheckpoints.check` (the loop calls it every step). Saves are asynchronous: the arrays are copied to the
+host when ``save`` returns, written in the background. The state is restored into an abstract target that carries
+the CURRENT mesh's shardings, so a run saved on 8 devices resumes on 1 and the reverse.
 
 ``--init`` also accepts a training workdir (:func:`load_init_weights`: its best checkpoint, else its latest) besides
 a weights directory (:mod:`genesis_jax.models.weights`, the other owner of orbax: one module per on-disk format).
@@ -38,6 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from genesis_jax.config_loader import ConfigError
 from genesis_jax.models.weights import (
     MODEL_CONFIG_FILE,
     VARIABLES_DIR,
@@ -167,6 +169,7 @@ class TrainCheckpoints:
         if step is not None:
             return self._restore(step, abstract_state, data_iterator)
         while (latest := self.latest_step()) is not None:
+            self._check_written_alike(latest, abstract_state)
             try:
                 return self._restore(latest, abstract_state, data_iterator)
             except CheckpointError as err:
@@ -176,6 +179,30 @@ class TrainCheckpoints:
                                           "start afresh") from None
                 self._discard(latest, str(err).splitlines()[0][:200])
         raise CheckpointError(f"{self.workdir / CHECKPOINTS_DIR}: no checkpoint to restore")
+
+    def _check_written_alike(self, step: int, abstract_state: Mapping[str, Any]) -> None:
+        """Refuse, with one line and WITHOUT discarding anything, a checkpoint that is intact but holds another
+        state than this config builds (another network, or a pretext's own parameters added or dropped, e.g.
+        ``pretext.mask_fill`` changed): it is not damaged, the config is. Unreadable metadata is left to the
+        restore (a damaged checkpoint)."""
+        state_dir = self.workdir / CHECKPOINTS_DIR / str(step) / STATE_ITEM
+        try:
+            saved = ocp.StandardCheckpointHandler().metadata(state_dir)
+            saved_fields = set(saved.keys())
+        except Exception:  # noqa: BLE001 (any unreadable metadata: the restore reports or discards it)
+            return
+
+        def shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+            return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+        differ = sorted(saved_fields ^ set(abstract_state))
+        for field in sorted(saved_fields & set(abstract_state) & {"params", "task_params"}):
+            got, want = shapes(saved[field]), shapes(abstract_state[field])
+            differ += [f"{field}{k}" for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)]
+        if differ:
+            raise ConfigError(f"{state_dir.parent}: this checkpoint holds another train state than the config builds "
+                              f"(differing: {', '.join(differ[:4])}{' ...' if len(differ) > 4 else ''}); resume with "
+                              "the config it was written with, or give another --workdir")
 
     def _restore(self, step: int, abstract_state: Any, data_iterator: Any) -> tuple[Any, dict[str, Any]]:
         step_dir = self.workdir / CHECKPOINTS_DIR / str(step)

@@ -60,9 +60,13 @@ def find_ema(opt_state: Any) -> ParamsEMAState | None:
 
 
 def evaluated_state(state: Any) -> Any:
-    """``state`` (a TrainState) with the averaged parameters when its optimiser keeps an EMA, else itself."""
+    """``state`` (a TrainState) with the averaged parameters when its optimiser keeps an EMA, else itself (the
+    task's own parameters, when it has any, likewise: their optimiser state keeps their average)."""
     found = find_ema(state.opt_state)
-    return state if found is None else state.replace(params=found.ema)
+    if found is None:
+        return state
+    task_found = find_ema(state.task_opt_state) if state.task_params else None
+    return state.replace(params=found.ema, **({} if task_found is None else {"task_params": task_found.ema}))
 
 
 def describe(state: Any) -> dict[str, Any]:

@@ -192,6 +192,9 @@ class Task:
     validate: Callable[[TrainState], dict[str, float]]
     recalibrate: Callable[[TrainState, Variables], tuple[Variables, int]]
     init_variables: Variables | None = None  # a fresh start's variables (None: random initialisation)
+    # initial values of trainable parameters the task owns besides the network's (a pretext's learned mask token):
+    # trained by the same optimiser and checkpointed with the state (TrainState.task_params), never exported
+    task_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     preview: Callable[[TrainState, int, MetricsLog], Path | None] | None = None
     preview_every_steps: int = 0
     save_each_epoch: bool = False  # also checkpoint after every validation
@@ -340,6 +343,8 @@ class _Loop:
         new_lr = book.lr_schedule(epoch, val_loss, lr)
         if new_lr != lr:
             self.state = self.state.replace(opt_state=set_learning_rate(self.state.opt_state, new_lr))
+            if self.state.task_params:  # the task's own parameters follow the network's learning rate
+                self.state = self.state.replace(task_opt_state=set_learning_rate(self.state.task_opt_state, new_lr))
             self.say(f"epoch {epoch}: learning rate {lr:g} -> {new_lr:g}")
         row = {"epoch": epoch, **val, "learning_rate": new_lr, "best_val_loss": book.best["val_loss"],
                "epochs_without_improvement": book.early_stopping.wait}
@@ -432,14 +437,14 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, make_task: Callable
         check_fits_memory(task.model, task.tx, task.key, task.input_shape, task.mesh,
                           max(1, task.global_batch_size // jax.device_count()), task.model_config)
         resumed = ckpts.resume(lambda: abstract_train_state(task.model, task.tx, task.key, task.input_shape,
-                                                            task.mesh), task.train_iter)
+                                                            task.mesh, task_params=task.task_params), task.train_iter)
         if resumed is not None:
             state, meta = resumed
             book.load(meta, workdir)
             resumed_from: int | None = int(meta["step"])
         else:
             state = create_train_state(task.model, task.tx, task.key, task.input_shape, task.mesh,
-                                       variables=task.init_variables)
+                                       variables=task.init_variables, task_params=task.task_params)
             resumed_from = None
         log = MetricsLog(workdir, enabled=primary, resume_step=resumed_from, tensorboard=config.logging.tensorboard)
         progress = Progress(task.max_steps, int(state.step), enabled=primary and config.logging.progress,

@@ -10,6 +10,11 @@ checkpoint, and reports the restoration quality gate's figures (:mod:`genesis_ja
 the batch-mean and per-image-mean predictors' MSE on the same batches, and the identity MSE on clean inputs. The
 exported ``weights/`` and ``summary.json`` record the gate measured on the exported variables.
 
+A pretext's own trainable parameters (``Pretext.params``: a learned mask token) are the task's parameters
+(``Task.task_params``): the train step updates them with the network's optimiser, the checkpoints carry them, the
+evaluation steps (validation, gate, previews, precise-BN inputs) use the state's current values, and ``weights/``
+holds the network alone; ``summary.json`` records their fingerprint (``pretext_params_fingerprint``).
+
 The loop itself (resume, the periodic actions, schedule, early stopping, best checkpoint, the weights export) is
 :mod:`genesis_jax.train.loop`'s; this module knows no pretext by name. Resume order: the workdir's latest
 checkpoint, else ``config.init`` (a weights directory or another training workdir), else a random initialisation.
@@ -110,6 +115,9 @@ def pretrain(
         "weights": str(result.weights) if result.weights else None,
         "preview": str(result.preview) if result.preview else None,
         "params_fingerprint": params_fingerprint(result.state.params),
+        # the pretext's own trained parameters (a learned mask token): checkpointed, never exported
+        **({"pretext_params_fingerprint": params_fingerprint(result.state.task_params)}
+           if result.state.task_params else {}),
         **(result.record or {}),  # the pretext and the quality gate of the exported weights
     }
     if jax.process_index() == 0:
@@ -217,6 +225,7 @@ def _pretext_task(config: ml_collections.ConfigDict, workdir: Path, transform: A
         input_shape=input_shape, global_batch_size=global_bs, steps_per_epoch=steps_per_epoch,
         max_steps=int(config.get("max_steps") or config.max_epochs * steps_per_epoch), train_iter=train_iter,
         train_step=train_step, validate=validate, recalibrate=recalibrate, init_variables=init_vars,
+        task_params=pretext.params,
         preview=preview, preview_every_steps=int(config.logging.preview_every_steps or 0),
         export_record=export_record,
     )

@@ -1,6 +1,12 @@
 """The train state: parameters, BatchNorm statistics, optimizer state, step counter and the random key, as one
 pytree that jitted steps take and return and that checkpoints save whole.
 
+A task may own trainable parameters besides the network's (``task_params``: a pre-training pretext's learned mask
+token): the same optimiser trains them (``task_opt_state``, an optimiser state of the same transformation, so
+their learning rate, momentum and moving average follow the network's), checkpoints save them beside the network's,
+and nothing exports them: ``params`` and ``variables`` stay the network's alone. A state without them (every
+fine-tuning state, the restoration pretexts') checkpoints exactly the fields it did before they existed.
+
 The random key is held as raw key data (uint32) so that orbax can write it; :meth:`TrainState.key` wraps it back.
 The network's ``apply`` and the optax transformation are static fields: they are code, not state.
 """
@@ -23,6 +29,7 @@ from genesis_jax.train.mesh import replicated
 
 # The arrays a checkpoint holds; apply_fn and tx are rebuilt from the config.
 STATE_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
+TASK_FIELDS = ("task_params", "task_opt_state")  # held only by a state whose task owns parameters
 
 
 @struct.dataclass
@@ -35,6 +42,8 @@ class TrainState:
     apply_fn: Callable[..., Any] = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
     key_impl: str | None = struct.field(pytree_node=False, default=None)
+    task_params: Any = struct.field(default_factory=dict)  # the task's own trainable parameters ({}: none)
+    task_opt_state: Any = None  # tx's state for task_params (None without them)
 
     def key(self) -> jax.Array:
         return jax.random.wrap_key_data(self.rng, impl=self.key_impl)
@@ -48,11 +57,12 @@ class TrainState:
         return out
 
     def checkpoint_tree(self) -> dict[str, Any]:
-        """The arrays to save: a plain dict, independent of the static fields."""
-        return {name: getattr(self, name) for name in STATE_FIELDS}
+        """The arrays to save: a plain dict, independent of the static fields (the task's parameters and their
+        optimiser state only when the task owns any)."""
+        return {name: getattr(self, name) for name in STATE_FIELDS + (TASK_FIELDS if self.task_params else ())}
 
     def with_checkpoint_tree(self, tree: Mapping[str, Any]) -> "TrainState":
-        return self.replace(**{name: tree[name] for name in STATE_FIELDS})
+        return self.replace(**{name: tree[name] for name in STATE_FIELDS + TASK_FIELDS if name in tree})
 
 
 def _path_str(path: Sequence[Any]) -> str:
@@ -85,10 +95,13 @@ def create_train_state(
     mesh: Mesh,
     *,
     variables: Mapping[str, Any] | None = None,
+    task_params: Mapping[str, Any] | None = None,
 ) -> TrainState:
     """Initialise (jitted, directly replicated on ``mesh``) a state for ``model`` on inputs of ``input_shape``
     (without the batch axis). ``variables`` ({'params', 'batch_stats'?}, e.g. from ``--init``) replace the random
-    initialisation; their structure and shapes must match the network."""
+    initialisation; their structure and shapes must match the network. ``task_params`` are the initial values of
+    the task's own trainable parameters (see the module docstring)."""
+    own = {name: jnp.asarray(value, jnp.float32) for name, value in (task_params or {}).items()}
     init_key, state_key = jax.random.split(key)
     sample = jnp.zeros((1, *input_shape), jnp.float32)
 
@@ -113,6 +126,8 @@ def create_train_state(
             apply_fn=model.apply,
             tx=tx,
             key_impl=str(jax.random.key_impl(state_key)),
+            task_params=own,
+            task_opt_state=tx.init(own) if own else None,
         )
 
     sharding = replicated(mesh)
@@ -122,12 +137,13 @@ def create_train_state(
 
 
 def abstract_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, input_shape: Sequence[int], mesh: Mesh
+    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, input_shape: Sequence[int], mesh: Mesh,
+    *, task_params: Mapping[str, Any] | None = None,
 ) -> TrainState:
     """The state ``create_train_state`` would build, as ShapeDtypeStructs replicated on the CURRENT mesh and
     without computing anything: the restore target, so that a checkpoint written on another number of devices
     lands on this mesh."""
-    abstract = jax.eval_shape(lambda: create_train_state(model, tx, key, input_shape, mesh))
+    abstract = jax.eval_shape(lambda: create_train_state(model, tx, key, input_shape, mesh, task_params=task_params))
     sharding = replicated(mesh)
     return abstract.with_checkpoint_tree(
         jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), abstract.checkpoint_tree())

@@ -7,6 +7,11 @@ The train step takes and returns a replicated :class:`TrainState` with the batch
 (so BatchNorm statistics and the loss are over the global batch), donates the old state's buffers, and guards
 against non-finite values: when the loss or the gradient norm is NaN/Inf the update is not applied and the step's
 ``finite`` metric is False, so the caller can stop with the last good state and checkpoint.
+
+A task that owns trainable parameters besides the network's (``TrainState.task_params``, e.g. a pretext's learned
+mask token) gets them as ``prepare``'s third argument, ``prepare(key, batch, task_params)``; the train step then
+differentiates through ``prepare`` and updates them with the same optimiser (their own state,
+``TrainState.task_opt_state``). Without task parameters ``prepare(key, batch)`` is called as before.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ from genesis_jax.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
 PrepareFn = Callable[[jax.Array, Batch], tuple[Any, Any]]
+
+
+def prepared(prepare: PrepareFn, key: jax.Array, batch: Batch, task_params: Any) -> tuple[Any, Any]:
+    """``prepare``'s (inputs, targets), given the task's own parameters when it has any."""
+    return prepare(key, batch, task_params) if task_params else prepare(key, batch)
 
 
 def inputs_targets(key: jax.Array, batch: Batch) -> tuple[Any, Any]:
@@ -79,7 +89,8 @@ def make_train_step(
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``train_step(state, batch) -> (state, metrics)``, jitted with the state donated.
 
-    metrics: loss, grad_norm, param_norm, learning_rate, finite (False when the update was skipped).
+    metrics: loss, grad_norm (over the network's and the task's parameters), param_norm (the network's),
+    learning_rate, finite (False when the update was skipped).
     ``max_traces`` makes a retrace (a silent recompile) of THIS step function raise.
     """
     apply_kwargs = dict(apply_kwargs or {})
@@ -87,20 +98,25 @@ def make_train_step(
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key, step_key = jax.random.split(state.key())
         prepare_key, dropout_key = jax.random.split(step_key)
-        with shard_samples_over(mesh):  # each device transforms its own samples, with their own keys
-            inputs, targets = prepare(prepare_key, batch)
 
-        def loss_of(params: Any) -> tuple[jax.Array, Any]:
+        def loss_of(params: Any, task_params: Any) -> tuple[jax.Array, Any]:
+            with shard_samples_over(mesh):  # each device transforms its own samples, with their own keys
+                inputs, targets = prepared(prepare, prepare_key, batch, task_params)
             outputs, updates = state.apply_fn(
                 _variables(params, state.batch_stats), inputs, train=True, mutable=["batch_stats"],
                 rngs={"dropout": dropout_key}, **apply_kwargs,
             )
             return deep_supervision_loss(loss_fn, targets, outputs), updates.get("batch_stats", state.batch_stats)
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        (loss, batch_stats), (grads, task_grads) = jax.value_and_grad(loss_of, argnums=(0, 1), has_aux=True)(
+            state.params, state.task_params)
+        grad_norm = optax.global_norm((grads, task_grads))
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        task_params, task_opt_state = state.task_params, state.task_opt_state
+        if state.task_params:  # the same optimiser, its own state (their learning rate is set with the network's)
+            task_updates, task_opt_state = state.tx.update(task_grads, state.task_opt_state, state.task_params)
+            task_params = optax.apply_updates(state.task_params, task_updates)
 
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -113,6 +129,8 @@ def make_train_step(
             batch_stats=keep_good(batch_stats, state.batch_stats),
             opt_state=keep_good(opt_state, state.opt_state),
             rng=jax.random.key_data(key),
+            task_params=keep_good(task_params, state.task_params),
+            task_opt_state=keep_good(task_opt_state, state.task_opt_state),
         )
         metrics = {
             "loss": loss.astype(jnp.float32),
@@ -143,7 +161,7 @@ def make_eval_step(
     apply_kwargs = dict(apply_kwargs or {})
 
     def step(state: TrainState, batch: Batch, key: jax.Array) -> dict[str, jax.Array]:
-        inputs, targets = prepare(key, batch)
+        inputs, targets = prepared(prepare, key, batch, state.task_params)
         outputs = state.apply_fn(state.variables, inputs, train=False, **apply_kwargs)
         predictions = sum(outputs) / len(outputs) if isinstance(outputs, (list, tuple)) else outputs
         loss = deep_supervision_loss(loss_fn, targets, outputs)

@@ -155,3 +155,16 @@ def test_in_memory_sources_from_a_config(tmp_path):
     batch = next(iter(finetune_dataset(volumes, batch_size=2, seed=0, patch_shape=(16, 16, 8), shard_index=0,
                                        shard_count=1)))
     assert batch["image"].shape == (2, 16, 16, 8, 1)
+
+
+def test_several_organs_become_a_class_id_label_map(tmp_path):
+    from genesis_jax.data.sources import organs
+
+    config = tiny_data_config(tmp_path)
+    config.organ = "liver, bone"
+    assert organs(config) == ["liver", "bone"]
+    volume = volume_source(config, "train")[0]
+    assert set(np.unique(volume["label"])) == {0, 1, 2}  # background, liver (1st), bone (2nd)
+    config.organ = "liver"
+    binary = volume_source(config, "train")[0]["label"]
+    np.testing.assert_array_equal(binary, volume["label"] == 1)  # the first organ is the binary label's

@@ -58,3 +58,39 @@ def test_whole_volumes_are_scored_per_class_by_sliding_window():
     assert row["hd95_liver"] == 0.0 and out["set"]["dice"] == pytest.approx(1.0)
     assert out["classes"] == {1: "liver", 2: "spleen"}
     assert out["probabilities"]["case"].shape == label.shape
+
+
+def test_largest_component_per_class_and_the_overlay_class():
+    label = np.zeros((12, 12, 8), np.uint8)
+    label[2:6, 2:6, 1:5] = 1
+    label[7:11, 6:10, 3:7] = 2
+    image = label.astype(np.float32) / 2.0
+    image[10, 1, 1] = 0.5  # a stray one-voxel 'liver' far from the liver: a false positive only post-processing removes
+
+    def predict(variables, windows):
+        return jax.nn.one_hot(jnp.rint(windows[..., 0] * 2).astype(jnp.int32), 3)
+
+    sliding = SlidingWindow(predict, (8, 8, 8), 0.5, 2, num_classes=3)
+    volume = LabelledVolume(image, label, "case", spacing=(1.0, 1.0, 2.0))
+    names = {"background": 0, "liver": 1, "spleen": 2}
+    raw = evaluate_volumes(sliding, {}, [volume], progress=False, class_names=names)
+    kept = evaluate_volumes(sliding, {}, [volume], keep_probabilities=True, progress=False, class_names=names,
+                            largest_component=True, overlay_class="spleen")
+    assert raw["per_volume"][0]["dice_liver"] < 1.0 and kept["per_volume"][0]["dice_liver"] == pytest.approx(1.0)
+    assert kept["per_volume"][0]["dice_spleen"] == pytest.approx(1.0)
+    assert kept["overlay_class"] == {"name": "spleen", "id": 2}
+    np.testing.assert_allclose(kept["probabilities"]["case"], (label == 2).astype(np.float32), atol=1e-6)
+    with pytest.raises(ValueError, match="config.eval.overlay_class='kidney' is not a class"):
+        evaluate_volumes(sliding, {}, [volume], progress=False, class_names=names, overlay_class="kidney")
+
+
+def test_keep_largest_component_per_class_moves_strays_to_the_background():
+    from genesis_jax.evaluation.postprocess import keep_largest_component_per_class
+
+    predicted = np.zeros((10, 10, 4), np.int64)
+    predicted[1:4, 1:4, :] = 1
+    predicted[8, 8, 0] = 1  # stray liver
+    predicted[6:9, 1:3, :] = 2
+    out = keep_largest_component_per_class(predicted, 3)
+    assert out[8, 8, 0] == 0 and np.all(out[1:4, 1:4, :] == 1) and np.all(out[6:9, 1:3, :] == 2)
+    assert predicted[8, 8, 0] == 1  # the input is not modified

@@ -1,5 +1,5 @@
-"""The demo end to end, shortened: data, pre-training, preview, liver fine-tuning from the pre-trained weights, test
-Dice and overlay. On phantoms when asked (fast, offline, and loud about it); on the real sample CTs when they are in
+"""The demo end to end, shortened: data, pre-training (packaged or in the demo), gate, preview, liver fine-tuning
+(from the pre-trained weights only when they passed the gate), test Dice and overlay. On phantoms when asked (fast, offline, and loud about it); on the real sample CTs when they are in
 the cache (offline too), tested on the other patient's scan."""
 
 import pytest
@@ -12,7 +12,8 @@ def _check_story(tmp_path, summary):
     assert summary["pretrain"]["step"] == 2 and (tmp_path / "pretrain" / "weights" / "model_config.json").is_file()
     assert summary["pretrain"]["preview"].endswith(".png")
     ft = summary["finetune"]
-    assert ft["init"] == summary["pretrain"]["weights"] and ft["step"] == 2
+    # only weights that passed their gate are transferred; a 2-step pre-training never does
+    assert ft["init"] == (summary["pretrain"]["weights"] if summary["gate_passed"] else "scratch") and ft["step"] == 2
     assert 0.0 <= ft["test"]["dice"] <= 1.0 and ft["overlays"]
     gate = summary["pretrain"]["gate"]  # the quality gate of the pre-trained weights, passed or not
     assert {"restoration_mse", "batch_mean_mse", "clean_identity_mse", "passed"} <= set(gate)
@@ -81,3 +82,40 @@ def test_closing_lines_are_human_and_say_when_the_gate_failed(tmp_path):
     assert lines[-1].startswith("demo: your own scans next: genesis-jax data prepare --dataset=DIR")
     summary["pretrain"]["gate"] = {**gate, "passed": True, "ratio_to_batch_mean": 0.6}
     assert "gate passed" in closing_lines(summary, tmp_path / "summary.json")[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not samples_cached(), reason=f"the sample CTs are not in {cache_root()} (run `genesis-jax data "
+                                                 "samples` once with network access); this test never downloads")
+def test_demo_fine_tunes_from_packaged_gated_weights(tmp_path, monkeypatch):
+    """With packaged weights that passed their gate, the demo pre-trains nothing and transfers them."""
+    import jax
+    import jax.numpy as jnp
+
+    from genesis_jax.cli import demo
+    from genesis_jax.models import build_model, packaged
+    from genesis_jax.models.weights import save_weights
+    from genesis_jax.pretext.gate import RECORD_KEY
+
+    monkeypatch.delenv(PHANTOMS_ENV, raising=False)
+    cfg = dict(name="genesis_unet", variant="keras", ndim=3, base_width=2, depth=3, in_channels=1, num_classes=1,
+               head_activation="sigmoid", dtype="float32")
+    variables = build_model(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 8, 1)), train=False)
+    gate = dict(restoration_mse=0.01, batch_mean_mse=0.04, image_mean_mse=0.03, clean_identity_mse=0.001,
+                ratio_to_batch_mean=0.25, max_ratio=0.7, max_clean_mse=0.005, passed=True, scored="all voxels")
+    made = save_weights(tmp_path / "made", jax.tree.map(lambda a: jax.device_get(a), variables), cfg,
+                        {RECORD_KEY: gate, "step": 1234})
+    pkg = tmp_path / "pkg"
+    packaged.package_weights(made, demo.PACKAGED_WEIGHTS, "experiments/demo_pretraining.py (a test)", directory=pkg)
+    monkeypatch.setattr(packaged, "PACKAGED_DIR", pkg)
+    messages = []
+    summary = run_demo(tmp_path / "demo", finetune_steps=2, cube=(16, 16, 8), precise_bn_batches=2,
+                       log=messages.append)
+    assert summary["gate_passed"] and summary["pretrain"]["packaged"].startswith("experiments/demo_pretraining.py")
+    assert summary["pretrain"]["step"] == 1234 and "scans" not in summary["pretrain"]
+    ft = summary["finetune"]
+    assert ft["init"] == summary["pretrain"]["weights"] and ft["test"]["organ"] == "liver"
+    assert 0.0 <= ft["test"]["dice"] <= 1.0 and "dice_spleen" in ft["test"]["per_class"]
+    lines = closing_lines(summary, tmp_path / "summary.json")
+    assert lines[0].startswith("demo: pre-training quality gate passed")
+    assert any(line.startswith("demo: pre-trained weights shipped with the package") for line in lines)

@@ -103,7 +103,8 @@ def finetune_config(
         mode="accurate",  # UNet++ deep supervision: 'accurate' (mean of heads) or 'fast' (one head)
         save_predictions=False,  # NIfTI probability maps of the test volumes, on their grid
         overlays=True,  # overlay PNGs of the test volumes
-        largest_component=False,  # binary: keep only the largest connected foreground component (nnU-Net's rule)
+        largest_component=False,  # keep only the largest connected component (binary; softmax: of each class)
+        overlay_class="",  # softmax: the class the overlay PNGs outline ('' = every foreground class together)
     ))
     c.checkpoint = ml_collections.ConfigDict(dict(keep=2, async_save=True, every_steps=1000, every_seconds=1800.0,
                                                   sync_every_steps=10))

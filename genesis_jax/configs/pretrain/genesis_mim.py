@@ -15,8 +15,10 @@ Its weights/ initialise the fine-tuning :tiny configs:
 
 Recipe: the Genesis recipe (pretrain/genesis_chest_ct: published deformation rates, SGD 1.0, plateau halving, early
 stopping patience 50) with pretrain/mim's masks (60% of 8-voxel blocks, 4 for :tiny) applied AFTER the deformations
-(genesis_jax.pretext.genesis_mim); the MSE scores every voxel (``--config.pretext.loss_on=masked``: the masked ones
-only). Quality gate: Genesis's (restoration MSE <= 0.7 x the batch-mean predictor's; clean identity MSE <= 0.005).
+(genesis_jax.pretext.genesis_mim; the masked voxels 0, or a learned mask token with
+``--config.pretext.mask_fill=token`` as in pretrain/mim); the MSE scores every voxel
+(``--config.pretext.loss_on=masked``: the masked ones only). Quality gate: Genesis's (restoration MSE <= 0.7 x the
+batch-mean predictor's; clean identity MSE <= 0.005).
 """
 
 import ml_collections
