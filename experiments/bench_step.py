@@ -8,7 +8,9 @@ Expected: one line per measurement, a markdown table (also written to --out, def
 experiments/results/bench_step_<platform>.md), then as its LAST line
   step_speed_vs_pytorch: <ratio>x
 the PyTorch step time over ours (> 1: ours is faster) at base width 32, 64x64x32 cubes, batch 2, float32 (or the
-first configuration measured when that one is not).
+first configuration measured when that one is not), each framework with its DEFAULT threads (pin both with taskset,
+or pass --torch-threads, to measure otherwise); the table names the CPU's ISA (genesis_jax.runtime.cpu_isa) and the
+cores XLA may use.
 
 One step is what pre-training runs: forward, MSE backward and the SGD (lr 1.0, momentum 0.9) update of the Genesis
 U-Net, `pytorch` variant, BatchNorm with batch statistics as published. Ours is genesis_jax.train.steps'
@@ -48,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.runtime import tune_cpu_runtime  # noqa: E402
+from genesis_jax.runtime import cpu_isa, tune_cpu_runtime  # noqa: E402
 
 FULL_GRID = [(w, c, b) for w in (4, 32) for c in ((32, 32, 16), (64, 64, 32)) for b in (2, 6)]
 CPU_LEFT_OUT = [(32, (32, 32, 16), 6), (32, (64, 64, 32), 6)]
@@ -173,7 +175,9 @@ def main() -> int:
     else:
         plan = [(c, d) for c in configs for d in ("float32", "bfloat16")]
 
-    device = f"{jax.devices()[0].device_kind} ({platform})"
+    # the ISA and the cores each framework may use: the headline is with both frameworks' default threads
+    cores = f", {cpu_isa()}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores for XLA" if on_cpu else ""
+    device = f"{jax.devices()[0].device_kind} ({platform}{cores})"
     xla_flags = os.environ.get("XLA_FLAGS") or "(none)"
     glibc_tunables = os.environ.get("GLIBC_TUNABLES")  # process-wide: both frameworks get it
     tunables = f"; GLIBC_TUNABLES: {glibc_tunables}" if glibc_tunables else ""
