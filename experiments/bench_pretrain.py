@@ -217,10 +217,10 @@ def main() -> int:
 
 def torch_rows(torch, width, shape, batch, steps, warmup, host_batch, numpy_pairs, on_cpu) -> dict[str, float]:
     """The PyTorch restatement of the published UNet3D trained as published (``bench_step.torch_train_step``)."""
-    from bench_step import torch_device, torch_train_step
+    from bench_step import network, torch_device, torch_train_step
 
     dev = torch.device("cpu") if on_cpu else torch_device(torch, "gpu")
-    train = torch_train_step(torch, width, dev)
+    train = torch_train_step(torch, network(width), dev)
 
     def to_torch(pairs):
         # (B, X, Y, Z, 1) -> the published (B, 1, X, Y, Z)

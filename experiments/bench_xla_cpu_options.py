@@ -12,7 +12,8 @@ Variants (XLA debug options of this jaxlib, set per compile): base (the library'
 AVX-512 hosts, conv_impl auto, XLA's default YNNPACK fusions of dots, elementwise ops and reductions), no_ynn (those
 fusions off: XLA's own code), onednn (oneDNN for dot and elementwise fusions), fast_math, vec256 (XLA's default
 vector width), one_thread (no multi-threaded Eigen: convolutions on one core), native (conv_impl native), bf16
-(model.dtype bfloat16; PyTorch stays float32). The XNNPACK options (xla_cpu_experimental_xnn_fusion_type, the
+(model.dtype bfloat16; PyTorch stays float32), base_again (base once more, last in each round: how far two
+identical programs differ). The XNNPACK options (xla_cpu_experimental_xnn_fusion_type, the
 greedy graph fusion) left this jaxlib's optimised HLO of the step unchanged (YNNPACK takes those fusions first), so
 they are not timed.
 """
@@ -32,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
-from bench_step import parse_config, torch_train_step  # noqa: E402
+from bench_step import network, parse_config, torch_train_step  # noqa: E402
 from genesis_jax.models import build_model  # noqa: E402
 from genesis_jax.runtime import cpu_isa, tune_cpu_runtime  # noqa: E402
 
@@ -46,6 +47,7 @@ VARIANTS = {  # name -> (XLA compiler options, model overrides)
     "one_thread": ({"xla_cpu_multi_thread_eigen": False}, {}),
     "native": ({}, {"conv_impl": "native"}),
     "bf16": ({}, {"dtype": "bfloat16"}),
+    "base_again": ({}, {}),  # base compiled twice, timed last in each round: the noise floor of the comparison
 }
 
 
@@ -84,11 +86,13 @@ def main() -> int:
     import torch
 
     width, cube, batch = args.config
+    if not isinstance(width, int):
+        p.error("--config: a Genesis U-Net width (an integer), e.g. 16:32,32,16:2")
     rng = np.random.default_rng(0)
     pairs = {k: rng.random((batch, *cube, 1), dtype=np.float32) for k in ("inputs", "targets")}
     batch_dev = jax.device_put(pairs)
     steps = {name: compiled_step(width, cube, *VARIANTS[name]) for name in args.variants}
-    tstep = torch_train_step(torch, width, torch.device("cpu"))
+    tstep = torch_train_step(torch, network(width), torch.device("cpu"))
     tx, ty = (torch.from_numpy(np.ascontiguousarray(pairs[k][..., 0][:, None])) for k in ("inputs", "targets"))
     times: dict[str, list[float]] = {name: [] for name in [*steps, "torch"]}
     load = [os.getloadavg()[0]]

@@ -201,7 +201,7 @@ def measure_step_here(config: str) -> float | None:
     if proc.returncode != 0 or not out.exists():
         print(f"bench_step failed ({proc.returncode}): {proc.stderr[-500:]}")
         return None
-    row = next(line for line in out.read_text().splitlines() if re.match(r"\|\s*\d+\s*\|", line))
+    row = next(line for line in out.read_text().splitlines() if re.match(r"\|\s*Genesis U-Net, width \d+\s*\|", line))
     return float(row.split("|")[5])
 
 

@@ -8,11 +8,15 @@
 #   1. here, with network, once (wheels for that machine's CPython 3.12 into the git-ignored .whl/, ~14 MB):
 #        bash experiments/gpu_benchmarks.sh --fetch-wheels
 #   2. on the GPU machine, from the repository root (device tool: carry [".whl"], timeout_s 600):
-#        bash experiments/gpu_benchmarks.sh
+#        bash experiments/gpu_benchmarks.sh            # or: bash experiments/gpu_benchmarks.sh --resenc
 #
 # Step 2 installs the wheels into /tmp/site (nothing else changes there), prints the JAX devices, then runs
 #   experiments/bench_step.py (every width/cube/batch, float32 and bfloat16, the headline one first, 10 rounds)
 #                                                                        (limit 200 s; table rewritten after each row)
+# With --resenc instead (a second device call): the JAX devices, then only
+#   experiments/bench_step.py --networks resenc (ResEnc-L/M vs dynamic-network-architectures' PyTorch network: L at
+#     64x64x32 batch 2 and 6, 160^3 batch 2, M's 128^3 batch 2; float32 and bfloat16; 10 rounds)   (limit 400 s)
+#     (dynamic-network-architectures comes from .whl/ like the rest)
 #   experiments/bench_transforms.py --seconds 4 --batch-sizes 6 32 256   (limit 150 s; JAX also at batch 256)
 #   experiments/bench_pretrain.py --steps 20                             (limit 170 s; full-size UNet3D on a GPU)
 #   measured vs projected: the headline step's cubes/s from bench_step_gpu.md against the line
@@ -20,7 +24,8 @@
 #   network; the GPU model named by nvidia-smi picks the H100 or H200 line), so the projection is corrected by a
 #   real figure
 # each under its own time limit, so one failing does not cost the others. Results go to experiments/results/
-# (bench_step_gpu.md, bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when $OUT is set, into $OUT
+# (bench_step_gpu.md, bench_step_resenc_gpu.md, bench_transforms_<device>.{md,json}, bench_pretrain_gpu.md) and, when
+# $OUT is set, into $OUT
 # with the log. None of these limits has been checked on a GPU yet: no GPU was lent while they were written.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +42,8 @@ if [[ "${1:-}" == "--fetch-wheels" ]]; then
   # the packages genesis_jax needs that the GPU image lacks, and their own needs that it lacks too
   $PY -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
     -d "$WHEELS" ml-collections grain nibabel tensorflow-datasets array-record immutabledict tensorflow-metadata \
-    googleapis-common-protos toml portpicker dm-tree simple-parsing docstring-parser termcolor
+    googleapis-common-protos toml portpicker dm-tree simple-parsing docstring-parser termcolor \
+    dynamic-network-architectures  # its U-Nets import only torch and numpy
   $PY -m pip wheel --no-deps -w "$WHEELS" promise==2.3  # tensorflow-datasets imports it; published as source only
   ls "$WHEELS"
   exit 0
@@ -66,7 +72,7 @@ measured_vs_projected() {  # the headline step (width 32, 64x64x32, batch 2, bfl
   local table=experiments/results/bench_step_gpu.md plan=experiments/results/compute_plan.md gpu chip ms
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
   case "$gpu" in *H200*) chip=h200 ;; *H100*) chip=h100 ;; *) echo "measured vs projected: no H100/H200 ($gpu)"; return 0 ;; esac
-  ms=$(awk -F'|' '$2 ~ /^ *32 *$/ && $3 ~ /64x64x32/ && $4 ~ /^ *2 *$/ && $5 ~ /bfloat16/ {gsub(/ /, "", $6); print $6; exit}' "$table" 2>/dev/null)
+  ms=$(awk -F'|' '$2 ~ /width 32 *$/ && $3 ~ /64x64x32/ && $4 ~ /^ *2 *$/ && $5 ~ /bfloat16/ {gsub(/ /, "", $6); print $6; exit}' "$table" 2>/dev/null)
   if [[ -z "$ms" ]]; then echo "measured vs projected: no bfloat16 64x64x32 row in $table"; return 0; fi
   echo "measured: genesis_unet_pytorch_64x64x32_${chip}_bf16: $(awk -v ms="$ms" 'BEGIN {printf "%.0f", 2000 / ms}') cubes/s (width 32, batch 2, $gpu)"
   grep -h "^genesis_unet_pytorch_64x64x32_h100_bf16:" "$plan" 2>/dev/null | sed "s/^/projected (H100 line; H200 has the same peak): /" \
@@ -78,8 +84,13 @@ collect() {  # the tables written so far, into $OUT when set
   return 0
 }
 
-# 30 + 200 + 150 + 170 s: inside a 600 s device call with time left for the install and the copies
 run 30 $PY -c "import jax; print(jax.__version__, jax.devices())"
+if [[ "${1:-}" == "--resenc" ]]; then  # 30 + 400 s
+  run 400 $PY experiments/bench_step.py --networks resenc --rounds 10 --out experiments/results/bench_step_resenc_gpu.md
+  collect
+  exit 0
+fi
+# 30 + 200 + 150 + 170 s: inside a 600 s device call with time left for the install and the copies
 run 200 $PY experiments/bench_step.py --rounds 10 --upconv --out experiments/results/bench_step_gpu.md --configs \
   32:64,64,32:2 32:64,64,32:6 4:32,32,16:2 4:32,32,16:6 4:64,64,32:2 4:64,64,32:6 32:32,32,16:2 32:32,32,16:6
 collect

@@ -131,6 +131,9 @@ def validate_model_config(model: Any, prefix: str = "config.model") -> None:
     for field in ("depth", "base_width", "in_channels", "num_classes", "hidden"):
         c.int_at_least(field, 1)
     c.one_of("dtype", ("float32", "bfloat16", "float16"))
+    backbone = get_field(model, "backbone")
+    if hasattr(backbone, "keys"):  # a classifier on another network's encoder (models.heads)
+        validate_model_config(backbone, f"{prefix}.backbone")
 
 
 def _input_divisor(model_config: Any) -> int | None:

@@ -219,10 +219,11 @@ def open_session(config: ml_collections.ConfigDict, workdir: str | Path, max_tra
         _model_check(workdir, config)
     learner = cached_learner(config, max_traces)
     pool = build_pool(config.pool, learner.patch_set.ndim)
-    if pool.contexts.shape[-1] != config.model.in_channels:
+    in_channels = contract(config.model.to_dict()).in_channels
+    if pool.contexts.shape[-1] != in_channels:
         raise ValueError(
-            f"config.model.in_channels={config.model.in_channels} but the pool's contexts have "
-            f"{pool.contexts.shape[-1]} channel(s)"
+            f"config.model: the network reads {in_channels} input channel(s) but the pool's contexts have "
+            f"{pool.contexts.shape[-1]}"
         )
     if not st.has_state(workdir):
         workdir.mkdir(parents=True, exist_ok=True)

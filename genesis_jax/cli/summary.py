@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "summary",
         help="per-layer table (output shapes, parameters) of a model config; nothing is run",
-        description="Example: genesis-jax summary --config=pretrain/genesis_chest_ct --cost",
+        description="Example: genesis-jax summary --config=models/unet3d:pytorch --cost",
     )
     p.add_argument("--config", required=True, help="model config, path.py[:variant]; --config.x=y overrides follow")
     p.add_argument("--cost", action="store_true",
@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(XLA's native convolutions, as on GPU/TPU; a minute or more at full size on a CPU)")
     p.add_argument("--batch", type=int, default=6, help="samples per step for --cost (default 6, the published batch)")
     p.add_argument("--task", default=None, choices=["pretrain", "segmentation", "classification"],
-                   help="the step to cost (default: the config's: pretrain for a pre-training config, its task for "
-                        "a fine-tuning config; for a model config, the network's task)")
+                   help="the step to cost (default: the config's kind decides: a pre-training config's restoration "
+                        "step, a fine-tuning config's task; a model config: a classifier's, else pre-training)")
     p.set_defaults(func=run, accepts_config_overrides=True)
 
 
@@ -42,16 +42,17 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
         from genesis_jax.train.finetune_steps import augment_settings
         from genesis_jax.train.mesh import make_mesh
 
-        task = args.task or default_cost_task(config)
+        task = args.task or default_task(config)
         augment = augment_settings(config) if task != "pretrain" and config_kind(config) == "fine-tuning" else None
         spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task, augment)
         print(describe(step_cost(spec, make_mesh(1))))
     return 0
 
 
-def default_cost_task(config) -> str:
-    """The step ``--cost`` compiles when no ``--task`` is given, from the config's kind: a pre-training config's
-    restoration step, a fine-tuning config's ``task``; a model config (no training fields) the network's task."""
+def default_task(config) -> str:
+    """The step ``--cost`` compiles unless ``--task`` says, from the config's kind: a pre-training config's
+    restoration step, a fine-tuning config's ``task``; a model config (no training fields): a classifier's (the
+    network's spec says it is one), else the restoration pre-training step."""
     from genesis_jax.config_checks import config_kind
     from genesis_jax.models import contract
 
@@ -60,7 +61,7 @@ def default_cost_task(config) -> str:
         return "pretrain"
     if kind == "fine-tuning":
         return str(config.task)
-    return str(contract(config.model.to_dict()).task)
+    return "classification" if contract(config.model.to_dict()).task == "classification" else "pretrain"
 
 
 def _gib(nbytes: float) -> str:

@@ -324,7 +324,8 @@ class Predictor:
         intensity = f"CT [{s.hu_min:g}, {s.hu_max:g}] HU" if s.modality == "ct" else f"MR {s.mr_method}"
         names = ", ".join(f"{i}={self.label_names.get(i, '?')}" for i in self.class_ids) if self.label_names else \
             "/".join(str(i) for i in self.class_ids)
-        return (f"{self.weights_dir}: {self.model_config.get('name')} width {self.model_config.get('base_width')}, "
+        width = self.model_config.get("base_width") or self.model_config.get("features_per_stage")
+        return (f"{self.weights_dir}: {self.model_config.get('name')} width {width}, "
                 f"{self.head} head, classes {names}; spacing {spacing}, {intensity}, window "
                 f"{'x'.join(map(str, s.window))}, overlap {s.overlap:g}, {s.blend} blending"
                 f"{', mirrored' if self.mirror else ''} (settings from {self.settings_source})")

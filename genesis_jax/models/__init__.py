@@ -1,11 +1,11 @@
 """The networks and their weights: Genesis U-Net (2D/3D, pytorch and keras variants; ``unet``), UNet++ (deep
-supervision, pruning; ``unetpp``), nnU-Net's residual-encoder and plain U-Nets (``resenc``, ``plain_unet``), task heads (``heads``), layers and kernel initialisers, the contract each network
+supervision, pruning; ``unetpp``), nnU-Net's residual-encoder and plain U-Nets (``resenc``, ``plain_unet``), task heads on an encoder (``heads``, ``encoder_classifier``), layers and kernel initialisers, the contract each network
 declares beside its module (``spec``) and the registry of networks by name (``registry``, which says how to add
 one), a parameter summary and a forward-pass timer (``summary``, ``timing``), and the weights directory every
 command exchanges (``weights``: ``save_weights``/``load_weights``, model config + variables). Knows nothing of
 data or training."""
 
-from genesis_jax.models.heads import ClassificationHead, GenesisClassifier
+from genesis_jax.models.heads import ClassificationHead, EncoderClassifier, GenesisClassifier
 from genesis_jax.models.layers import BatchNorm
 from genesis_jax.models.plain_unet import PlainConvUNet
 from genesis_jax.models.resenc import ResidualEncoderUNet
@@ -19,6 +19,7 @@ __all__ = [
     "AdaptationRecord",
     "BatchNorm",
     "ClassificationHead",
+    "EncoderClassifier",
     "GenesisClassifier",
     "GenesisUNet",
     "MODELS",

@@ -24,6 +24,8 @@ learning read the spec. Its fields:
   them).
 * ``encoder_apply_kwargs``: ``apply()`` keyword arguments that run only the encoder (e.g. ``{'output':
   'bottleneck'}``); None when everything but the heads is encoder (a classifier).
+* ``in_channels(module)``: the input channels it reads (default: the module's ``in_channels`` attribute; a
+  classifier answers with its backbone's).
 * ``deep_supervision(module)``: ``apply()`` keyword arguments returning a list of every head (summed by the loss),
   or None.
 * ``evaluation_config(model_config, config.eval)``: the model config evaluation builds (e.g. UNet++'s pruning level
@@ -53,6 +55,7 @@ NETWORK_MODULES = (
     "heads",  # genesis_classifier
     "resenc",  # resenc_unet: nnU-Net's ResidualEncoderUNet
     "plain_unet",  # plain_unet: nnU-Net's PlainConvUNet
+    "encoder_classifier",  # encoder_classifier: the classification head on any segmentation network's encoder
 )
 
 
@@ -115,6 +118,10 @@ class Contract:
     @property
     def input_divisor(self) -> int:
         return int(self.spec.input_divisor(self.module))
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.spec.in_channels(self.module))
 
     @property
     def encoder(self) -> tuple[str, ...]:

@@ -26,6 +26,10 @@ def _no_deep_supervision(module: nn.Module) -> None:
     return None
 
 
+def _module_in_channels(module: nn.Module) -> int:
+    return int(module.in_channels)
+
+
 def _same_network(model_config: dict[str, Any], eval_config: Mapping[str, Any]) -> dict[str, Any]:
     return dict(model_config)
 
@@ -49,6 +53,8 @@ class NetworkSpec:
     deep_supervision: Callable[[nn.Module], Mapping[str, Any] | None] = _no_deep_supervision
     # the network evaluation builds from the trained one and ``config.eval`` (pruning, head averaging), same variables
     evaluation_config: Callable[[dict[str, Any], Mapping[str, Any]], dict[str, Any]] = _same_network
+    # the input channels it reads (default: the module's ``in_channels``)
+    in_channels: Callable[[nn.Module], int] = _module_in_channels
     # the model config field that picks a published weights variant, and what each variant maps to
     variant_field: str | None = None
     published_variants: Mapping[str, str] = dataclasses.field(default_factory=dict)

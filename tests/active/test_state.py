@@ -94,6 +94,19 @@ def test_a_crash_while_importing_loses_and_duplicates_nothing(tmp_path, monkeypa
     assert st.load_state(wd).labels == {"a": 1, "b": 0}
 
 
+def annotate_as_the_oracle(selection_csv, pool, path):
+    """The selection CSV with its 'label' column filled in from the pool's labels, written to ``path``; its rows."""
+    rows = list(csv.DictReader(open(selection_csv)))
+    oracle = dict(zip(pool.ids.tolist(), pool.labels))
+    for r in rows:
+        r["label"] = int(oracle[r["id"]])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
 def test_select_label_step_loop_survives_a_crash_in_step(tmp_path, monkeypatch):
     config = load_config("active/acft:tiny", TINY)
     wd = tmp_path / "loop"
@@ -103,13 +116,7 @@ def test_select_label_step_loop_survives_a_crash_in_step(tmp_path, monkeypatch):
     assert json.loads(paths["json"].read_text())["candidates"][0]["id"] == rows[0]["id"]
     assert session.select(config, wd, budget=6)["csv"].read_text() == paths["csv"].read_text()  # same round, same
 
-    oracle = dict(zip(session.build_pool(config.pool).ids.tolist(), session.build_pool(config.pool).labels))
-    for r in rows:
-        r["label"] = int(oracle[r["id"]])
-    with open(tmp_path / "ann.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    annotate_as_the_oracle(paths["csv"], session.build_pool(config.pool), tmp_path / "ann.csv")
     st.import_annotations(wd, tmp_path / "ann.csv")
 
     # crash after the new model is written, before state.json commits the round

@@ -16,8 +16,9 @@ def plans_architecture(model_config):
             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]}
 
 
-def torch_network(model_config, seed=0, device=None):
-    """The PyTorch network with every parameter random (norm scales too, so no block is an identity)."""
+def torch_network(model_config, seed=0, device=None, randomize=True):
+    """The PyTorch network with every parameter random (norm scales too, so no block is an identity); with
+    ``randomize=False`` nnU-Net's own initialisation (what a training run starts from)."""
     import torch
 
     arch = plans_architecture(model_config)
@@ -33,9 +34,10 @@ def torch_network(model_config, seed=0, device=None):
                                  deep_supervision=model_config.get("deep_supervision", False), **kwargs)
     network = network_class(input_channels=model_config["in_channels"], num_classes=model_config["num_classes"],
                             deep_supervision=model_config.get("deep_supervision", False), **kwargs)
-    with torch.no_grad():
-        for p in network.parameters():
-            p.normal_(0.0, 0.3)
+    if randomize:
+        with torch.no_grad():
+            for p in network.parameters():
+                p.normal_(0.0, 0.3)
     return network.eval()
 
 

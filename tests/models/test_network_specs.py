@@ -19,8 +19,19 @@ from genesis_jax.models.weights import ADAPTATION_FILE, CheckpointError, init_ad
 NAMES = sorted(MODELS)
 
 
+def _field(cfg, name: str, default):
+    """A network field of a model config, or of its backbone's (a classifier on another network's encoder)."""
+    return cfg.get(name, cfg["backbone"].get(name, default) if "backbone" in cfg else default)
+
+
+def _with_channels(cfg, channels: int) -> dict:
+    if "backbone" in cfg:
+        return dict(cfg, backbone=dict(cfg["backbone"], in_channels=channels))
+    return dict(cfg, in_channels=channels)
+
+
 def _input(cfg, size: int, batch: int = 1) -> jax.ShapeDtypeStruct:
-    ndim, channels = cfg.get("ndim", 3), cfg.get("in_channels", 1)
+    ndim, channels = _field(cfg, "ndim", 3), _field(cfg, "in_channels", 1)
     return jax.ShapeDtypeStruct((batch, *(size,) * ndim, channels), jnp.float32)
 
 
@@ -64,7 +75,8 @@ def test_prefixes_select_encoder_stem_and_heads(name):
     assert heads and not heads & encoder
     assert all(any(has_prefix(p, (prefix,)) for p in every) for prefix in (*network.encoder, *network.heads))
     # the stem reads the input channels: its kernel's input axis follows in_channels, nothing else's does
-    two_cfg = dict(cfg, in_channels=2)
+    two_cfg = _with_channels(cfg, 2)
+    assert network.in_channels == _field(cfg, "in_channels", 1) and contract(two_cfg).in_channels == 2
     one, two = _param_shapes(network.module, x), _param_shapes(build_model(two_cfg), _input(two_cfg, x.shape[1]))
     changed = {p for p in one if one[p].shape != two[p].shape}
     assert changed and all(has_prefix(p, network.stem) for p in changed), changed
@@ -84,7 +96,7 @@ def test_input_divisor_agrees_with_a_forward(name):
 
     out = forward(2 * divisor)
     if network.task == "segmentation":
-        assert out.shape[1:-1] == (2 * divisor,) * cfg.get("ndim", 3)
+        assert out.shape[1:-1] == (2 * divisor,) * _field(cfg, "ndim", 3)
     else:
         assert out.shape == (2, cfg.get("num_classes", 1))
     for bad in (divisor // 2, divisor + divisor // 2):  # a smaller divisor does not do

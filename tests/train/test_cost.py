@@ -119,15 +119,15 @@ def test_summary_cost_prints_the_step_figures(capsys):
 @pytest.mark.parametrize("spec, task", [
     ("pretrain/genesis_chest_ct:tiny", "pretrain"), ("pretrain/mim:tiny", "pretrain"),
     ("finetune/lcs:tiny", "segmentation"), ("finetune/ncc:tiny", "classification"),
-    ("models/unet3d:pytorch", "segmentation"),
+    ("models/unet3d:pytorch", "pretrain"),
 ])
 def test_summary_cost_task_follows_the_config_kind(spec, task):
     """A fine-tuning config of the Genesis U-Net costs its fine-tuning step, not pre-training (the network's name
-    decided it before); a model config, which trains nothing, the network's own task."""
-    from genesis_jax.cli.summary import default_cost_task
+    decided it before); a model config, which trains nothing, a classifier's step or else pre-training."""
+    from genesis_jax.cli.summary import default_task
     from genesis_jax.config_loader import load_config
 
-    assert default_cost_task(load_config(spec, [])) == task
+    assert default_task(load_config(spec, [])) == task
 
 
 def test_summary_cost_of_a_fine_tuning_config_is_its_augmented_step(capsys):

@@ -1,4 +1,5 @@
-"""Active, continual fine-tuning (ACFT(HQ) with AIFT scores) of a Genesis-encoder classifier, human in the loop.
+"""Active, continual fine-tuning (ACFT(HQ) with AIFT scores) of a Genesis-encoder classifier (``:resenc``: on
+nnU-Net's ResEnc encoder instead), human in the loop.
 
 Run (one round; `:tiny` is a CPU-sized network on a synthetic 3D pool, each command takes well under a minute):
   genesis-jax al select --config=active/acft:tiny --workdir=/tmp/al --budget=8
@@ -17,6 +18,13 @@ with 'ids' (n,), 'contexts' (n, *spatial[, C]) of normalised [0, 1] intensities,
 `--dataset=DIR --label=NAME` for candidates cut from a prepared dataset folder. The work directory keeps its pool
 settings: later rounds need no pool override. This size needs a GPU.
 
+:resenc  the classification head on the encoder of nnU-Net's ResEnc-L (models/resenc:nnssl; the boxes resampled to
+64^3 patches, a 2^3 bottleneck; ``:resenc,tiny`` models/resenc:tiny, 8^3 patches) as an ``encoder_classifier``: --config.init takes the weights of
+pretrain/resenc_genesis, pretrain/resenc_mim or an nnU-Net / nnssl checkpoint imported with `genesis-jax convert`
+(its encoder and stem by the weights' adaptation record). Instance norm: nothing to calibrate. E.g.
+  genesis-jax al select --config=active/acft:resenc,tiny --workdir=/tmp/al_resenc --budget=8 \
+      --config.init=/tmp/resenc_mim_tiny/weights
+
 Learning rates (both variants, as published): the continual rate of ACFT (``learner.learning_rate``: 1e-4, tiny
 3e-4) is 1/10 of the restart rate from M_0 (``learner.restart_lr_factor=10``: 1e-3, tiny 3e-3). A round whose
 H u Q holds one class only mixes in earlier labelled candidates of the missing class (genesis_jax.active.learner).
@@ -25,30 +33,35 @@ H u Q holds one class only mixes in earlier labelled candidates of the missing c
 import ml_collections
 
 from genesis_jax.configs.common import parse_arg
+from genesis_jax.configs.models import resenc
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    tiny = parse_arg(arg, tiny=False).tiny
+    opts = parse_arg(arg, tiny=False, backbone=("genesis", "resenc"))
+    tiny = opts.tiny
     c = ml_collections.ConfigDict()
     c.workdir = "/tmp/genesis_jax_al"
     c.seed = 0
     c.prng_impl = "rbg"  # fast to compile on CPU; any jax PRNG implementation name
-    c.init = ""  # '' = fresh M_0; or a genesis_jax weights directory (classifier, or GenesisUNet encoder)
+    c.init = ""  # '' = fresh M_0; or a genesis_jax weights directory (classifier, or a segmentation network's encoder)
     c.class_names = ("negative", "positive")
-    c.model = ml_collections.ConfigDict(
-        dict(
-            name="genesis_classifier",
-            variant="keras",  # inference with running BatchNorm statistics: each patch predicted on its own
-            ndim=3,
-            base_width=2 if tiny else 32,
-            depth=2 if tiny else 4,
-            in_channels=1,
-            num_classes=2,
-            hidden=16 if tiny else 1024,
-            activation="none",  # logits; the learner applies the softmax
-            dtype="float32",
+    head = dict(num_classes=2, hidden=16 if tiny else 1024, activation="none")  # logits; the learner's softmax
+    if opts.backbone == "resenc":
+        backbone = resenc.get_config("tiny" if tiny else "nnssl").model
+        c.model = ml_collections.ConfigDict(dict(name="encoder_classifier", backbone=backbone, **head))
+    else:
+        c.model = ml_collections.ConfigDict(
+            dict(
+                name="genesis_classifier",
+                variant="keras",  # inference with running BatchNorm statistics: each patch predicted on its own
+                ndim=3,
+                base_width=2 if tiny else 32,
+                depth=2 if tiny else 4,
+                in_channels=1,
+                dtype="float32",
+                **head,
+            )
         )
-    )
     size = 6 if tiny else 32
     c.pool = ml_collections.ConfigDict(
         # kind: 'synthetic' | 'npz' (path: ids, contexts in [0, 1], labels?) | 'dataset' (path: a prepared dataset
@@ -58,7 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.patches = ml_collections.ConfigDict(
         dict(
-            patch_shape=(size,) * 3,
+            # ResEnc: the box resampled to twice the network's 2^(stages-1) (32; tiny 4): on one bottleneck voxel its
+            # instance norm would output a constant (PyTorch refuses to train on it)
+            patch_shape=(2 * (4 if tiny else 32) if opts.backbone == "resenc" else size,) * 3,
             box_shape=(size,) * 3,
             scales=(1.0, 1.25) if tiny else (1.0, 1.2, 1.5),
             translation=0.1,

@@ -3,7 +3,7 @@
 Run:
   genesis-jax summary --config=models/unet3d:pytorch   # ends with "Total params: 19,073,665"
   genesis-jax summary --config=models/unet3d:keras     # ends with "Total params: 16,320,257"
-  genesis-jax summary --config=models/unet3d:pytorch --cost --task pretrain   # + one pre-training step of batch 6:
+  genesis-jax summary --config=models/unet3d:pytorch --cost   # + one pre-training step of batch 6 compiled with XLA:
       "FLOPs per sample: ... (0.682 TFLOP)" (a minute or two on a CPU; experiments/results/compute_plan.md)
 Overrides: --config.model.base_width=8 --config.model.depth=3 --config.model.num_classes=2 ...
 Expected: a per-layer table for a (1, 64, 64, 32, 1) input computed with jax.eval_shape in a few seconds.

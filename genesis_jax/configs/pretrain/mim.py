@@ -51,10 +51,15 @@ def masking(tiny: bool, **fields) -> ml_collections.ConfigDict:
                                           mask_fill="constant", **fields))
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    opts = parse_arg(arg, **OPTIONS)
-    c = base(opts)
+def as_mim(c: ml_collections.ConfigDict, tiny: bool) -> ml_collections.ConfigDict:
+    """A pre-training recipe ``c`` turned into masked image modelling: no deformations, the masking pretext and its
+    gate (pretrain/resenc_mim applies it to the ResEnc recipe)."""
     del c.transforms  # no deformations: the masks are the whole pretext
-    c.pretext = masking(opts.tiny, name="mim", normalize_patches=False, gate=ml_collections.ConfigDict(dict(
+    c.pretext = masking(tiny, name="mim", normalize_patches=False, gate=ml_collections.ConfigDict(dict(
         max_ratio=0.7, max_clean_mse=ml_collections.FieldReference(None, field_type=float))))
     return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, **OPTIONS)
+    return as_mim(base(opts), opts.tiny)

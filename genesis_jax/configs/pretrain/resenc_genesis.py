@@ -27,8 +27,16 @@ from genesis_jax.configs.models import resenc
 from genesis_jax.configs.pretrain import genesis_chest_ct
 
 
+# The variant options of the ResEnc pre-training configs (resenc_mim.py takes the same ones); e.g. ":nnssl,bf16".
+OPTIONS = dict(scale=("genesis", "nnssl"), tiny=False, bf16=False)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    opts = parse_arg(arg, scale=("genesis", "nnssl"), tiny=False, bf16=False)
+    return recipe(parse_arg(arg, **OPTIONS))
+
+
+def recipe(opts: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The Genesis recipe with nnssl's ResEnc-L, optimiser and (``scale='nnssl'``) patches and batch."""
     c = genesis_chest_ct.recipe(tiny=opts.tiny, bf16=opts.bf16)
     model = resenc.get_config("tiny" if opts.tiny else "nnssl")
     c.model = model.model
