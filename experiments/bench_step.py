@@ -66,7 +66,7 @@ sys.path[:0] = [str(REPO), str(REPO / "experiments")]
 
 from genesis_jax.config_loader import load_config  # noqa: E402
 from genesis_jax.models import build_model  # noqa: E402
-from genesis_jax.runtime import tune_cpu_runtime  # noqa: E402
+from genesis_jax.runtime import cpu_isa, tune_cpu_runtime  # noqa: E402
 
 Row = tuple[int | str, tuple[int, int, int], int]  # (Genesis width or ResEnc preset, cube, batch)
 GENESIS_GRID: list[Row] = [(w, c, b) for w in (4, 32) for c in ((32, 32, 16), (64, 64, 32)) for b in (2, 6)]
@@ -365,16 +365,14 @@ def main() -> int:
 
 
 def cpu_model() -> str:
-    """', <model name>, <vector ISA>' of the host CPU from /proc/cpuinfo (empty when unreadable)."""
+    """', <model name>, <vector ISA>' of the host CPU from /proc/cpuinfo (empty when unreadable); the ISA as
+    genesis_jax.runtime.cpu_isa names it (AVX-512 with BF16 and AMX where present, else AVX2)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return ""
     name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    isa = ("AVX-512" + (" + AMX" if "amx_tile" in flags else "") if "avx512f" in flags
-           else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2")
-    return f", {name}, {isa}" if name else ""
+    return f", {name}, {cpu_isa()}" if name else ""
 
 
 if __name__ == "__main__":

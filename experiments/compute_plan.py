@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from genesis_jax import transforms  # noqa: E402
+from genesis_jax.transforms.batching import shard_samples_over  # noqa: E402
 from genesis_jax.train.cost import StepCost, StepSpec, hlo_collectives, step_cost  # noqa: E402
 from genesis_jax.train.mesh import batch_sharding, make_mesh, replicated  # noqa: E402
 
@@ -155,12 +156,14 @@ def all_reduce_seconds(gradient_bytes: float, chips: int, chip: Chip) -> float:
 
 
 def restoration_all_gather_bytes(per_device_batch: int, mesh) -> int:
-    """All-gather bytes per device of restoration_batch on a batch sharded over ``mesh`` (full cube size)."""
+    """All-gather bytes per device of restoration_batch on a batch sharded over ``mesh`` (full cube size), traced
+    as the train step traces it (under ``shard_samples_over(mesh)``: each device deforms its own samples)."""
     n = mesh.devices.size
     key = jax.random.key_data(jax.random.key(0))
 
     def deform(raw, cubes):
-        return transforms.restoration_batch(jax.random.wrap_key_data(raw), cubes)
+        with shard_samples_over(mesh):
+            return transforms.restoration_batch(jax.random.wrap_key_data(raw), cubes)
 
     jitted = jax.jit(deform, in_shardings=(replicated(mesh), batch_sharding(mesh)),
                      out_shardings=(batch_sharding(mesh), batch_sharding(mesh)))
@@ -276,10 +279,11 @@ def main() -> int:
     lines += [
         "",
         f"Pre-training transforms on a sharded batch: `restoration_batch` on {PER_CHIP_BATCH} cubes per device over "
-        f"8 devices all-gathers **{gather / 1e6:.1f} MB per device per step** (the scatters of the shuffle and of "
-        "`transforms.batching` are not partitioned along the batch, so every device handles the whole batch's "
-        "indices). This grows with the global batch and is left out of the scaling projection below; "
-        "`tests/train/test_cost.py::test_sharded_pretraining_step_has_no_all_gather` fails until it is fixed.",
+        f"8 devices, traced as the train step traces it (each device deforms its own samples, "
+        f"`transforms.batching.per_device`), all-gathers **{gather / 1e6:.1f} MB per device per step** (10.8 MB "
+        "before the deformations ran per device: XLA's partitioner gathered the batch's scatter indices and "
+        "updates onto every device); `tests/train/test_cost.py::test_sharded_pretraining_step_has_no_all_gather` "
+        "keeps it so.",
         "",
         "## Chips (data sheets)",
         "",
@@ -325,7 +329,7 @@ def main() -> int:
         "",
         "Efficiency = step / (step + gradient all-reduce), the all-reduce a ring over the chips' slowest link "
         "(GPU: NVLink within 8, the per-GPU NIC beyond; TPU: ICI), not overlapped with the backward pass (a lower "
-        "bound: XLA overlaps part of it), the transforms' all-gather above not counted.",
+        "bound: XLA overlaps part of it)" + (", the transforms' all-gather above not counted." if gather else "."),
         "",
         "| network | chip | 8 chips | 64 chips | 256 chips |",
         "|---|---|---|---|---|",

@@ -41,13 +41,30 @@ def available_host_memory() -> int:
         return 2**63
 
 
-def host_has_avx512(cpuinfo: Path = _CPUINFO) -> bool:
-    """Whether the host CPU reports the AVX-512 foundation instructions (Linux ``/proc/cpuinfo``; else False)."""
+def _cpu_flags(cpuinfo: Path) -> set[str]:
+    """The first processor's ``flags`` of Linux ``/proc/cpuinfo`` (empty when unreadable)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return False
-    return any(line.startswith("flags") and "avx512f" in line.split() for line in text.splitlines())
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+def host_has_avx512(cpuinfo: Path = _CPUINFO) -> bool:
+    """Whether the host CPU reports the AVX-512 foundation instructions (Linux ``/proc/cpuinfo``; else False)."""
+    return "avx512f" in _cpu_flags(cpuinfo)
+
+
+def cpu_isa(cpuinfo: Path = _CPUINFO) -> str:
+    """The host CPU's widest vector and matrix instructions, as benchmark tables name them: 'AVX-512 + BF16 + AMX',
+    'AVX-512 + BF16', 'AVX-512', 'AVX2' or 'no AVX2' (x86 flags of ``/proc/cpuinfo``; 'unknown' when unreadable)."""
+    flags = _cpu_flags(cpuinfo)
+    if not flags:
+        return "unknown"
+    if "avx512f" not in flags:
+        return "AVX2" if "avx2" in flags else "no AVX2"
+    extras = [name for flag, name in (("avx512_bf16", "BF16"), ("amx_tile", "AMX")) if flag in flags]
+    return " + ".join(["AVX-512", *extras])
 
 
 def _backends_initialized() -> bool:

@@ -52,6 +52,16 @@ def test_leaves_xla_flags_alone(cpuinfo, backends_not_started, flags, text):
 
 def test_no_cpuinfo_means_no_avx512(tmp_path):
     assert not runtime.host_has_avx512(tmp_path / "missing")
+    assert runtime.cpu_isa(tmp_path / "missing") == "unknown"
+
+
+@pytest.mark.parametrize("text, isa", [
+    (AVX512_CPUINFO.replace("avx512bw", "avx512bw avx512_bf16 amx_bf16 amx_tile"), "AVX-512 + BF16 + AMX"),
+    (AVX512_CPUINFO.replace("avx512bw", "avx512bw avx512_bf16"), "AVX-512 + BF16"),
+    (AVX512_CPUINFO, "AVX-512"), (AVX2_CPUINFO, "AVX2"), (AVX2_CPUINFO.replace(" avx2", ""), "no AVX2"),
+])
+def test_cpu_isa_names_the_widest_instructions(cpuinfo, text, isa):
+    assert runtime.cpu_isa(cpuinfo(text)) == isa
 
 
 def test_too_late_once_jax_has_started(cpuinfo):

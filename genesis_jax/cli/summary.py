@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(XLA's native convolutions, as on GPU/TPU; a minute or more at full size on a CPU)")
     p.add_argument("--batch", type=int, default=6, help="samples per step for --cost (default 6, the published batch)")
     p.add_argument("--task", default=None, choices=["pretrain", "segmentation", "classification"],
-                   help="the step to cost (default: classification for a classifier, a fine-tuning config's task, "
-                        "else pretrain)")
+                   help="the step to cost (default: the config's kind decides: a pre-training config's restoration "
+                        "step, a fine-tuning config's task; a model config: a classifier's, else pre-training)")
     p.set_defaults(func=run, accepts_config_overrides=True)
 
 
@@ -37,23 +37,31 @@ def run(args: argparse.Namespace, overrides: list[str]) -> int:
     if config.get("per_device_batch_size") and config.get("optimizer"):
         print(memory_estimate(model, config))
     if args.cost:
+        from genesis_jax.config_checks import config_kind
         from genesis_jax.train.cost import StepSpec, describe, step_cost
+        from genesis_jax.train.finetune_steps import augment_settings
         from genesis_jax.train.mesh import make_mesh
 
         task = args.task or default_task(config)
-        spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task)
+        augment = augment_settings(config) if task != "pretrain" and config_kind(config) == "fine-tuning" else None
+        spec = StepSpec(config.model.to_dict(), tuple(config.input_shape), args.batch, task, augment)
         print(describe(step_cost(spec, make_mesh(1))))
     return 0
 
 
 def default_task(config) -> str:
-    """The step ``--cost`` measures unless ``--task`` says: a classifier's (the network's spec says it is one), a
-    fine-tuning config's own ``task``, else the restoration pre-training step (a pre-training or model config)."""
+    """The step ``--cost`` compiles unless ``--task`` says, from the config's kind: a pre-training config's
+    restoration step, a fine-tuning config's ``task``; a model config (no training fields): a classifier's (the
+    network's spec says it is one), else the restoration pre-training step."""
+    from genesis_jax.config_checks import config_kind
     from genesis_jax.models import contract
 
-    if contract(config.model.to_dict()).task == "classification":
-        return "classification"
-    return config.get("task") or "pretrain"
+    kind = config_kind(config)
+    if kind == "pre-training":
+        return "pretrain"
+    if kind == "fine-tuning":
+        return str(config.task)
+    return "classification" if contract(config.model.to_dict()).task == "classification" else "pretrain"
 
 
 def _gib(nbytes: float) -> str:

@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 
 from genesis_jax.models import build_model, contract
 from genesis_jax.pretext.genesis import default_transform, make_prepare as make_restoration_prepare
+from genesis_jax.transforms.augment import AugmentSettings
 from genesis_jax.train.finetune_steps import make_finetune_optimizer, make_prepare
 from genesis_jax.train.losses import get_loss, mse_loss
 from genesis_jax.train.mesh import batch_sharding
@@ -50,12 +51,13 @@ class StepSpec:
     """One training step to cost: ``model`` is a ``config.model`` dict, ``input_shape`` one sample (X, Y, Z, C),
     ``global_batch`` the samples per step over the whole mesh, ``task`` 'pretrain' (Models Genesis restoration:
     the on-device deformations, MSE, SGD) or a fine-tuning task ('segmentation': dice, 'classification': BCE;
-    Adam with the transfer groups)."""
+    Adam with the transfer groups; with ``augment``, the training step's device augmentation too)."""
 
     model: Mapping[str, Any]
     input_shape: tuple[int, ...]
     global_batch: int
     task: str = "pretrain"
+    augment: AugmentSettings | None = None  # fine-tuning: the device augmentation inside the step
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -91,8 +93,8 @@ def build_step(spec: StepSpec, mesh: Mesh) -> tuple[Callable, tuple[Any, Any]]:
                                                    jnp.zeros((1, *spec.input_shape)), train=False))["params"]
         tx = make_finetune_optimizer({"name": "adam", "learning_rate": 1e-3}, parameter_groups(params, set()), 1.0)
         loss = get_loss("dice" if spec.task == "segmentation" else "bce")
-        step = make_train_step(loss, make_prepare(spec.task, int(model_config.get("ndim", 3))), mesh=mesh,
-                               apply_kwargs=contract(model_config).deep_supervision)
+        prepare = make_prepare(spec.task, int(model_config.get("ndim", 3)), spec.augment)
+        step = make_train_step(loss, prepare, mesh=mesh, apply_kwargs=contract(model_config).deep_supervision)
     state = abstract_train_state(model, tx, key, tuple(spec.input_shape), mesh)
     sharding = batch_sharding(mesh)
     batch = {k: jax.ShapeDtypeStruct(s, d, sharding=sharding) for k, (s, d) in _batch_shapes(spec).items()}
@@ -251,7 +253,8 @@ def describe(cost: StepCost) -> str:
     """The figures of ``cost`` as the lines ``genesis-jax summary --cost`` prints."""
     s = cost.spec
     return "\n".join([
-        f"Training step ({s.task}, global batch {s.global_batch}, {s.model.get('dtype') or 'float32'}, "
+        f"Training step ({s.task}{', augmented on the device' if s.augment else ''}, global batch {s.global_batch}, "
+        f"{s.model.get('dtype') or 'float32'}, "
         f"conv_impl {s.model.get('conv_impl')}, {cost.devices} device(s)), XLA's cost analysis of the compiled step:",
         f"  FLOPs per sample:            {cost.flops_per_sample:,.0f} ({cost.flops_per_sample / 1e12:.3f} TFLOP)",
         f"  bytes accessed per sample:   {cost.bytes_per_sample:,.0f}",

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from genesis_jax.transforms.batching import shard_samples_over
 from genesis_jax.train.losses import LossFn, deep_supervision_loss, mse_loss
 from genesis_jax.train.mesh import replicated
 from genesis_jax.train.state import TrainState
@@ -99,7 +100,8 @@ def make_train_step(
         prepare_key, dropout_key = jax.random.split(step_key)
 
         def loss_of(params: Any, task_params: Any) -> tuple[jax.Array, Any]:
-            inputs, targets = prepared(prepare, prepare_key, batch, task_params)
+            with shard_samples_over(mesh):  # each device transforms its own samples, with their own keys
+                inputs, targets = prepared(prepare, prepare_key, batch, task_params)
             outputs, updates = state.apply_fn(
                 _variables(params, state.batch_stats), inputs, train=True, mutable=["batch_stats"],
                 rngs={"dropout": dropout_key}, **apply_kwargs,

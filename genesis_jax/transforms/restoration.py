@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from genesis_jax.transforms import flip, intensity, painting, sampling, shuffle
+from genesis_jax.transforms import batching, flip, intensity, painting, sampling, shuffle
 from genesis_jax.transforms.config import RestorationSettings, settings_from_config
 
 _RANGE_TOLERANCE = 1e-6
@@ -133,9 +133,11 @@ def resolve_batch_strategy(strategy: str) -> str:
     if strategy not in BATCH_STRATEGIES:
         raise ValueError(f"restoration_batch: strategy must be one of {BATCH_STRATEGIES}, got {strategy!r}")
     if strategy == "auto":
-        # map only on a single CPU device: a scan over a batch sharded across devices would gather the batch onto
-        # every device, while vmap lets XLA keep each device's samples on that device
-        return "map" if jax.default_backend() == "cpu" and jax.device_count() == 1 else "vmap"
+        # map on CPU when one device holds the batch, or each device its own samples (under the train step's mesh,
+        # batching.per_device); a scan over a batch sharded across devices without that would gather the batch
+        # onto every device
+        one_device = jax.device_count() == 1 or batching.device_mesh_size() > 1
+        return "map" if jax.default_backend() == "cpu" and one_device else "vmap"
     return strategy
 
 
@@ -145,11 +147,15 @@ def _batch_jit(
 ) -> tuple[jax.Array, jax.Array]:
     keys = jax.random.split(key, cubes.shape[0])
     pair = functools.partial(_pair_jit, settings=settings)
-    if strategy == "vmap":
-        return jax.vmap(pair)(keys, cubes)
-    # one sample after the other: the lax.cond of each deformation really skips it (a select under vmap computes
-    # both branches); on XLA:CPU this is ~1.8x faster than vmap for the published rates
-    return lax.map(lambda args: pair(*args), (keys, cubes))
+
+    def pairs(keys: jax.Array, cubes: jax.Array) -> tuple[jax.Array, jax.Array]:
+        if strategy == "vmap":
+            return jax.vmap(pair)(keys, cubes)
+        # one sample after the other: the lax.cond of each deformation really skips it (a select under vmap
+        # computes both branches); on XLA:CPU this is ~1.8x faster than vmap for the published rates
+        return lax.map(lambda args: pair(*args), (keys, cubes))
+
+    return batching.per_device(pairs, keys, cubes)
 
 
 def restoration_pair(key: jax.Array, cube: jax.Array, config: Any = None) -> tuple[jax.Array, jax.Array]:
@@ -173,7 +179,9 @@ def restoration_batch(
     Runs on the device with static shapes: call it inside a jitted step, or on its own (compiled once per shape).
     ``strategy``: 'vmap' (all samples at once), 'map' (one sample after the other, skipping the deformations a
     sample does not get; ~1.8x faster on XLA:CPU, but it would gather a device-sharded batch onto every device) or
-    'auto' ('map' on a single CPU device, else 'vmap'). Every strategy gives the same pairs.
+    'auto' ('map' on a single CPU device, else 'vmap'). Every strategy gives the same pairs. Under
+    ``transforms.batching.shard_samples_over(mesh)`` (the train step's) each device deforms its own samples with
+    the strategy chosen for one device, and nothing is gathered across devices.
     """
     settings = settings_from_config(config)
     cubes = jnp.asarray(cubes)

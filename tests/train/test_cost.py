@@ -12,6 +12,7 @@ from genesis_jax.train.cost import (
     residual_bytes,
     step_cost,
 )
+from genesis_jax.transforms.augment import AugmentSettings
 from genesis_jax.train.mesh import batch_sharding, make_mesh, replicated
 
 SHAPE = (16, 16, 8, 1)
@@ -62,19 +63,22 @@ def test_xla_flops_match_the_hand_count_of_the_convolutions(variant):
     assert cost.bytes_accessed > 0 and cost.temp_bytes > 0 and cost.argument_bytes > cost.param_bytes
 
 
-def test_sharded_fine_tuning_step_all_reduces_the_gradient_once():
+@pytest.mark.parametrize("augment", [None, AugmentSettings()], ids=["plain", "augmented"])
+def test_sharded_fine_tuning_step_all_reduces_the_gradient_once(augment):
+    """With the device augmentation (the fine-tuning configs' default) each device augments its own samples."""
     model = {"name": "genesis_unet", "variant": "keras", "base_width": 4, "depth": 2}
-    cost = step_cost(StepSpec(model, SHAPE, global_batch=8, task="segmentation"), make_mesh(8))
+    spec = StepSpec(model, SHAPE, global_batch=8, task="segmentation", augment=augment)
+    cost = step_cost(spec, make_mesh(8))
     assert cost.devices == 8 and cost.samples_per_device == 1
     assert cost.param_bytes <= cost.all_reduce_bytes <= cost.param_bytes * 1.1
 
 
-@pytest.mark.xfail(strict=True, reason="restoration_batch vmapped over a sharded batch: XLA's partitioner gathers "
-                   "the batch's scatter indices and updates (transforms/batching.py materialise/take, the shuffle's "
-                   "scatter-max) onto every device; reported, not fixed here")
 def test_sharded_pretraining_step_has_no_all_gather():
+    """The on-device deformations run per device (transforms.batching.per_device): before, XLA's partitioner
+    all-gathered the flat gathers' and scatters' operands of the whole batch onto every device."""
     model = {"name": "genesis_unet", "variant": "pytorch", "base_width": 4, "depth": 2}
-    step_cost(StepSpec(model, SHAPE, global_batch=8, task="pretrain"), make_mesh(8))
+    cost = step_cost(StepSpec(model, SHAPE, global_batch=8, task="pretrain"), make_mesh(8))
+    assert cost.param_bytes <= cost.all_reduce_bytes <= cost.param_bytes * 1.1
 
 
 def test_an_accidental_all_gather_fails_the_check():
@@ -110,3 +114,26 @@ def test_summary_cost_prints_the_step_figures(capsys):
     hand = 2 * genesis_unet_training_macs(4, 2, SHAPE, 2, "keras") / 2
     assert hand <= flops <= 1.3 * hand  # width 4: element-wise work weighs more than at width 8
     assert "gradient (float32):" in out and "conv_impl native" in out
+
+
+@pytest.mark.parametrize("spec, task", [
+    ("pretrain/genesis_chest_ct:tiny", "pretrain"), ("pretrain/mim:tiny", "pretrain"),
+    ("finetune/lcs:tiny", "segmentation"), ("finetune/ncc:tiny", "classification"),
+    ("models/unet3d:pytorch", "pretrain"),
+])
+def test_summary_cost_task_follows_the_config_kind(spec, task):
+    """A fine-tuning config of the Genesis U-Net costs its fine-tuning step, not pre-training (the network's name
+    decided it before); a model config, which trains nothing, a classifier's step or else pre-training."""
+    from genesis_jax.cli.summary import default_task
+    from genesis_jax.config_loader import load_config
+
+    assert default_task(load_config(spec, [])) == task
+
+
+def test_summary_cost_of_a_fine_tuning_config_is_its_augmented_step(capsys):
+    from genesis_jax.cli import main
+
+    overrides = ["--config.model.base_width=4", "--config.model.depth=2", "--config.input_shape=(16,16,8,1)"]
+    assert main(["summary", "--config=finetune/lcs:tiny", *overrides, "--cost", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Training step (segmentation, augmented on the device, global batch 2, float32, conv_impl native" in out
