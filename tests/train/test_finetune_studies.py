@@ -30,7 +30,6 @@ def test_summary_statistics():
     assert study.mean_sd([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2.0)))
     assert study.mean_sd([0.5]) == (0.5, 0.0)
     assert study.area_under_curve([1, 2, 3], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
-    assert study.fmt_ci((0.1, -0.05, 0.2)) == "+0.100 (95% CI -0.050 to +0.200)"
 
 
 def test_t_interval_matches_scipy():
@@ -130,6 +129,12 @@ def test_tiny_studies_end_to_end_on_the_sample_ct(tmp_path, capsys, restore_jax_
         assert [r["slices"] for r in runs] == [r["slices"] for r in groups["genesis"][k]]
     assert raw["control"] and raw["control"]["in_domain"]["n"] == 3
     assert (tmp_path / "results" / "annotation_efficiency.png").stat().st_size > 1000
+    # the liver demo is the all-slices point of the same study: it reads the cached runs instead of training
+    assert _module("liver_demo").main(common) == 0
+    demo = capsys.readouterr().out.strip().splitlines()
+    assert all(line.endswith("cached)") for line in demo if "k=all" in line) and len(
+        [line for line in demo if "k=all" in line]) == 2
+    assert re.fullmatch(r"liver_dice: scratch=\d\.\d{3}\+-\d\.\d{3} pretrained=\d\.\d{3}\+-\d\.\d{3}", demo[-1])
     # the pretext comparison shares the protocol and the cached scratch / genesis groups
     assert _module("pretext_comparison").main(common) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -13,7 +13,7 @@ Optimiser: Adam 1e-3, batch 4, plateau halving as published.
 Run:
   genesis-jax finetune --config=finetune/liver_sample --workdir=/tmp/liver --init=scratch
   genesis-jax finetune --config=finetune/liver_sample --workdir=/tmp/liver_g --init=<Genesis weights>
-  python experiments/liver_demo.py      # the 2D version of this task: Genesis-2D vs scratch on slices, 5 seeds
+  python experiments/liver_demo.py      # the 2D version of this task: Genesis-2D vs scratch on slices, 20 pairs
   :tiny  the same data with 8 steps of a width-2 network (a CPU smoke run of the real-data path)
 Expected: a summary line with the test Dice/IoU on ct_dicom; predictions/ct_dicom_overlay.png shows the outlines.
 """
