@@ -142,7 +142,7 @@ def organ_data(organ: str) -> OrganData:
 
 
 # -- pre-training -------------------------------------------------------------------------------------------------
-PRETRAIN_STEPS = {"genesis": 3000, "mim": 600, "genesis_mim": 600}
+PRETRAIN_STEPS = {"genesis": 2500, "mim": 600, "genesis_mim": 600}
 
 
 def pretrained_weights(pretext: str, workdir: Path, tiny: bool = False, train: bool = True) -> dict[str, Any]:

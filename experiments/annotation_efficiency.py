@@ -7,8 +7,8 @@ patient, portal-venous contrast, never read before testing). 20 paired replicate
 slices (nested in k) and its batches, crops and augmentation from seed r in both arms; same network (Genesis U-Net,
 keras variant, 2D, base width 8, depth 3), optimiser (Adam 1e-3), batch (4 x 64x64 crops) and step budget (80
 steps, validation every 20, best-by-validation weights, precise BatchNorm statistics); only the initial weights
-differ. Pre-training: `pretrain/sample_corpus_2d` (Genesis, 2D, Adam, 3,000 steps on ct_abdomen, ct_chest and
-ct_lung1; gate on the held-out ct_lung2; never ct_dicom), run once and cached; it is transferred only if it passed
+differ. Pre-training: `pretrain/sample_corpus_2d` (Genesis, 2D, Adam, 2,500 steps (3,000 planned, cut at step
+~2,400 for CPU time before any fine-tuning used it) on ct_abdomen, ct_chest and ct_lung1; gate on the held-out ct_lung2; never ct_dicom), run once and cached; it is transferred only if it passed
 its gate, and the gate of the weights used is the first line printed. Positive control: an init fine-tuned from
 scratch on all slices of two pool blocks vs scratch, at k=2 slices drawn from the remaining pool block (disjoint),
 to show the protocol can detect an initialisation that certainly helps. Statistics: per k the paired mean

@@ -5,7 +5,7 @@ the same cached runs): each pretext is pre-trained once with `pretrain/sample_co
 U-Net, keras variant, width 8, depth 3, Adam 1e-3, batch 16 of 64x64 slices; train ct_abdomen, ct_chest, ct_lung1,
 gate on the held-out ct_lung2, never ct_dicom) and transferred only if it passed its gate (genesis and genesis_mim:
 restoration MSE <= 0.7 x the batch-mean predictor's and clean identity MSE <= 0.005; mim: the masked-pixel MSE
-ratio alone). Budgets: Genesis 3,000 steps (annotation_efficiency's weights), mim and genesis_mim 600 (first set
+ratio alone). Budgets: Genesis 2,500 steps (annotation_efficiency's weights; 3,000 planned), mim and genesis_mim 600 (first set
 to 1,500; cut to 600 at steps 320 and 272 when the loaded CPU showed 1,500 would not end before the deadline, before
 any of their fine-tuning ran; the tables give each pretext's step and gate, and Genesis's own log its figures at
 step 600 for an equal-budget view). Fine-tuning: liver, k = 2, 4, 8 labelled slices of

@@ -16,7 +16,7 @@ Run:
   :tiny   8 steps of a width-2 network on the same data (a smoke run)
 Expected: the held-out gate (restoration MSE <= 0.7 x the batch-mean predictor's on ct_lung2; for genesis and
 genesis_mim also clean identity MSE <= 0.005) passes within the step budget the studies give (``max_steps`` 3,000
-here; experiments/_protocol.py PRETRAIN_STEPS gives the masking pretexts 600); whether it did is in summary.json
+here; experiments/_protocol.py PRETRAIN_STEPS, for CPU time: genesis 2,500, the masking pretexts 600); whether it did is in summary.json
 (``pretext_gate.passed``) and the studies print it first. Measured (genesis, one run on the shared, loaded 2-core
 CPU, validation lines as printed): ratio 0.59 and clean identity 0.0061 at step 700 (gate failed on identity),
 0.49 and 0.0045 at step 1,700 (passed), about 2.3 steps/s when the machine was least loaded.
