@@ -169,7 +169,7 @@ def pretrained_weights(pretext: str, workdir: Path, tiny: bool = False, train: b
         with log.open("a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             summary = pretrain(config, run_dir)
         finished = True
-    rows = _metrics(run_dir)
+    rows = metrics(run_dir)
     speeds = [r["steps_per_s"] for r in rows if r.get("kind") == "train" and r.get("steps_per_s")]
     gate = (summary.get("pretext_gate") or {}) if finished else {}
     if not finished:
@@ -186,7 +186,7 @@ def pretrained_weights(pretext: str, workdir: Path, tiny: bool = False, train: b
             "fingerprint": summary.get("params_fingerprint", ""), "log": str(log)}
 
 
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+def metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []

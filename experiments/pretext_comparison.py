@@ -112,12 +112,19 @@ def main(argv=None) -> int:
                        else "n/a" for k in KS],
                      P.fmt_paired(per[name]["cross_phase"][4]) if 4 in per.get(name, {}).get("cross_phase", {})
                      else "n/a"])
+    equal = [r for r in P.metrics(args.workdir / "pretrain_genesis") if r.get("kind") == "validation"
+             and r.get("step") == P.PRETRAIN_STEPS["mim"]]
+    equal_note = (f"Genesis at the masking pretexts' budget (its own validation at step {equal[0]['step']}, running "
+                  f"BatchNorm averages): ratio {equal[0]['val_restoration_mse'] / equal[0]['val_batch_mean_mse']:.3f}, "
+                  f"clean identity MSE {equal[0]['val_clean_identity_mse']:.4g}" if equal else
+                  "Genesis at the masking pretexts' budget: no validation logged at that step")
     scratch = {k: S.mean_sd([r["in_domain"] for r in groups["scratch"][k]]) for k in KS if k in groups["scratch"]}
     command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
     notes = [
         f"Command: `python experiments/pretext_comparison.py{' ' + command if command else ''}`",
         f"Machine: {S.machine()} (shared and loaded: the steps/s are relative figures, not clean ones).",
         *[P.gate_line(pre) for pre in pres.values()],
+        equal_note,
         data.describe(),
         f"Scratch in-domain Dice (mean+-sd): " + ", ".join(f"k={k} {S.fmt(*v)}" for k, v in scratch.items()),
         f"Recipe: {dataclasses.asdict(args.recipe)}; shared with annotation_efficiency.py (same cached groups).",

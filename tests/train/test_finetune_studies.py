@@ -104,7 +104,20 @@ def restore_jax_config():
 
 
 NUMBER = r"[+-]\d\.\d{3}"
-K_PART = rf"k={{k}} {NUMBER} \(95% CI {NUMBER} to {NUMBER}, sign-flip p [0-9.e-]+\)"
+CI = rf"{NUMBER} \(95% CI {NUMBER} to {NUMBER}"
+
+
+def final_line_pattern(ks=(2, 4, 8)) -> str:
+    """The annotation study's last line: per k the paired difference, its t-interval and the sign-flip p."""
+    return "pretrained_minus_scratch_in_domain: " + ", ".join(rf"k={k} {CI}, sign-flip p [0-9.e-]+\)" for k in ks)
+
+
+def test_final_line_pattern_matches_the_printed_form():
+    protocol = _module("_protocol")
+    c = {"mean": 0.0312, "lo": -0.004, "hi": 0.0664, "p": 0.0917, "n": 20}
+    line = "pretrained_minus_scratch_in_domain: " + ", ".join(f"k={k} {protocol.fmt_paired(c)}" for k in (2, 4, 8))
+    assert re.fullmatch(final_line_pattern(), line), line
+    assert not re.fullmatch(final_line_pattern(), line.replace("k=8 +0.031", "k=8 n/a"))
 
 
 @pytest.mark.slow
@@ -120,8 +133,7 @@ def test_tiny_studies_end_to_end_on_the_sample_ct(tmp_path, capsys, restore_jax_
     assert _module("annotation_efficiency").main(common) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("gate genesis (sample_corpus_2d, step 8")  # the gate of the weights used, first
-    assert re.fullmatch("pretrained_minus_scratch_in_domain: " + ", ".join(K_PART.format(k=k) for k in (2, 4, 8)),
-                        lines[-1]), lines[-1]
+    assert re.fullmatch(final_line_pattern(), lines[-1]), lines[-1]
     raw = json.loads((tmp_path / "results" / "annotation_efficiency.json").read_text())
     groups = raw["groups"]["liver"]
     assert sorted(groups) == ["genesis", "scratch"] and sorted(groups["scratch"]) == ["2", "4", "8", "all"]
@@ -140,6 +152,6 @@ def test_tiny_studies_end_to_end_on_the_sample_ct(tmp_path, capsys, restore_jax_
     out = capsys.readouterr().out.strip().splitlines()
     assert [line.split(" ")[1] for line in out[:3]] == ["genesis", "mim", "genesis_mim"]
     assert [line for line in out if "scratch" in line and "k=  2" in line][0].endswith("cached)")
-    ci = rf"{NUMBER} \(95% CI {NUMBER} to {NUMBER}\)"
+    ci = rf"{CI}\)"
     assert re.fullmatch(rf"pretext_vs_scratch_in_domain_k4: genesis={ci} mim={ci} genesis_mim={ci}", out[-1]), out[-1]
     assert (tmp_path / "results" / "pretext_comparison.md").is_file()
