@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     groups = A.organ_groups(data, inits, args.recipe, args.workdir, not args.no_train, ks=KS)
     per = {name: {e: {k: P.paired(groups[name][k], groups["scratch"][k], e) for k in KS
                       if k in groups[name] and k in groups["scratch"]} for e in P.ENDPOINTS}
-           for name in groups if name != "scratch"}
+           for name in groups if name != "scratch" and groups[name]}
 
     header = ["pretext", "pre-training steps", "gate: restoration / batch-mean MSE", "clean identity MSE", "gate",
               "pre-training steps/s (loaded CPU)", *[f"in-domain k={k}: - scratch (95% CI, p)" for k in KS],
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     for name, pre in pres.items():
         g = pre["gate"]
         verdict = ("passed" if pre["passed"] else "unfinished" if g.get("unfinished") else "FAILED") + (
-            "" if name in per else ", not transferred")
+            "" if name in per else ", fine-tuning not run" if A.transferable(pre, args.tiny) else ", not transferred")
         rows.append([name, f"{pre['step']} of {pre['budget']}", f"{g.get('ratio_to_batch_mean', float('nan')):.3f}",
                      f"{g.get('clean_identity_mse', float('nan')):.4g}", verdict, f"{pre['steps_per_s']:.2f}",
                      *[P.fmt_paired(per[name]["in_domain"][k]) if k in per.get(name, {}).get("in_domain", {})
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
     print("\n".join(f"| {' | '.join(str(c) for c in row)} |" for row in [header, *rows]))
     print(f"results: {args.results / 'pretext_comparison.md'}, plot: {png}")
     k4 = {n: P.fmt_paired(per[n]["in_domain"][4], p=False) if 4 in per.get(n, {}).get("in_domain", {}) else
-          "n/a (not transferred)" for n in PRETEXTS}
+          "n/a (fine-tuning not run)" if A.transferable(pres[n], args.tiny) else "n/a (not transferred: gate)"
+          for n in PRETEXTS}
     print("pretext_vs_scratch_in_domain_k4: " + " ".join(f"{n}={k4[n]}" for n in PRETEXTS))
     return 0
 
