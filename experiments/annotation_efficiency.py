@@ -148,7 +148,9 @@ def plot(groups_by_organ: dict, summaries: dict, arm: str, path: Path, title: st
                 m = [S.mean_sd([r[e] for r in groups[name][k]]) for k in ks]
                 ax.errorbar(x, [v[0] for v in m], yerr=[v[1] for v in m], fmt=style, capsize=3,
                             label=f"{name} (mean+-sd)")
-                ax.set_xticks(x, [kname(k) if k else f"all ({len(groups[name][k][0]['slices'])})" for k in ks])
+            ks = list(groups["scratch"])
+            ax.set_xticks([np.log2(len(groups["scratch"][k][0]["slices"])) for k in ks],
+                          [kname(k) if k else f"all ({len(groups['scratch'][k][0]['slices'])})" for k in ks])
             ax.set(xlabel="labelled slices", ylabel=f"Dice ({e.replace('_', '-')})", title=f"{organ}: {e}")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
@@ -214,6 +216,9 @@ def main(argv=None) -> int:
             c = control[e]
             rows.append([args.organs[0], e, "2 (positive control: same-organ init vs scratch)", c["n"],
                          S.fmt(*c["reference"]), S.fmt(*c["arm"]), P.fmt_paired(c), ""])
+    curves = [f"{organ} {arm} k={kname(k)}: mean validation Dice by step " + " ".join(
+        f"{st}:{np.mean([r['val_curve'][i] for r in res]):.3f}" for i, st in enumerate(res[0]["val_steps"]))
+        for organ, groups in groups_by_organ.items() for arm, g in groups.items() for k, res in g.items()]
     budget = {organ: {arm: {kname(k): P.best_step_note(res, args.recipe) for k, res in g.items()}
                       for arm, g in groups.items()} for organ, groups in groups_by_organ.items()}
     command = " ".join(argv if argv is not None else sys.argv[1:]).strip()
@@ -225,6 +230,7 @@ def main(argv=None) -> int:
         P.gate_line(pre) + ("" if use else " -> no pre-trained arm"),
         *notes,
         f"Best-by-validation step at the budget's end (replicates): {budget}",
+        *curves,
         ("Statistics: paired differences over the replicate seeds; 95% Student-t interval; exact two-sided "
          "sign-flip p (all 2^n sign patterns); AULC = trapezoidal area under Dice over log2(k) / log2 range."),
         ("Positive control: init = scratch fine-tuned on all slices of pool blocks "
@@ -243,6 +249,7 @@ def main(argv=None) -> int:
            "control": control and {k: v for k, v in control.items() if k != "runs"}, "plot": str(png)}
     S.write_table("annotation_efficiency", header, rows, notes, raw, out)
     print("\n".join(f"| {' | '.join(str(c) for c in row)} |" for row in [header, *rows]))
+    print("\n".join(curves))
     print(f"results: {out / 'annotation_efficiency.md'}, plot: {png}")
     first = summaries.get(args.organs[0], {}).get("in_domain", {}).get("per_k", {})
     print("pretrained_minus_scratch_in_domain: " + ", ".join(

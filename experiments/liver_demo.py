@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     S.write_table("liver_demo", header, rows, notes, {"pretrain": pre, "runs": arms, "paired": diffs}, args.results)
     print("\n".join(f"| {' | '.join(str(c) for c in row)} |" for row in [header, *rows]))
     stats = {arm: S.fmt(*S.mean_sd([r["cross_phase"] for r in res])) for arm, res in arms.items()}
-    print(f"liver_dice: scratch={stats['scratch']} pretrained={stats.get('genesis', 'n/a (no gated weights)')}")
+    print(f"liver_dice: scratch={stats.get('scratch', 'n/a (not run)')} "
+          f"pretrained={stats.get('genesis', 'n/a (not run or no gated weights)')}")
     return 0
 
 
