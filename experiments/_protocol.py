@@ -127,8 +127,8 @@ class OrganData:
 
 @functools.lru_cache(maxsize=4)
 def organ_data(organ: str) -> OrganData:
-    """The organ's study data from the cached sample CTs at 3 mm (genesis_jax.data, the finetune/liver_sample:binary
-    layout: train ct_abdomen, test ct_dicom)."""
+    """The organ's study data from the cached sample CTs at 3 mm (genesis_jax.data, the layout of
+    finetune/liver_sample:binary: train ct_abdomen, test ct_dicom)."""
     from genesis_jax.data.task_data import as_labelled_volume, load_task_data
 
     data = load_task_data(S.finetune_config_2d(organ, 1, 1))
