@@ -84,7 +84,7 @@ def _evaluate(args: argparse.Namespace, config) -> int:
     if export:
         files = export_predictions(results.pop("probabilities"), data.test_volumes, out, nifti=args.save_nifti,
                                    overlays=not args.no_overlays, threshold=config.eval.threshold,
-                                   label_id=(results.get("overlay_class") or {}).get("id"))
+                                   overlay_class=results.get("overlay_class"))
     report = {"weights": str(weights), "weights_metadata": metadata, "data": data.description,
               "eval": config.eval.to_dict(), "metrics": results}
     write_file_atomically(out / "metrics.json", json.dumps(report, indent=2, default=float).encode())

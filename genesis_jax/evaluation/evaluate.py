@@ -157,11 +157,12 @@ def export_predictions(
     nifti: bool = True,
     overlays: bool = True,
     threshold: float = 0.5,
-    label_id: int | None = None,
+    overlay_class: dict[str, Any] | None = None,
 ) -> list[Path]:
     """For each volume (``name``, ``image``, ``label``, ``affine``): the probability map as NIfTI on the input's grid
     (``<name>_prob.nii.gz``, the input's affine) and an overlay PNG (``<name>_overlay.png``; the reference outline is
-    the label's class ``label_id``, or all of its foreground). Returns the paths."""
+    the label's class ``overlay_class`` ({'name', 'id'} as a softmax evaluation records it), or all of its
+    foreground). Returns the paths."""
     out_dir = Path(out_dir)
     written = []
     for vol in volumes:
@@ -169,8 +170,10 @@ def export_predictions(
         if nifti:
             written.append(save_nifti(prob, vol.affine, out_dir / f"{vol.name}_prob.nii.gz"))
         if overlays:
-            label = vol.label if label_id is None else (np.rint(np.asarray(vol.label)) == label_id)
-            title = vol.name if label_id is None else f"{vol.name}, class {label_id}"
+            label, title = vol.label, vol.name
+            if overlay_class:
+                label = np.rint(np.asarray(vol.label)) == overlay_class["id"]
+                title = f"{vol.name}: {overlay_class['name']}"
             written.append(save_overlay(vol.image, label, prob, out_dir / f"{vol.name}_overlay.png",
                                         threshold=threshold, title=title))
     return written

@@ -224,7 +224,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: Path, data: TaskData |
                 export_predictions(probabilities, data.test_volumes, workdir / "predictions",
                                    nifti=config.eval.save_predictions, overlays=config.eval.overlays,
                                    threshold=config.eval.threshold,
-                                   label_id=(test.get("overlay_class") or {}).get("id"))
+                                   overlay_class=test.get("overlay_class"))
         summary["test"] = test
     summary["seconds"] = time.time() - started
     if primary:

@@ -94,3 +94,23 @@ def test_keep_largest_component_per_class_moves_strays_to_the_background():
     out = keep_largest_component_per_class(predicted, 3)
     assert out[8, 8, 0] == 0 and np.all(out[1:4, 1:4, :] == 1) and np.all(out[6:9, 1:3, :] == 2)
     assert predicted[8, 8, 0] == 1  # the input is not modified
+
+
+def test_overlay_of_one_class_outlines_that_class(tmp_path, monkeypatch):
+    from genesis_jax.evaluation import evaluate as ev
+
+    label = np.zeros((12, 12, 8), np.uint8)
+    label[2:6, 2:6, 1:5] = 1
+    label[7:11, 6:10, 3:7] = 2
+    drawn = {}
+
+    def fake_overlay(image, lab, prob, path, threshold=0.5, title=""):
+        drawn.update(label=np.asarray(lab), title=title)
+        return path
+
+    monkeypatch.setattr(ev, "save_overlay", fake_overlay)
+    volume = LabelledVolume(label.astype(np.float32), label, "case", spacing=(1.0, 1.0, 2.0))
+    ev.export_predictions({"case": (label == 2).astype(np.float32)}, [volume], tmp_path, nifti=False,
+                          overlay_class={"name": "spleen", "id": 2})
+    np.testing.assert_array_equal(drawn["label"], label == 2)
+    assert drawn["title"] == "case: spleen"
