@@ -274,7 +274,10 @@ def test_fine_tuning_configs_record_their_spacing():
     from genesis_jax.config_loader import load_config
 
     settings = InferenceSettings.from_config(load_config("finetune/liver_sample").to_dict())
-    assert settings.target_spacing == (3.0, 3.0, 3.0) and settings.window == (32, 32, 16)
+    assert settings.target_spacing == (5.0, 5.0, 3.0) and settings.window == (32, 32, 16)
+    assert settings.largest_component  # the liver demo's per-class rule reaches predict
+    assert InferenceSettings.from_config(load_config("finetune/liver_sample:binary").to_dict()).target_spacing == \
+        (3.0, 3.0, 3.0)
     assert InferenceSettings.from_config(load_config("finetune/lcs:tiny").to_dict()).window == (16, 16, 8)
 
 
