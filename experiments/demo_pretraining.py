@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         target = min(args.max_steps, (done // args.chunk + 1) * args.chunk)
         config = load_config("pretrain/sample_corpus", [*args.overrides, f"--config.max_steps={target}"])
         summary = pretrain(config, workdir)
+        if RECORD_KEY not in summary:  # stopped before an export (SIGTERM, early stop): the rerun resumes
+            print(f"demo_pretraining: stopped at step {summary.get('step')} ({summary.get('stopped')}); "
+                  "rerun the same command to resume")
+            return 1
         done, gate = int(summary["step"]), summary[RECORD_KEY]
         print(f"demo_pretraining: step {done}: {gate_line(gate)}", flush=True)
         if gate["passed"] or done >= args.max_steps or summary.get("stopped") not in ("completed", None):

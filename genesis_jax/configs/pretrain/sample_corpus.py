@@ -19,6 +19,8 @@ batch-mean predictor's on ct_lung2, and clean-input identity MSE <= 0.005) needs
 CPU hours, on a GPU minutes. Measured (one run on the shared, loaded 2-core CPU, validation lines as printed):
 restoration 0.03043 vs batch mean 0.03758 (ratio 0.81), clean identity 0.0078 at step 600; 0.02392 (0.64), 0.0065 at
 step 1,200; 0.02406 (0.64), 0.0079 at step 1,600: the ratio passes from step ~1,000, the identity criterion not yet.
+Continued to step 3,399 (halved to 5e-4 at step 2,600): validations 0.0207-0.0369 (ratio 0.55-0.98), clean identity
+0.0055-0.0087, never <= 0.005 (experiments/demo_pretraining.py --check: a systematic intensity compression).
 """
 
 import ml_collections
