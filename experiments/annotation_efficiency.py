@@ -134,6 +134,8 @@ def plot(groups_by_organ: dict, summaries: dict, arm: str, path: Path, title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from genesis_jax.visualize import save_png
+
     organs = list(groups_by_organ)
     fig, axes = plt.subplots(2, 2 * len(organs), figsize=(5 * 2 * len(organs), 8), squeeze=False)
     for col, organ in enumerate(organs):
@@ -167,9 +169,7 @@ def plot(groups_by_organ: dict, summaries: dict, arm: str, path: Path, title: st
             ax.set(xlabel="labelled slices", ylabel=f"{arm} - scratch Dice (95% t-CI)", title=f"{organ}: {e}")
             ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    save_png(fig, path, dpi=90)  # laid out tightly, parent directories created, written atomically
     plt.close(fig)
     return path
 

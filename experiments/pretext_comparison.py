@@ -52,6 +52,8 @@ def plot(pres: dict, per: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from genesis_jax.visualize import save_png
+
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for j, e in enumerate(P.ENDPOINTS):
         ax = axes[j]
@@ -74,9 +76,7 @@ def plot(pres: dict, per: dict, path: Path) -> Path:
     ax.axhline(0.7, color="k", ls="--", lw=0.8, label="gate 0.7")
     ax.set(ylabel="restoration MSE / batch-mean MSE (held-out)", title="gate (green: passed)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    save_png(fig, path, dpi=90)  # laid out tightly, parent directories created, written atomically
     plt.close(fig)
     return path
 

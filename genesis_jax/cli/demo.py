@@ -145,10 +145,10 @@ def _packaged_pretraining(workdir: Path, log: Callable[[str], None]) -> dict[str
         return None
     weights = packaged.materialize(PACKAGED_WEIGHTS, workdir / "weights")
     info = packaged.record(PACKAGED_WEIGHTS)
-    preview = None
-    if packaged.preview(PACKAGED_WEIGHTS) is not None:
+    preview, packaged_preview = None, packaged.preview(PACKAGED_WEIGHTS)
+    if packaged_preview is not None:
         preview = workdir / "preview.png"
-        write_file_atomically(preview, packaged.preview(PACKAGED_WEIGHTS).read_bytes())
+        write_file_atomically(preview, packaged_preview.read_bytes())
     log(f"demo: pre-trained weights: packaged '{PACKAGED_WEIGHTS}' ({info['made_by']}) -> {weights}")
     return {"weights": str(weights), "preview": str(preview) if preview else None, "step": info["metadata"].get("step"),
             "packaged": info["made_by"], RECORD_KEY: info["metadata"].get(RECORD_KEY) or {}}

@@ -125,9 +125,9 @@ def evaluate_volumes_multiclass(
         prob = sliding(variables, vol.image)
         predicted = prob.argmax(-1)
         if largest_component:  # removed voxels go to the background, in the class map and in the probabilities
-            predicted = keep_largest_component_per_class(predicted, k)
-            prob = np.where((predicted == 0)[..., None] & (prob.argmax(-1) != 0)[..., None],
-                            np.eye(k, dtype=prob.dtype)[0], prob)
+            kept = keep_largest_component_per_class(predicted, k)
+            prob = np.where(((kept == 0) & (predicted != 0))[..., None], np.eye(k, dtype=prob.dtype)[0], prob)
+            predicted = kept
         label = np.rint(np.asarray(vol.label)).astype(np.int64)
         acc.update(label, prob)
         dice = dice_from_overlaps(class_overlaps(label, predicted, k))

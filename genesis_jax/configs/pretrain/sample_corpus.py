@@ -44,30 +44,23 @@ def corpus_data(cube: tuple[int, int, int] = CUBE, cubes_per_scan: int = 256) ->
                                      samples=dict(train=TRAIN_SCANS, validation=VALIDATION_SCANS, test=()))
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    opts = parse_arg(arg, tiny=False)
-    c = genesis_chest_ct.recipe(variant="keras")
+def corpus_training(c: ml_collections.ConfigDict, tiny: bool) -> ml_collections.ConfigDict:
+    """The corpus runs' shared training settings on a pretext's config ``c`` (width 8, depth 3, Adam 1e-3 halved on
+    a 5-epoch plateau, 100-step epochs, 8 validation batches, checkpoints every 500 steps, previews every 1,000,
+    16 precise-BN batches; ``tiny``: the smoke-run sizes). The 3D and 2D configs set the rest."""
     c.prng_impl = "rbg"
     c.model.base_width = 8
     c.model.depth = 3
-    c.input_shape = (*CUBE, 1)
-    c.data = corpus_data()
-    c.global_batch_size = 8
     c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
                                                  weight_decay=0.0))
     c.schedule.patience = 5
-    c.early_stopping.patience = 15
     c.steps_per_epoch = 100
     c.validation_batches = 8
-    c.max_steps = 20_000
     c.checkpoint.every_steps = 500
-    c.checkpoint.every_seconds = 600.0
     c.logging.preview_every_steps = 1000
     c.logging.tensorboard = False
     c.precise_bn.num_batches = 16
-    if opts.tiny:
-        c.data = corpus_data(cubes_per_scan=8)
-        c.global_batch_size = 2
+    if tiny:
         c.steps_per_epoch = 4
         c.validation_batches = 1
         c.max_steps = 8
@@ -75,3 +68,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.logging.preview_every_steps = 8
         c.precise_bn.num_batches = 2
     return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    opts = parse_arg(arg, tiny=False)
+    c = genesis_chest_ct.recipe(variant="keras")
+    c.input_shape = (*CUBE, 1)
+    c.data = corpus_data(cubes_per_scan=8 if opts.tiny else 256)
+    c.global_batch_size = 2 if opts.tiny else 8
+    c.early_stopping.patience = 15
+    c.max_steps = 20_000
+    c.checkpoint.every_seconds = 600.0
+    return corpus_training(c, opts.tiny)

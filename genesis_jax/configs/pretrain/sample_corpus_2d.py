@@ -38,35 +38,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c = genesis_2d.get_config("keras")
     else:
         c = {"mim": mim, "genesis_mim": genesis_mim}[opts.pretext].get_config("keras,2d")
-    c.prng_impl = "rbg"
-    c.model.base_width = 8
-    c.model.depth = 3
     c.input_shape = (*SLICE, 1)
-    c.data = sample_corpus.corpus_data(cube=CUBE, cubes_per_scan=256)
-    c.global_batch_size = 16
-    c.per_device_batch_size = 16
-    c.optimizer = ml_collections.ConfigDict(dict(name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                                                 weight_decay=0.0))
-    c.schedule.patience = 5
+    c.data = sample_corpus.corpus_data(cube=CUBE, cubes_per_scan=4 if opts.tiny else 256)
+    c.global_batch_size = c.per_device_batch_size = 4 if opts.tiny else 16
     c.early_stopping.patience = 10_000  # a fixed budget: the gate, not a plateau, says whether it was enough
-    c.steps_per_epoch = 100
-    c.validation_batches = 8
     c.max_steps = 3000
-    c.checkpoint.every_steps = 500
     c.checkpoint.every_seconds = 300.0
-    c.logging.preview_every_steps = 1000
-    c.logging.tensorboard = False
     c.logging.progress = False
-    c.precise_bn.num_batches = 16
+    c = sample_corpus.corpus_training(c, opts.tiny)
     if opts.tiny:
         c.model.base_width = 2
         c.model.depth = 2
-        c.data = sample_corpus.corpus_data(cube=CUBE, cubes_per_scan=4)
-        c.global_batch_size = c.per_device_batch_size = 4
-        c.steps_per_epoch = 4
-        c.validation_batches = 1
-        c.max_steps = 8
-        c.checkpoint.every_steps = 4
-        c.logging.preview_every_steps = 8
-        c.precise_bn.num_batches = 2
     return c
