@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=500, help="steps between gate checks")
     p.add_argument("--max-steps", type=int, default=20_000)
     p.add_argument("--check", action="store_true", help="only print the exported weights' gate")
-    p.add_argument("overrides", nargs="*", help="--config.x=y overrides of pretrain/sample_corpus")
-    args = p.parse_args(argv)
+    args, args.overrides = p.parse_known_args(argv)  # the rest: --config.x=y overrides of pretrain/sample_corpus
+    bad = [o for o in args.overrides if not o.startswith("--config.")]
+    if bad:
+        p.error(f"unrecognized arguments: {' '.join(bad)} (overrides are --config.x=y)")
     from genesis_jax.models.weights import read_metadata
     from genesis_jax.train.pretrain import pretrain
 
