@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     if not gate["passed"]:
         print(f"demo_pretraining: not packaged: the weights at step {done} failed the gate")
         return 1
-    made_by = (f"experiments/demo_pretraining.py: pretrain/sample_corpus, {done} steps (exported: best validation "
-               f"loss, step {summary.get('best_step')}) on ct_abdomen, ct_chest, ct_lung1; gate on ct_lung2")
+    overrides = f" {' '.join(args.overrides)}" if args.overrides else ""
+    made_by = (f"experiments/demo_pretraining.py{overrides}: pretrain/sample_corpus, {done} steps (exported: best "
+               f"validation loss, step {summary.get('best_step')}) on ct_abdomen, ct_chest, ct_lung1; gate on ct_lung2")
     npz = packaged.package_weights(workdir / "weights", NAME, made_by, preview_png=summary.get("preview"))
     print(f"demo_pretraining: packaged {npz} ({npz.stat().st_size / 1e6:.1f} MB): {gate_line(gate)}")
     return 0

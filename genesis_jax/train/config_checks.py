@@ -44,6 +44,7 @@ def _run_settings(c: Checker) -> None:
     c.int_at_least("early_stopping.patience", 0)
     c.int_at_least("checkpoint.keep", 1)
     c.int_at_least("checkpoint.every_steps", 0)
+    c.fraction("ema_decay", high_open=True)
 
 
 def validate_pretrain_config(config: Any, *, data: bool = True) -> None:
@@ -94,7 +95,6 @@ def validate_finetune_config(config: Any, *, data: bool = True, command: str = "
     c.fraction("eval.threshold")
     c.one_of("eval.blend", ("gaussian", "constant"))
     c.one_of("eval.mode", ("accurate", "fast"))
-    c.fraction("ema_decay", high_open=True)
     try:
         augment_settings(config)
     except ValueError as err:

@@ -42,6 +42,7 @@ from genesis_jax.pretext.gate import FIGURES, RECORD_KEY, batch_figures, gate_re
 from genesis_jax.train import checkpointing, precise_bn
 from genesis_jax.train.config_checks import validate_pretrain_config
 from genesis_jax.train.distributed import to_host
+from genesis_jax.train.ema import params_ema
 from genesis_jax.train.metrics_log import save_preview
 from genesis_jax.train.loop import (  # noqa: F401  (TrainingDiverged, PreemptionGuard: importable from here too)
     PreemptionGuard,
@@ -139,7 +140,8 @@ def _pretext_task(config: ml_collections.ConfigDict, workdir: Path, transform: A
     global_bs = resolve_batch_size(mesh, config.get("per_device_batch_size"), config.get("global_batch_size"))
     local_bs = local_batch_size(global_bs)
     model = build_model(config.model)
-    tx = build_optimizer(**config_dict(config.optimizer))
+    ema_decay = float(config.get("ema_decay") or 0.0)  # the average is last in the chain: it sees the new params
+    tx = build_optimizer(**config_dict(config.optimizer), then=params_ema(ema_decay) if ema_decay else None)
     pretext: Pretext = build_pretext(config, transform)
     apply_kwargs = dict(config.get("apply_kwargs") or {})
 

@@ -66,6 +66,8 @@ def recipe(*, tiny: bool = False, variant: str = "pytorch", schedule: str = "pla
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd", learning_rate=1.0, momentum=0.9, nesterov=False, weight_decay=0.0
     ))
+    # > 0: validation, best/ and weights/ use an exponential moving average of the parameters (genesis_jax.train.ema)
+    c.ema_decay = 0.0
     c.schedule = ml_collections.ConfigDict(dict(
         kind=schedule, factor=0.5, patience=10, min_delta=1e-4, min_lr=1e-6,
         every_epochs=40,
