@@ -123,3 +123,25 @@ def test_finetune_validates_exports_and_tests_the_average(tmp_path, monkeypatch)
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(average), trained))
     best, _, _ = checkpointing.load_init_weights(tmp_path)  # best/ holds the validated parameters: an average too
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best["params"]), trained))
+
+
+def test_pretrain_validates_and_exports_the_average(reference_run, tmp_path):
+    """The same tiny pre-training with ``ema_decay``: identical training losses (the average never touches the
+    updates), different validation figures (they score the average), and weights/ that say so."""
+    from genesis_jax.train.metrics_log import read_metrics
+    from genesis_jax.train.pretrain import pretrain
+    from tests.train.helpers import REFERENCE_STEPS, noise_transform, tiny_config
+
+    _, reference = reference_run
+    summary = pretrain(tiny_config(f"--config.max_steps={REFERENCE_STEPS}", "--config.ema_decay=0.5"), tmp_path,
+                       transform=noise_transform)
+    np.testing.assert_allclose([r["loss"] for r in read_metrics(tmp_path)],
+                               [r["loss"] for r in read_metrics(reference)], rtol=1e-6)
+    averaged = [r["val_loss"] for r in read_metrics(tmp_path, "validation.csv")]
+    trained = [r["val_loss"] for r in read_metrics(reference, "validation.csv")]
+    assert len(averaged) == len(trained) and not np.allclose(averaged, trained, rtol=1e-6)
+    _, _, meta = load_weights(summary["weights"])
+    assert meta["parameters"] == "exponential moving average" and meta["ema_decay"] == 0.5
+    assert meta["ema_updates"] == summary["best_step"]
+    _, _, plain = load_weights(reference / "weights")
+    assert "ema_decay" not in plain
