@@ -59,7 +59,7 @@ def _model(model_config: Mapping[str, Any], source: Any) -> DynamicUNet:
 
 
 def _flat_shapes(model: DynamicUNet) -> dict[tuple[str, ...], tuple[int, ...]]:
-    x = jax.ShapeDtypeStruct((1, *model.input_divisor, model.in_channels), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *model.smallest_input, model.in_channels), jnp.float32)
     shapes = jax.eval_shape(lambda inputs: model.init(jax.random.key(0), inputs), x)["params"]
     flat = {}
 
@@ -395,7 +395,7 @@ def read_nnunet_checkpoint(checkpoint: Mapping[str, Any], path: str | Path) -> t
             key = file_key(keys[encoder_missing[0]])
             raise InteropError(f"{path}: encoder key {key!r} is missing ({len(missing)} keys of the network missing)")
         # an encoder-only checkpoint: the decoder and heads start from nnU-Net's initialisation
-        x = jnp.zeros((1, *model.input_divisor, model.in_channels), jnp.float32)
+        x = jnp.zeros((1, *model.smallest_input, model.in_channels), jnp.float32)
         init = model.init(jax.random.key(0), x)["params"]
         for p in missing:
             node = init

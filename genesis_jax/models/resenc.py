@@ -243,6 +243,12 @@ class DynamicUNet(nn.Module):
         """What each spatial size must be divisible by: the product of the strides along that axis."""
         return tuple(math.prod(s[axis] for s in self.stage_strides()) for axis in range(self.ndim))
 
+    @property
+    def smallest_input(self) -> tuple[int, ...]:
+        """The smallest spatial input the network accepts: twice the strides' product along each axis (one voxel at
+        the bottleneck would leave its instance normalisation nothing to normalise)."""
+        return tuple(2 * d for d in self.input_divisor)
+
     def _check(self, x: jax.Array) -> None:
         n = self.n_stages
         for name, value in (("kernel_sizes", self.stage_kernels()), ("strides", self.stage_strides()),
@@ -258,6 +264,11 @@ class DynamicUNet(nn.Module):
                 raise ValueError(f"{type(self).__name__}: spatial dimension {'XYZ'[axis]} (axis {axis + 1}) has size "
                                  f"{size}, not divisible by {divisor} (the product of the strides along it); "
                                  f"input shape {tuple(x.shape)}")
+        bottleneck = [size // divisor for size, divisor in zip(x.shape[1:-1], self.input_divisor)]
+        if math.prod(bottleneck) == 1:  # instance norm over one voxel outputs its bias: the input is lost
+            raise ValueError(f"{type(self).__name__}: input shape {tuple(x.shape)} leaves a "
+                             f"{'x'.join(map(str, bottleneck))} bottleneck, where instance normalisation outputs only "
+                             "its bias (PyTorch refuses it); use a larger patch or fewer stages")
 
     def _encoder(self, x: jax.Array, convs: _ConvFactory) -> list[jax.Array]:
         kernels, strides, skips = self.stage_kernels(), self.stage_strides(), []

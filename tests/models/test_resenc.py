@@ -86,6 +86,15 @@ def test_input_not_divisible_by_the_strides_names_the_axis():
         jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 8, 6, 8, 2), jnp.float32))
 
 
+def test_a_one_voxel_bottleneck_is_refused():
+    """Instance normalisation over a single voxel outputs only its bias (PyTorch refuses it): the input is lost."""
+    model = build_model(TINY["plain_3d"])  # strides 1, 2, 2: a 4x4x4 input leaves 1x1x1
+    assert model.smallest_input == (8, 8, 8)
+    with pytest.raises(ValueError, match=r"leaves a 1x1x1 bottleneck"):
+        jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 4, 4, 4, 1), jnp.float32))
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x), jax.ShapeDtypeStruct((1, 8, 4, 4, 1), jnp.float32))
+
+
 def test_layer_output_bytes_counts_leaf_layers_in_the_compute_dtype():
     import flax.linen as nn
 
