@@ -53,6 +53,16 @@ unseen by both). Positive control: clearly positive at k = 1 for both learners (
 defeat it: random-feature probes are strong baselines on small, intensity-driven tasks; one training and one
 test patient; labels are TotalSegmentator's model outputs; a tiny network pre-trained on three scans.
 
+RESULT (the full run with --weights = the gated demo weights, 20 replicates, ~35 min of the loaded CPU; as printed,
+the design unchanged after the look; experiments/results/organ_classification.md): not the expected direction.
+Linear probe in-domain: about 0 at k = 1-4 (k=1 -0.003, CI -0.043 to +0.036), then positive at k = 8 (+0.038, CI
++0.019 to +0.057) and 16 (+0.044, CI +0.031 to +0.057), +0.015 with all (an unweighted probe on the imbalanced
+whole pool scores below k = 16 in both arms); AULC +0.014 (CI +0.001 to +0.027). Shifted domain: the pre-trained
+probe is lower (all: -0.059, CI -0.073 to -0.046). Fine-tuning in-domain: +0.006 to +0.012, no CI excludes 0;
+shifted domain: +0.041 (k=1, CI +0.002 to +0.081) to +0.053 (all, CI +0.017 to +0.089). Positive control at
+k = 1: probe +0.230 in-domain, fine-tuning +0.145 (both p 1.9e-06): effects of that size would have been seen.
+Most fine-tuning replicates chose their last validation step (the 60-step budget is short).
+
 Run (the full study: ~20-40 min of a loaded 2-core CPU; cached per replicate under --workdir, the same command
 resumes; --no-train reports what is cached):
   python experiments/organ_classification.py --weights /path/to/gated/2d/genesis/weights
@@ -418,7 +428,9 @@ class Study:
         path = self.workdir / "runs" / f"probe_{name}.json"
         runs, cached = cached_runs(path, self.key("probe", init, tuple(ks), pool_rows), recipe.replicates, run_one,
                                    train)
-        return {k: [{"seed": r["seed"], **r["per_k"][A.kname(k)]} for r in runs] for k in ks}, cached
+        # each k's rows carry the replicate's seconds (features and every k's fit together)
+        return {k: [{"seed": r["seed"], "seconds": r["seconds"], **r["per_k"][A.kname(k)]} for r in runs]
+                for k in ks}, cached
 
     # -- (b) fine-tuning ------------------------------------------------------------------------------------------
     def finetune_one(self, init: P.Init, k: int | None, seed: int, pool_rows: Sequence[int], steps: int,
