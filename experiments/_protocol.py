@@ -204,7 +204,8 @@ def gate_line(pre: dict[str, Any]) -> str:
                 f"clean identity MSE {g['clean_identity_mse']:.4g}): NOT transferred")
     clean = (f", clean identity MSE {g['clean_identity_mse']:.4g} (<= {g['max_clean_mse']:g})"
              if g.get("max_clean_mse") is not None else f", clean identity MSE {g['clean_identity_mse']:.4g}")
-    return (f"gate {pre['pretext']} (sample_corpus_2d, step {pre['step']}, held-out ct_lung2): restoration MSE "
+    origin = pre.get("origin") or f"sample_corpus_2d, step {pre['step']}, held-out ct_lung2"  # or a weights dir's
+    return (f"gate {pre['pretext']} ({origin}): restoration MSE "
             f"{g['restoration_mse']:.4g} = {g['ratio_to_batch_mean']:.3f} x batch-mean {g['batch_mean_mse']:.4g} "
             f"(<= {g['max_ratio']:g}){clean}: {'PASSED' if g['passed'] else 'FAILED, not transferred'}; "
             f"weights {pre['weights']}")
