@@ -9,8 +9,9 @@ What it owns:
   portal-venous contrast), read here but used for nothing before the final test.
 - **Pre-training** (:func:`pretrained_weights`): the gated 2D pre-training of a pretext on the sample corpus
   (``pretrain/sample_corpus_2d``: train ct_abdomen, ct_chest, ct_lung1; gate on the held-out ct_lung2; never
-  ct_dicom), run once under the study's workdir and then read from there; its gate record decides whether the
-  weights are transferred at all.
+  ct_dicom), run once under the study's workdir and then read from there, or a given weights directory
+  (:func:`given_weights`, its ``metadata.json``'s gate record); the gate record decides whether the weights are
+  transferred at all.
 - **Fine-tuning** (:func:`run_arm`): R paired replicates of one arm (an initialisation) at one k, one after the
   other through one jitted step. Replicate r draws its k
   labelled slices with seed r (nested in k: ``_study.labelled_subset``), its batches, crops and augmentation from
@@ -179,11 +180,39 @@ def pretrained_weights(pretext: str, workdir: Path, tiny: bool = False, train: b
             gate = {"restoration_mse": v["val_restoration_mse"], "batch_mean_mse": v["val_batch_mean_mse"],
                     "clean_identity_mse": v["val_clean_identity_mse"], "passed": False, "unfinished": True,
                     "ratio_to_batch_mean": v["val_restoration_mse"] / v["val_batch_mean_mse"]}
+    step = summary.get("step") if finished else (rows[-1].get("step") if rows else 0)
     return {"pretext": pretext, "weights": summary.get("weights") if finished else None, "gate": gate,
             "passed": finished and bool(gate.get("passed")), "finished": finished, "budget": int(config.max_steps),
-            "step": summary.get("step") if finished else (rows[-1].get("step") if rows else 0),
+            "step": step, "origin": f"sample_corpus_2d, step {step}, held-out ct_lung2",
             "steps_per_s": float(np.median(speeds)) if speeds else float("nan"),
             "fingerprint": summary.get("params_fingerprint", ""), "log": str(log)}
+
+
+def given_weights(path: str | Path, pretext: str) -> dict[str, Any]:
+    """A pre-trained weights directory given instead of :func:`pretrained_weights`' run, as the same record: its
+    gate is the one its ``metadata.json`` holds (``pretext_gate``; {} when it records none), its cache tag the
+    parameters' fingerprint. Raises ValueError (one line) for a path that is not a weights directory or weights of
+    another pretext; whether they are transferred is the caller's decision (``passed``)."""
+    import jax
+    import jax.numpy as jnp
+
+    from genesis_jax.models.weights import is_weights_dir, load_weights
+    from genesis_jax.pretext.gate import RECORD_KEY
+    from genesis_jax.train.loop import params_fingerprint
+
+    path = Path(path).expanduser().resolve()
+    if not is_weights_dir(path):
+        raise ValueError(f"{path}: not a genesis_jax weights directory")
+    variables, _, metadata = load_weights(path)
+    if metadata.get("pretext", pretext) != pretext:
+        raise ValueError(f"{path}: weights of the pretext {metadata['pretext']!r}, this study's arm is {pretext!r}")
+    gate = metadata.get(RECORD_KEY) or {}
+    step = metadata.get("step")
+    made = f", pre-trained in {metadata['workdir']}" if metadata.get("workdir") else ""
+    return {"pretext": pretext, "weights": str(path), "gate": gate, "passed": bool(gate.get("passed")),
+            "finished": True, "budget": step, "step": step, "origin": f"weights metadata: step {step}{made}",
+            "steps_per_s": float("nan"), "log": "",
+            "fingerprint": params_fingerprint(jax.tree.map(jnp.asarray, variables["params"]))}
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:

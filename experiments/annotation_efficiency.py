@@ -29,6 +29,8 @@ Run (the full study, liver: 8 groups of 20 replicates + the control, ~40-60 min 
 replicate under --workdir, so the same command resumes; --no-train reports what is cached):
   python experiments/annotation_efficiency.py [--organs liver spleen]
   python experiments/annotation_efficiency.py --tiny      # a smoke run of the same path (tiny network and steps)
+  python experiments/annotation_efficiency.py --organs spleen --weights DIR --results DIR2 --workdir DIR3
+      # a saved gated weights directory as the pre-trained arm (refused unless its metadata's gate passed)
 Writes experiments/results/annotation_efficiency.{md,csv,json,png}; the last line is
   pretrained_minus_scratch_in_domain: k=2 <d> (95% CI <lo> to <hi>, sign-flip p <p>), k=4 ..., k=8 ...
 Limits: labels are TotalSegmentator's model outputs; one training and one test patient; tiny networks on a CPU.
@@ -58,6 +60,8 @@ def parse(argv=None, doc: str = __doc__) -> argparse.Namespace:
     p.add_argument("--results", default=None, help="default: experiments/results (--tiny: <workdir>/tiny/results)")
     p.add_argument("--no-train", action="store_true", help="report only what the cache holds")
     p.add_argument("--tiny", action="store_true", help="a smoke run (tiny network, 4 steps, 3 replicates)")
+    p.add_argument("--weights", default=None, help="a gated pre-trained weights directory as the pre-trained arm "
+                   "(instead of the workdir's pre-training); refused unless its metadata's gate record passed")
     args = p.parse_args(argv)
     args.workdir = Path(args.workdir) / ("tiny" if args.tiny else "")
     args.results = Path(args.results) if args.results else (
@@ -177,8 +181,18 @@ def plot(groups_by_organ: dict, summaries: dict, arm: str, path: Path, title: st
 def main(argv=None) -> int:
     args = parse(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.weights:
+        try:
+            pre = P.given_weights(args.weights, "genesis")
+        except ValueError as err:
+            print(f"error: --weights: {err}", file=sys.stderr)
+            return 2
+        if not pre["passed"]:
+            print(f"error: --weights refused: {P.gate_line(pre)}", file=sys.stderr)
+            return 2
     S.setup_jax(args.workdir)
-    pre = P.pretrained_weights("genesis", args.workdir, args.tiny, train=not args.no_train)
+    if not args.weights:
+        pre = P.pretrained_weights("genesis", args.workdir, args.tiny, train=not args.no_train)
     print(P.gate_line(pre), flush=True)
     use = transferable(pre, args.tiny)
     if args.tiny and not pre["passed"]:

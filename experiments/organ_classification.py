@@ -480,22 +480,6 @@ class Study:
 
 
 # -- the study ------------------------------------------------------------------------------------------------------
-def weights_record(path: str) -> dict[str, Any]:
-    """The protocol's pre-training record (``_protocol.pretrained_weights``' form) of a weights directory, from the
-    ``pretext_gate`` its metadata holds."""
-    from genesis_jax.models.weights import read_metadata
-
-    meta = read_metadata(path)
-    if not meta:
-        raise ValueError(f"--weights {path}: not a genesis_jax weights directory (no metadata.json)")
-    gate = meta.get("pretext_gate") or {}
-    return {"pretext": meta.get("pretext", "genesis"), "weights": str(path), "gate": gate,
-            "passed": bool(gate.get("passed")), "finished": True, "step": meta.get("step"), "budget": meta.get("step"),
-            "origin": f"{meta.get('workdir', path)}, step {meta.get('step')}",
-            "fingerprint": json.dumps([meta.get("step"), gate.get("restoration_mse"), meta.get("val_loss")]),
-            "log": ""}
-
-
 def summarise(groups: dict[str, dict], ks: Sequence[int | None]) -> dict[str, dict]:
     """Per endpoint: per k the paired genesis-minus-scratch statistics (failed fits excluded), and the AULC over
     the numeric k."""
@@ -590,14 +574,8 @@ def group_line(learner: str, k: int | None, arm: str, results: list[dict], cache
 
 
 def parse(argv=None) -> argparse.Namespace:
-    """The annotation study's options (--workdir, --results, --no-train, --tiny; --organs is not read) and
-    --weights."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=False)
-    p.add_argument("--weights", default="", help="a gated 2D Genesis weights directory (default: the protocol's "
-                                                  "pre-training under --workdir)")
-    own, rest = p.parse_known_args(argv)
-    args = A.parse(rest, __doc__)
-    args.weights = own.weights
+    """The annotation study's options (--workdir, --results, --no-train, --tiny, --weights; --organs is not read)."""
+    args = A.parse(argv, __doc__)
     args.recipe = tiny_recipe() if args.tiny else Recipe()
     return args
 
@@ -605,8 +583,12 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse(argv)
     S.setup_jax(args.workdir)
-    pre = weights_record(args.weights) if args.weights else P.pretrained_weights(
-        "genesis", args.workdir, args.tiny, train=not args.no_train)
+    try:
+        pre = P.given_weights(args.weights, "genesis") if args.weights else P.pretrained_weights(
+            "genesis", args.workdir, args.tiny, train=not args.no_train)
+    except ValueError as err:
+        print(f"error: --weights: {err}", file=sys.stderr)
+        return 2
     print(P.gate_line(pre), flush=True)
     if not A.transferable(pre, args.tiny):
         print(f"organ_classification: the weights {pre['weights']} did not pass their restoration gate: refused "

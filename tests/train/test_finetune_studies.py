@@ -155,3 +155,51 @@ def test_tiny_studies_end_to_end_on_the_sample_ct(tmp_path, capsys, restore_jax_
     ci = rf"{CI}\)"
     assert re.fullmatch(rf"pretext_vs_scratch_in_domain_k4: genesis={ci} mim={ci} genesis_mim={ci}", out[-1]), out[-1]
     assert (tmp_path / "results" / "pretext_comparison.md").is_file()
+
+
+def _tiny_weights(path, gate, pretext="genesis"):
+    """A weights directory of the :tiny recipe's study network, its metadata holding ``gate`` (None: no record)."""
+    import jax.numpy as jnp
+
+    from genesis_jax.models import build_model
+    from genesis_jax.models.weights import save_weights
+    from genesis_jax.pretext.gate import RECORD_KEY
+
+    config = _module("_protocol").tiny_recipe().model_config
+    variables = build_model(config).init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)), train=False)
+    metadata = {"pretext": pretext, "step": 77, **({RECORD_KEY: gate} if gate is not None else {})}
+    return save_weights(path, jax.device_get(variables), config, metadata)
+
+
+GATE = dict(restoration_mse=0.01865, batch_mean_mse=0.04078, image_mean_mse=0.03662, clean_identity_mse=0.003643,
+            ratio_to_batch_mean=0.457, max_ratio=0.7, max_clean_mse=0.005, scored="all voxels")
+
+
+def test_given_weights_are_refused_unless_their_gate_passed(tmp_path, capsys):
+    """--weights: a failed or missing gate record stops the study in one line (exit 2) before anything runs;
+    weights that passed give the study's first line and transfer into the study network."""
+    from genesis_jax.models.weights import load_weights
+
+    study = _module("annotation_efficiency")
+    protocol = _module("_protocol")
+    failed = _tiny_weights(tmp_path / "failed", dict(GATE, ratio_to_batch_mean=0.93, passed=False))
+    unrecorded = _tiny_weights(tmp_path / "unrecorded", None)
+    for weights, why in ((failed, "FAILED, not transferred"), (unrecorded, "no gate record"),
+                         (tmp_path / "missing", "not a genesis_jax weights directory")):
+        assert study.main(["--tiny", f"--weights={weights}", f"--workdir={tmp_path / 'work'}"]) == 2
+        out, err = capsys.readouterr()
+        assert not out and len(err.strip().splitlines()) == 1 and why in err, err
+    assert not (tmp_path / "work").exists()  # refused before any pre-training, cache or result
+    with pytest.raises(ValueError, match="pretext 'mim'"):
+        protocol.given_weights(_tiny_weights(tmp_path / "mim", dict(GATE, passed=True), "mim"), "genesis")
+
+    passed = _tiny_weights(tmp_path / "passed", dict(GATE, passed=True))
+    pre = protocol.given_weights(passed, "genesis")
+    assert pre["passed"] and pre["weights"] == str(passed) and len(pre["fingerprint"]) == 64
+    assert protocol.gate_line(pre) == (
+        "gate genesis (weights metadata: step 77): restoration MSE 0.01865 = 0.457 x batch-mean 0.04078 (<= 0.7), "
+        f"clean identity MSE 0.003643 (<= 0.005): PASSED; weights {passed}")
+    stored = jax.tree_util.tree_leaves(load_weights(passed)[0])
+    variables = protocol._initial_variables(protocol.tiny_recipe(), protocol.weights_init(pre), seed=3)
+    same = [np.array_equal(a, b) for a, b in zip(stored, jax.tree_util.tree_leaves(variables), strict=True)]
+    assert sum(same) > len(same) // 2 and not all(same)  # transferred, the head re-initialised
