@@ -181,9 +181,11 @@ def pretrained_weights(pretext: str, workdir: Path, tiny: bool = False, train: b
                     "clean_identity_mse": v["val_clean_identity_mse"], "passed": False, "unfinished": True,
                     "ratio_to_batch_mean": v["val_restoration_mse"] / v["val_batch_mean_mse"]}
     step = summary.get("step") if finished else (rows[-1].get("step") if rows else 0)
+    # the weights are the run's best-by-validation export, which may predate its last step
+    exported = f" (weights: best, step {summary['best_step']})" if finished and summary.get("best_step") else ""
     return {"pretext": pretext, "weights": summary.get("weights") if finished else None, "gate": gate,
             "passed": finished and bool(gate.get("passed")), "finished": finished, "budget": int(config.max_steps),
-            "step": step, "origin": f"sample_corpus_2d, step {step}, held-out ct_lung2",
+            "step": step, "origin": f"sample_corpus_2d, step {step}{exported}, held-out ct_lung2",
             "steps_per_s": float(np.median(speeds)) if speeds else float("nan"),
             "fingerprint": summary.get("params_fingerprint", ""), "log": str(log)}
 
