@@ -64,7 +64,7 @@ def test_prefixes_select_encoder_stem_and_heads(name):
     spec = MODELS[name]
     cfg = dict(spec.tiny_config)
     network = contract(cfg)
-    x = _input(cfg, network.input_divisor)
+    x = _input(cfg, 2 * network.input_divisor)  # a one-voxel bottleneck is refused (instance norm)
     every = _param_paths(network.module, x)
     encoder = {p for p in every if has_prefix(p, network.encoder)}
     if spec.encoder_apply_kwargs is not None:  # exactly the parameters the encoder-only forward creates
