@@ -36,7 +36,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +301,33 @@ def _dice(pred: Any, label: Any) -> Any:
     return 2.0 * jnp.sum(p * label) / jnp.maximum(jnp.sum(p) + jnp.sum(label), 1.0)
 
 
+def bn_training(model: Any, tx: Any, loss_fn: Callable[[Any, Any], Any]) -> tuple[Callable, Callable]:
+    """The studies' two shared pieces for a BatchNorm network: ``update(params, stats, opt_state, x, y, k_drop) ->
+    (params, stats, opt_state, loss)``, one optimiser step with BatchNorm in training mode (``loss_fn(y, outputs)``;
+    traced inside the caller's jitted step), and the jitted ``precise_stats(params, stats, x)``, the BatchNorm
+    statistics of the weights on ``x`` (precise BN)."""
+    import jax
+    import optax
+
+    from genesis_jax.train.precise_bn import batch_moments, merge_batch_stats
+
+    def update(params, stats, opt_state, x, y, k_drop):
+        def loss(p):
+            out, new = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"],
+                                   rngs={"dropout": k_drop})
+            return loss_fn(y, out), new["batch_stats"]
+
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), stats, opt_state, value
+
+    @jax.jit
+    def precise_stats(params, stats, x):
+        return merge_batch_stats(stats, batch_moments(model, {"params": params, "batch_stats": stats}, x))
+
+    return update, precise_stats
+
+
 @functools.lru_cache(maxsize=4)
 def _program(recipe: Recipe):
     """(optimiser, train_step, precise_stats, dice): one replicate's jitted step and evaluation. (A ``vmap`` over replicates
@@ -311,7 +338,6 @@ def _program(recipe: Recipe):
     import optax
 
     from genesis_jax.train.losses import get_loss
-    from genesis_jax.train.precise_bn import batch_moments, merge_batch_stats
     from genesis_jax.transforms.augment import AugmentSettings, augment_batch
 
     model = _model(recipe, False)  # the kernel initialiser only matters at init: one compiled apply for both arms
@@ -340,25 +366,14 @@ def _program(recipe: Recipe):
         x, y = jax.vmap(one)(jax.random.split(key, recipe.batch))
         return x[..., None], y[..., None]
 
+    update, precise_stats = bn_training(model, tx, loss_fn)
+
     @jax.jit
     def train_step(params, stats, opt_state, key, idx, n, images, labels):
         k_crop, k_aug, k_drop = jax.random.split(key, 3)
         x, y = crops(k_crop, images, labels, idx, n)
         x, y = augment_batch(k_aug, x, y, settings)
-
-        def loss(p):
-            out, new = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"],
-                                   rngs={"dropout": k_drop})
-            return loss_fn(y, out), new["batch_stats"]
-
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), stats, opt_state, value
-
-    @jax.jit
-    def precise_stats(params, stats, bn_crops):
-        """The BatchNorm statistics of the weights on ``bn_crops`` (precise BN)."""
-        return merge_batch_stats(stats, batch_moments(model, {"params": params, "batch_stats": stats}, bn_crops))
+        return update(params, stats, opt_state, x, y, k_drop)
 
     @jax.jit
     def dice(params, stats, images, labels):

@@ -284,7 +284,6 @@ def _program(cfg_items: tuple, recipe: Recipe):
     from genesis_jax.active.linear_probe import encode_patch_sets, gap_feature_fn
     from genesis_jax.active.patches import make_patch_set
     from genesis_jax.models import build_model
-    from genesis_jax.train.precise_bn import batch_moments, merge_batch_stats
 
     cfg = dict(cfg_items)
     model = build_model(cfg)
@@ -292,6 +291,8 @@ def _program(cfg_items: tuple, recipe: Recipe):
         "name": "genesis_unet", "num_classes": 1})
     tx = optax.adam(recipe.learning_rate)
     n_classes = len(CLASS_NAMES)
+    update, precise_stats = P.bn_training(
+        model, tx, lambda y, logits: optax.softmax_cross_entropy_with_integer_labels(logits, y).mean())
 
     @jax.jit
     def train_step(params, stats, opt_state, key, contexts, labels, labelled, n):
@@ -304,19 +305,7 @@ def _program(cfg_items: tuple, recipe: Recipe):
         offsets = jax.random.randint(k_shift, (recipe.batch, 2), 0, 2 * SHIFT + 1)
         x = jax.vmap(lambda r, o: jax.lax.dynamic_slice(contexts[r], (o[0], o[1], 0), (PATCH, PATCH, 1)))(rows, offsets)
         y = labels[rows]
-
-        def loss(p):
-            logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True, mutable=["batch_stats"],
-                                      rngs={"dropout": k_drop})
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new["batch_stats"]
-
-        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), stats, opt_state, value
-
-    @jax.jit
-    def precise_stats(params, stats, patches):
-        return merge_batch_stats(stats, batch_moments(model, {"params": params, "batch_stats": stats}, patches))
+        return update(params, stats, opt_state, x, y, k_drop)
 
     @jax.jit
     def predict(params, stats, patches):
