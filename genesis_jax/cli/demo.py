@@ -36,6 +36,7 @@ PHANTOMS_ENV = "GENESIS_JAX_DEMO_PHANTOMS"
 SAMPLE_SPACING = (3.0, 3.0, 3.0)  # the in-demo pre-training's grid (the packaged weights' corpus is on it too)
 TEST_SCAN = "ct_dicom"
 PHANTOM_FINETUNE_STEPS = 60  # lcs.py:tiny alone runs 4
+IN_DEMO_PRECISE_BN_BATCHES = 8  # a 30-step pre-training in the demo: a quick estimate is enough
 PACKAGED_WEIGHTS = "sample_corpus"  # experiments/demo_pretraining.py packs it (genesis_jax.models.packaged)
 
 
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pre-train N steps in the demo instead of using the packaged pre-trained weights (the "
                         "default on the sample CTs; on phantoms the demo always pre-trains, 30 steps by default)")
     p.add_argument("--finetune-steps", type=int, default=None,
-                   help="fine-tuning steps (default: the recipe's, 600 on the sample CTs, 60 on phantoms)")
+                   help="fine-tuning steps (default: the recipe's, 1,200 on the sample CTs, 60 on phantoms)")
     p.add_argument("--no-finetune", action="store_true", help="stop after pre-training and the preview")
     p.add_argument("--phantoms", action="store_true",
                    help="synthetic CT phantoms instead of the sample CTs (also: GENESIS_JAX_DEMO_PHANTOMS=1)")
@@ -156,12 +157,14 @@ def _packaged_pretraining(workdir: Path, log: Callable[[str], None]) -> dict[str
 
 def run_demo(workdir: str | Path, *, pretrain_steps: int | None = None, finetune_steps: int | None = None,
              finetune: bool = True,
-             cube: tuple[int, int, int] = DEMO_CUBE, phantoms: bool = False, precise_bn_batches: int = 8,
+             cube: tuple[int, int, int] = DEMO_CUBE, phantoms: bool = False, precise_bn_batches: int | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo under ``workdir`` (``pretrain/`` and ``finetune/``); returns a summary dict.
 
     ``pretrain_steps`` None: on the sample CTs the packaged pre-trained weights when there are some, else (and on
-    phantoms) a 30-step pre-training in the demo; a number: that many steps of pre-training in the demo."""
+    phantoms) a 30-step pre-training in the demo; a number: that many steps of pre-training in the demo.
+    ``precise_bn_batches`` None: the fine-tuning recipe's own count (so the demo's fine-tuning is the recipe's run
+    with seed 0) and IN_DEMO_PRECISE_BN_BATCHES for a pre-training in the demo."""
     from genesis_jax.pretext.gate import RECORD_KEY
 
     workdir = Path(workdir).expanduser().resolve()
@@ -171,7 +174,8 @@ def run_demo(workdir: str | Path, *, pretrain_steps: int | None = None, finetune
 
     pre = _packaged_pretraining(workdir / "pretrain", log) if real and pretrain_steps is None else None
     if pre is None:
-        pre = _pretrain_in_demo(workdir / "pretrain", data, cube, pretrain_steps or 30, precise_bn_batches, log)
+        pre = _pretrain_in_demo(workdir / "pretrain", data, cube, pretrain_steps or 30,
+                                precise_bn_batches or IN_DEMO_PRECISE_BN_BATCHES, log)
     summary: dict[str, Any] = {
         "data": data_note,
         "real_ct": real,
@@ -222,7 +226,8 @@ def _pretrain_in_demo(workdir: Path, data: Any, cube: tuple[int, int, int], pret
 
 
 def _finetune(weights: str | None, model_config: dict[str, Any] | None, cube: tuple[int, int, int], workdir: Path,
-              steps: int | None, real: bool, precise_bn_batches: int, log: Callable[[str], None]) -> dict[str, Any]:
+              steps: int | None, real: bool, precise_bn_batches: int | None,
+              log: Callable[[str], None]) -> dict[str, Any]:
     """Liver segmentation (liver_sample.py on the real CT, tested on the other patient; lcs.py:tiny on phantoms) from
     ``weights`` (the pre-trained network with the task's head) or, when None, from scratch."""
     from genesis_jax.train.finetune import finetune
@@ -238,7 +243,8 @@ def _finetune(weights: str | None, model_config: dict[str, Any] | None, cube: tu
         config.max_steps = steps
         config.steps_per_epoch = max(1, steps // 2)  # two validations
         config.max_epochs = 2
-    config.precise_bn.num_batches = precise_bn_batches
+    if precise_bn_batches is not None:
+        config.precise_bn.num_batches = precise_bn_batches
     config.logging.tensorboard = False
     task = (f"liver (with spleen, stomach, kidneys as classes) on ct_abdomen (liver_sample.py), test on {TEST_SCAN}"
             if real else "liver segmentation on SYNTHETIC phantoms (lcs.py:tiny)")

@@ -21,12 +21,17 @@ five organs at 5 x 5 x 3 mm with the default augmentation gave liver Dice 0.873,
 55 mm at 1,200), the contrast-enhanced stomach taken for liver and joined to it; ten organs (adding bowel, pancreas,
 gallbladder) 0.842, 61 mm; the stronger brightness/contrast augmentation above 0.903, 10.0 mm. Keep ``:binary`` for
 the old single-label recipe (the 2D studies build on it).
-From the packaged gated Genesis weights (the demo's default init) the same recipe printed liver Dice 0.739, 0.832,
-0.821 and HD95 132.6, 80.1, 68.3 mm on ct_dicom (seeds 0-2; scratch: 0.894, 0.918, 0.897 and 11.2, 11.7, 11.2 mm):
-contrast-enhanced bowel and stomach joined to the liver (docs/finetuning.md).
+The budget: those runs stopped at 600 steps, where every run's in-domain validation loss was still falling steeply;
+from the packaged gated Genesis weights (the demo's default init) 600 steps printed liver Dice 0.739, 0.832, 0.821
+and HD95 132.6, 80.1, 68.3 mm on ct_dicom (seeds 0-2; scratch: 0.894, 0.918, 0.897 and 11.2, 11.7, 11.2 mm), with
+contrast-enhanced bowel and stomach joined to the liver. The budget is now 1,200 steps, chosen on the training
+patient's validation loss only by experiments/demo_budget.py (its rule and expected outcome committed before its
+runs; 1,200 is also the most the demo's ten minutes allow); there seeds 0-2 printed liver Dice 0.927, 0.864, 0.893
+and HD95 5.9, 40.8, 12.3 mm from the packaged weights, 0.924, 0.927, 0.939 and 7.9, 10.0, 7.1 mm from scratch
+(docs/finetuning.md).
 
 Network: the paper's Genesis U-Net (keras variant) at base width 8, depth 3 (the packaged pre-trained network's).
-Optimiser: Adam 1e-3, batch 4, 600 steps.
+Optimiser: Adam 1e-3, batch 4, 1,200 steps.
 
 Run:
   genesis-jax finetune --config=finetune/liver_sample --workdir=/tmp/liver --init=scratch
@@ -34,8 +39,9 @@ Run:
   genesis-jax demo      # the same, from the packaged pre-trained weights, with the closing summary
   :binary  liver against everything else (sigmoid, Dice loss, 3 mm, width 4; the recipe before the demo's)
   :tiny    the same data with 8 steps of a width-2 network (a CPU smoke run of the real-data path)
-Expected: a summary line with per-class test Dice/HD95 on ct_dicom (liver 0.903, HD95 10.0 mm from scratch in the run
-above); predictions/ct_dicom_overlay.png outlines the liver (green reference, red prediction).
+Expected: a summary line with per-class test Dice/HD95 on ct_dicom (liver Dice 0.86-0.94, HD95 6-41 mm over seeds 0-2
+of both inits in experiments/demo_budget.py); predictions/ct_dicom_overlay.png outlines the liver (green reference,
+red prediction).
 """
 
 import ml_collections
@@ -66,7 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         sampling_mode="patches",
     )
     config.prng_impl = "rbg"
-    config.max_steps = 200 if opts.binary else 600
+    config.max_steps = 200 if opts.binary else 1200  # chosen on validation: experiments/demo_budget.py
     config.select_best = False
     config.sampling.foreground_fraction = 0.5
     config.sampling.patches_per_volume = 8
