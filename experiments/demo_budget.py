@@ -93,6 +93,14 @@ def test_liver(run: Path) -> tuple[float, float]:
     return mean["dice_liver"], mean["hd95_liver"]
 
 
+def liver_cells(results: list[tuple[float, float]]) -> str:
+    return ", ".join(f"{d:.3f} / {h:.1f} mm" for d, h in results)
+
+
+def print_row(row: list) -> None:
+    print(f"| {' | '.join(str(c) for c in row)} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "demo_budget")
@@ -117,16 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     header = ["step", *[f"{arm} val loss (seeds {', '.join(map(str, SEEDS))})" for arm in ARMS]]
     rows = [[step, *["/".join(f"{v:.4f}" for v in val[arm][step]) for arm in ARMS]] for step in CANDIDATES]
     for row in [header, *rows]:
-        print(f"| {' | '.join(str(c) for c in row)} |")
+        print_row(row)
     budget = choose_budget(val["packaged"])
     print(f"chosen on validation: B={budget} (rule: smallest step within {TOLERANCE:.0%} of the packaged arm's "
           f"lowest mean validation loss)", flush=True)
 
     chosen = long_runs if budget == longest else runs_at(budget)
     test = {arm: [test_liver(chosen[(arm, s)]) for s in SEEDS] for arm in ARMS}
-    test_row = [f"test at B={budget}: liver Dice / HD95 on ct_dicom",
-                *[", ".join(f"{d:.3f} / {h:.1f} mm" for d, h in test[arm]) for arm in ARMS]]
-    print(f"| {' | '.join(test_row)} |")
+    test_row = [f"test at B={budget}: liver Dice / HD95 on ct_dicom", *[liver_cells(test[arm]) for arm in ARMS]]
+    print_row(test_row)
     extra_seeds = tuple(range(len(SEEDS), len(SEEDS) + args.more_seeds))
     table = [*rows, test_row]
     all_test = test
@@ -134,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = {**chosen, **runs_at(budget, extra_seeds)}
         extra = {arm: [test_liver(chosen[(arm, s)]) for s in extra_seeds] for arm in ARMS}
         table.append([f"test at B={budget}, seeds {extra_seeds[0]}-{extra_seeds[-1]} (run after B was chosen)",
-                      *[", ".join(f"{d:.3f} / {h:.1f} mm" for d, h in extra[arm]) for arm in ARMS]])
-        print(f"| {' | '.join(table[-1])} |")
+                      *[liver_cells(extra[arm]) for arm in ARMS]])
+        print_row(table[-1])
         all_test = {arm: test[arm] + extra[arm] for arm in ARMS}
     n = len(all_test["packaged"])
     within = {arm: sum(h <= 30.0 for _, h in all_test[arm]) for arm in ARMS}

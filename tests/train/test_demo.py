@@ -124,6 +124,8 @@ def test_demo_fine_tunes_from_packaged_gated_weights(tmp_path, monkeypatch):
 def test_the_demo_fine_tunes_with_the_recipe_as_published(tmp_path, monkeypatch):
     """The demo's fine-tuning from the packaged weights is `finetune/liver_sample` with seed 0 and only its init
     changed, so the figures its docstring and docs/finetuning.md give for that recipe are the demo's."""
+    from flax import traverse_util
+
     import genesis_jax.train.finetune as finetune_module
     from genesis_jax.cli.demo import DEMO_CUBE, PACKAGED_WEIGHTS, _finetune
     from genesis_jax.config_loader import load_config
@@ -134,16 +136,8 @@ def test_the_demo_fine_tunes_with_the_recipe_as_published(tmp_path, monkeypatch)
     model_config = packaged.record(PACKAGED_WEIGHTS)["model_config"]
     _finetune("W", model_config, DEMO_CUBE, tmp_path, None, True, None, lambda _: None)
 
-    def flat(tree, prefix=""):
-        out = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-        return out
-
-    demo, recipe = flat(seen["config"].to_dict()), flat(load_config("finetune/liver_sample").to_dict())
+    demo, recipe = (traverse_util.flatten_dict(c.to_dict(), sep=".")
+                    for c in (seen["config"], load_config("finetune/liver_sample")))
     differing = {k for k in demo.keys() | recipe.keys() if demo.get(k) != recipe.get(k)}
     assert differing == {"init.checkpoint", "logging.tensorboard"}, {k: (demo.get(k), recipe.get(k)) for k in differing}
     assert demo["init.checkpoint"] == "W" and demo["seed"] == 0
